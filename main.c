@@ -1,0 +1,109 @@
+/* fuse-overlayfs: command line -> config -> session -> daemonize -> loop. */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "overlay/overlay.h"
+
+static struct ovl_fs *counters_fs;
+
+/* SIGUSR1 prints node counters; a thread of its own so printing is safe. */
+static void *counters_thread(void *arg)
+{
+	sigset_t *set = arg;
+	int sig;
+	while (sigwait(set, &sig) == 0) {
+		long nodes, dirs;
+		ovl_nodes_counters(&nodes, &dirs);
+		ovl_log(OVL_INFO, "nodes=%ld dirs=%ld dir_fds=%ld lookups=%ld forgets=%ld listings=%ld", nodes, dirs,
+			atomic_load(&counters_fs->dir_fds_open), atomic_load(&counters_fs->stat_lookups),
+			atomic_load(&counters_fs->stat_forgets), atomic_load(&counters_fs->stat_listings));
+	}
+	return NULL;
+}
+
+static int fail(const char *msg)
+{
+	fprintf(stderr, "%s: %s\n", OVL_PROGRAM, msg);
+	return 1;
+}
+
+int main(int argc, char *argv[])
+{
+	static struct ovl_config cfg;
+	char err[1024];
+	struct ovl_fs *fs;
+
+	ovl_config_init(&cfg);
+	if (ovl_options_parse(argc, argv, &cfg, err, sizeof err) < 0)
+		return fail(err);
+	if (cfg.show_help) {
+		ovl_print_usage(argv[0]);
+		return 0;
+	}
+	if (cfg.show_version) {
+		printf("%s: version %s\nFUSE library version %s\n", OVL_PROGRAM, PACKAGE_VERSION, fuse_pkgversion());
+		return 0;
+	}
+	ovl_log_init(cfg.debug);
+	if (ovl_options_check_paths(&cfg, err, sizeof err) < 0)
+		return fail(err);
+	ovl_nodes_init();
+	if (ovl_fs_open(&cfg, &fs, err, sizeof err) < 0)
+		return fail(err);
+
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	if (fuse_opt_add_arg(&args, argv[0]) < 0 || fuse_opt_add_arg(&args, "-o") < 0 ||
+	    fuse_opt_add_arg(&args, cfg.kernel_opts) < 0 || (cfg.debug && fuse_opt_add_arg(&args, "-d") < 0))
+		return fail(strerror(ENOMEM));
+	struct fuse_session *se = fuse_session_new(&args, &ovl_ops, sizeof ovl_ops, fs);
+	fuse_opt_free_args(&args);
+	if (se == NULL)
+		return fail("cannot create the FUSE session");
+	fs->se = se;
+	if (fuse_set_signal_handlers(se) < 0)
+		return fail("cannot install signal handlers");
+	if (fuse_session_mount(se, cfg.mountpoint) < 0) {
+		snprintf(err, sizeof err, "%s: mountpoint: cannot mount", cfg.mountpoint);
+		return fail(err);
+	}
+	if (ovl_fs_prepare_workdir(fs, err, sizeof err) < 0) {
+		fuse_session_unmount(se);
+		return fail(err);
+	}
+	/* Returns in the child only once the mount is live; the caller's stdio is closed. */
+	if (fuse_daemonize(cfg.foreground) < 0) {
+		fuse_session_unmount(se);
+		return fail("cannot daemonize");
+	}
+	if (!cfg.foreground)
+		ovl_log_to_syslog();
+
+	static sigset_t usr1;
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+	counters_fs = fs;
+	pthread_t tid;
+	pthread_create(&tid, NULL, counters_thread, &usr1);
+
+	int res;
+	if (cfg.threaded) {
+		struct fuse_loop_config *lc = fuse_loop_cfg_create();
+		fuse_loop_cfg_set_clone_fd(lc, 1);
+		fuse_loop_cfg_set_max_threads(lc, 64);
+		res = fuse_session_loop_mt(se, lc);
+		fuse_loop_cfg_destroy(lc);
+	} else {
+		res = fuse_session_loop(se);
+	}
+	fuse_session_unmount(se);
+	fuse_remove_signal_handlers(se);
+	fuse_session_destroy(se);
+	return res ? 1 : 0;
+}

@@ -1,0 +1,195 @@
+/* The layer stack of one mount: layer roots opened once, the root node, and
+ * the scratch directory <workdir>/work. */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "overlay.h"
+
+static int open_layer(struct ovl_fs *fs, uint32_t index, const char *path, bool upper, char *err, size_t errlen)
+{
+	struct ovl_layer *l = &fs->layers[index];
+	struct stat st;
+	l->index = index;
+	l->is_upper = upper;
+	l->ops = &ovl_direct_layer_ops;
+	l->root_fd = ovl_direct_open_root(path, &l->path);
+	if (l->root_fd < 0 || fstat(l->root_fd, &st) < 0) {
+		snprintf(err, errlen, "%s: %s: %s", path, upper ? "upperdir" : "lowerdir",
+			 strerror(l->root_fd < 0 ? -l->root_fd : errno));
+		return -1;
+	}
+	l->dev = st.st_dev;
+	return 0;
+}
+
+/* Numbers the distinct filesystems; xino needs room for them in st_ino. */
+static void assign_fsids(struct ovl_fs *fs)
+{
+	uint32_t nfs = 0;
+	for (uint32_t i = 0; i < fs->nlayers; i++) {
+		uint32_t j;
+		for (j = 0; j < i && fs->layers[j].dev != fs->layers[i].dev; j++)
+			;
+		fs->layers[i].fsid = j < i ? fs->layers[j].fsid : nfs++;
+	}
+	fs->xino_bits = 0;
+	if (nfs > 1)
+		while ((1u << fs->xino_bits) < nfs)
+			fs->xino_bits++;
+}
+
+static long raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 1024;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	return rl.rlim_cur > (1 << 20) ? (1 << 20) : (long)rl.rlim_cur;
+}
+
+int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t errlen)
+{
+	char **lowers = NULL;
+	size_t nlowers = 0;
+	struct ovl_fs *fs = calloc(1, sizeof *fs);
+	if (fs == NULL || ovl_split_layers(cfg->lowerdir, &lowers, &nlowers) < 0) {
+		snprintf(err, errlen, "lowerdir: cannot parse");
+		free(fs);
+		return -1;
+	}
+	ovl_direct_probe_syscalls();
+	fs->cfg = cfg;
+	fs->timeout = cfg->timeout;
+	fs->has_upper = cfg->upperdir != NULL;
+	fs->nlayers = (uint32_t)nlowers + fs->has_upper;
+	fs->workdir_fd = fs->work_fd = -1;
+	fs->layers = calloc(fs->nlayers, sizeof *fs->layers);
+	uint32_t *all = calloc(fs->nlayers, sizeof *all);
+	if (fs->layers == NULL || all == NULL)
+		goto fail_nomem;
+	for (uint32_t i = 0; i < fs->nlayers; i++)
+		fs->layers[i].root_fd = -1;
+	if (fs->has_upper && open_layer(fs, 0, cfg->upperdir, true, err, errlen) < 0)
+		goto fail;
+	for (size_t i = 0; i < nlowers; i++)
+		if (open_layer(fs, (uint32_t)i + fs->has_upper, lowers[i], false, err, errlen) < 0)
+			goto fail;
+	if (fs->has_upper) {
+		fs->workdir_fd = open(cfg->workdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fs->workdir_fd < 0) {
+			snprintf(err, errlen, "%s: workdir: %s", cfg->workdir, strerror(errno));
+			goto fail;
+		}
+	}
+	assign_fsids(fs);
+
+	long nofile = raise_nofile();
+	fs->dir_fd_budget = (nofile - (long)fs->nlayers) / 2;
+	if (fs->dir_fd_budget < 16)
+		fs->dir_fd_budget = 16;
+
+	struct stat st;
+	if (fstat(fs->layers[0].root_fd, &st) < 0) {
+		snprintf(err, errlen, "%s: %s", fs->layers[0].path, strerror(errno));
+		goto fail;
+	}
+	for (uint32_t i = 0; i < fs->nlayers; i++)
+		all[i] = i;
+	fs->root = ovl_node_new_root(fs, &st, all, fs->nlayers);
+	if (fs->root == NULL)
+		goto fail_nomem;
+	free(all);
+	ovl_free_strv(lowers, nlowers);
+	*out = fs;
+	return 0;
+fail_nomem:
+	snprintf(err, errlen, "%s", strerror(ENOMEM));
+fail:
+	free(all);
+	ovl_free_strv(lowers, nlowers);
+	ovl_fs_close(fs);
+	return -1;
+}
+
+/* Removes everything below dirfd without following any symlink. */
+static int empty_dir_at(int dirfd)
+{
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	int res = 0;
+	if (d == NULL) {
+		if (fd >= 0)
+			close(fd);
+		return -errno;
+	}
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (unlinkat(dirfd, de->d_name, 0) == 0)
+			continue;
+		if (errno != EISDIR && errno != EPERM) {
+			res = -errno;
+			continue;
+		}
+		int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sub < 0 && errno == EACCES && fchmodat(dirfd, de->d_name, 0700, 0) == 0)
+			sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sub < 0) {
+			res = -errno;
+			continue;
+		}
+		int r = empty_dir_at(sub);
+		close(sub);
+		if (r < 0 || unlinkat(dirfd, de->d_name, AT_REMOVEDIR) < 0)
+			res = r < 0 ? r : -errno;
+	}
+	closedir(d);
+	return res;
+}
+
+int ovl_fs_prepare_workdir(struct ovl_fs *fs, char *err, size_t errlen)
+{
+	if (!fs->has_upper)
+		return 0;
+	if (mkdirat(fs->workdir_fd, "work", 0700) < 0 && errno != EEXIST) {
+		snprintf(err, errlen, "%s/work: workdir: %s", fs->cfg->workdir, strerror(errno));
+		return -1;
+	}
+	fs->work_fd = openat(fs->workdir_fd, "work", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int res = fs->work_fd < 0 ? -errno : empty_dir_at(fs->work_fd);
+	if (res < 0) {
+		snprintf(err, errlen, "%s/work: workdir: cannot empty: %s", fs->cfg->workdir, strerror(-res));
+		return -1;
+	}
+	return 0;
+}
+
+void ovl_fs_close(struct ovl_fs *fs)
+{
+	if (fs == NULL)
+		return;
+	for (uint32_t i = 0; fs->layers && i < fs->nlayers; i++) {
+		if (fs->layers[i].root_fd >= 0)
+			close(fs->layers[i].root_fd);
+		free(fs->layers[i].path);
+	}
+	if (fs->work_fd >= 0)
+		close(fs->work_fd);
+	if (fs->workdir_fd >= 0)
+		close(fs->workdir_fd);
+	free(fs->layers);
+	free(fs);
+}

@@ -1,0 +1,206 @@
+/* Find one name in a merged directory: the top object, and for a directory
+ * every layer that merges into it (stopping at a whiteout, a non-directory or
+ * an opaque directory).  A cached listing answers without probing layers. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ops.h"
+
+void ovl_found_free(struct ovl_found *f)
+{
+	free(f->layers);
+	f->layers = NULL;
+}
+
+static int found_add_layer(struct ovl_found *f, uint32_t layer)
+{
+	uint32_t *n = realloc(f->layers, (f->nlayers + 1) * sizeof *n);
+	if (n == NULL)
+		return -ENOMEM;
+	f->layers = n;
+	f->layers[f->nlayers++] = layer;
+	return 0;
+}
+
+/* Whether the directory `name` below parent's i-th layer is opaque. */
+static int child_dir_is_opaque(struct ovl_fs *fs, struct ovl_node *parent, uint32_t i, const char *name)
+{
+	struct ovl_layer *layer = &fs->layers[parent->dir->layers[i]];
+	int pfd = ovl_dir_fd_get(fs, parent, i);
+	if (pfd < 0)
+		return pfd;
+	int res = ovl_has_whiteout_file(layer, pfd, name); /* AUFS: "d" and ".wh.d" side by side */
+	if (res == 0) {
+		int fd = layer->ops->openat(layer, pfd, name, O_RDONLY | O_DIRECTORY, 0);
+		if (fd < 0) {
+			res = -errno;
+		} else {
+			res = ovl_layer_dir_is_opaque(layer, fd);
+			close(fd);
+		}
+	}
+	ovl_dir_fd_put(parent);
+	return res;
+}
+
+/* Probes each layer of parent in turn. */
+static int lookup_probe(struct ovl_fs *fs, struct ovl_node *parent, const char *name, struct ovl_found *f)
+{
+	struct ovl_dir *pd = parent->dir;
+	bool found = false;
+	for (uint32_t i = 0; i < pd->nlayers; i++) {
+		struct ovl_layer *layer = &fs->layers[pd->layers[i]];
+		struct stat st;
+		int pfd = ovl_dir_fd_get(fs, parent, i);
+		if (pfd < 0)
+			return pfd;
+		int r = layer->ops->statat(layer, pfd, name, &st);
+		int e = errno;
+		if (r < 0) {
+			int wh = e == ENOENT ? ovl_has_whiteout_file(layer, pfd, name) : -e;
+			ovl_dir_fd_put(parent);
+			if (wh < 0)
+				return wh;
+			if (wh > 0)
+				break;
+			continue;
+		}
+		ovl_dir_fd_put(parent);
+		if (ovl_stat_is_whiteout(&st))
+			break;
+		if (!found) {
+			found = true;
+			f->st = st;
+			f->layer = layer->index;
+		} else if (!S_ISDIR(st.st_mode)) {
+			break; /* a non-directory below a directory ends the merge */
+		}
+		if (!S_ISDIR(st.st_mode))
+			break;
+		if (found_add_layer(f, layer->index) < 0)
+			return -ENOMEM;
+		if (i + 1 < pd->nlayers) {
+			int opq = child_dir_is_opaque(fs, parent, i, name);
+			if (opq < 0)
+				return opq;
+			if (opq)
+				break;
+		}
+	}
+	return found ? 0 : -ENOENT;
+}
+
+/* Completes what the listing told: the top object's stat, and opacity. */
+static int lookup_listed(struct ovl_fs *fs, struct ovl_node *parent, const char *name, struct ovl_found *f)
+{
+	int pos = ovl_dir_layer_pos(parent->dir, f->layer);
+	if (pos < 0)
+		return -EIO;
+	struct ovl_layer *layer = &fs->layers[f->layer];
+	int pfd = ovl_dir_fd_get(fs, parent, (uint32_t)pos);
+	if (pfd < 0)
+		return pfd;
+	int r = layer->ops->statat(layer, pfd, name, &f->st);
+	int e = errno;
+	ovl_dir_fd_put(parent);
+	if (r < 0)
+		return -e;
+	for (uint32_t k = 0; S_ISDIR(f->st.st_mode) && k + 1 < f->nlayers; k++) {
+		int opq = child_dir_is_opaque(fs, parent, (uint32_t)ovl_dir_layer_pos(parent->dir, f->layers[k]), name);
+		if (opq < 0)
+			return opq;
+		if (opq) {
+			f->nlayers = k + 1;
+			break;
+		}
+	}
+	return 0;
+}
+
+int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *parent, const char *name, struct ovl_found *f)
+{
+	memset(f, 0, sizeof *f);
+	if (parent->dir == NULL)
+		return -ENOTDIR;
+	int listed = ovl_listing_find(parent, name, f);
+	if (listed == 0)
+		return -ENOENT;
+	if (listed > 0) {
+		int res = lookup_listed(fs, parent, name, f);
+		if (res == 0 || res == -ENOMEM)
+			return res;
+		ovl_found_free(f);
+		memset(f, 0, sizeof *f);
+	}
+	int res = lookup_probe(fs, parent, name, f);
+	if (res < 0)
+		ovl_found_free(f);
+	return res;
+}
+
+int ovl_lookup_entry(struct ovl_fs *fs, struct ovl_node *parent, const char *name, struct fuse_entry_param *e)
+{
+	struct ovl_found f;
+	memset(e, 0, sizeof *e);
+	e->entry_timeout = e->attr_timeout = fs->timeout;
+	if (ovl_name_is_reserved(name))
+		return -EINVAL;
+	atomic_fetch_add(&fs->stat_lookups, 1);
+	int res = ovl_lookup_name(fs, parent, name, &f);
+	if (res < 0)
+		return res;
+	struct ovl_node *node = ovl_node_lookup_or_create(fs, parent, name, f.layer, &f.st, f.layers, f.nlayers);
+	if (node == NULL) {
+		ovl_found_free(&f);
+		return -ENOMEM;
+	}
+	e->attr = f.st;
+	ovl_present_stat(fs, f.layer, node->dir ? node->dir->nlayers : 1, &e->attr);
+	e->ino = node->nodeid;
+	e->generation = node->generation;
+	ovl_found_free(&f);
+	return 0;
+}
+
+void ovl_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct ovl_fs *fs = ovl_fs_of(req);
+	struct ovl_node *p = ovl_node_get(parent);
+	struct fuse_entry_param e;
+	if (p == NULL) {
+		fuse_reply_err(req, ESTALE);
+		return;
+	}
+	int res = ovl_lookup_entry(fs, p, name, &e);
+	if (res == -ENOENT) {
+		e.ino = 0; /* a negative entry the kernel may cache */
+		fuse_reply_entry(req, &e);
+	} else if (res < 0) {
+		fuse_reply_err(req, -res);
+	} else {
+		fuse_reply_entry(req, &e);
+	}
+}
+
+void ovl_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct ovl_node *n = ovl_node_get(ino);
+	if (n)
+		ovl_node_forget(ovl_fs_of(req), n, nlookup);
+	fuse_reply_none(req);
+}
+
+void ovl_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	struct ovl_fs *fs = ovl_fs_of(req);
+	for (size_t i = 0; i < count; i++) {
+		struct ovl_node *n = ovl_node_get(forgets[i].ino);
+		if (n)
+			ovl_node_forget(fs, n, forgets[i].nlookup);
+	}
+	fuse_reply_none(req);
+}

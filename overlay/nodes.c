@@ -1,0 +1,507 @@
+/* Node table.  A FUSE nodeid is a slot number; a slot's generation grows on
+ * every reuse, so a (nodeid, generation) pair is never handed out twice in a
+ * mount's life.  Nodes are found by the identity of their backing object
+ * (st_dev, st_ino), so every name of a lower hard link is one FUSE inode.
+ * Directory nodes cache one fd per layer they span, bounded by an LRU. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "overlay.h"
+
+/* ---- slots: nodeid -> node ---- */
+#define SLOT_SHARD_BITS 4
+#define SLOT_SHARDS (1u << SLOT_SHARD_BITS)
+#define CHUNK_BITS 12
+#define CHUNK_SIZE (1u << CHUNK_BITS)
+#define MAX_CHUNKS 4096
+
+struct slot {
+	_Atomic(struct ovl_node *) node;
+	uint64_t generation;
+	uint64_t next_free; /* index + 1 of the next free slot, 0: none */
+};
+
+struct slot_shard {
+	pthread_mutex_t lock;
+	struct slot *chunks[MAX_CHUNKS];
+	uint64_t used;      /* slots ever handed out */
+	uint64_t free_head; /* index + 1 */
+};
+
+static struct slot_shard slot_shards[SLOT_SHARDS];
+static atomic_uint next_slot_shard;
+static atomic_long nodes_alive, dirs_alive;
+
+static struct slot *slot_at(uint32_t shard, uint64_t idx)
+{
+	struct slot *chunk = slot_shards[shard].chunks[idx >> CHUNK_BITS];
+	return chunk ? &chunk[idx & (CHUNK_SIZE - 1)] : NULL;
+}
+
+/* Gives node a nodeid and generation; shard_hint forces a shard (the root). */
+static int slot_alloc(struct ovl_node *node, int shard_hint)
+{
+	uint32_t shard = shard_hint >= 0 ? (uint32_t)shard_hint : atomic_fetch_add(&next_slot_shard, 1) % SLOT_SHARDS;
+	struct slot_shard *s = &slot_shards[shard];
+	uint64_t idx;
+	pthread_mutex_lock(&s->lock);
+	if (s->free_head) {
+		idx = s->free_head - 1;
+		s->free_head = slot_at(shard, idx)->next_free;
+	} else {
+		idx = s->used;
+		if (shard == 0 && idx == 0)
+			idx = s->used = 1; /* nodeid 0 is not a valid FUSE id */
+		if ((idx >> CHUNK_BITS) >= MAX_CHUNKS) {
+			pthread_mutex_unlock(&s->lock);
+			return -ENFILE;
+		}
+		if (s->chunks[idx >> CHUNK_BITS] == NULL) {
+			struct slot *chunk = calloc(CHUNK_SIZE, sizeof *chunk);
+			if (chunk == NULL) {
+				pthread_mutex_unlock(&s->lock);
+				return -ENOMEM;
+			}
+			s->chunks[idx >> CHUNK_BITS] = chunk;
+		}
+		s->used = idx + 1;
+	}
+	struct slot *sl = slot_at(shard, idx);
+	sl->generation++;
+	node->generation = sl->generation;
+	node->nodeid = (idx << SLOT_SHARD_BITS) | shard;
+	atomic_store(&sl->node, node);
+	pthread_mutex_unlock(&s->lock);
+	atomic_fetch_add(&nodes_alive, 1);
+	return 0;
+}
+
+static void slot_free(fuse_ino_t nodeid)
+{
+	uint32_t shard = nodeid & (SLOT_SHARDS - 1);
+	uint64_t idx = nodeid >> SLOT_SHARD_BITS;
+	struct slot_shard *s = &slot_shards[shard];
+	pthread_mutex_lock(&s->lock);
+	struct slot *sl = slot_at(shard, idx);
+	atomic_store(&sl->node, NULL);
+	sl->next_free = s->free_head;
+	s->free_head = idx + 1;
+	pthread_mutex_unlock(&s->lock);
+}
+
+struct ovl_node *ovl_node_get(fuse_ino_t nodeid)
+{
+	uint64_t idx = nodeid >> SLOT_SHARD_BITS;
+	if ((idx >> CHUNK_BITS) >= MAX_CHUNKS)
+		return NULL;
+	struct slot *sl = slot_at(nodeid & (SLOT_SHARDS - 1), idx);
+	return sl ? atomic_load(&sl->node) : NULL;
+}
+
+/* ---- identity hash: (dev, ino) -> node; guards nlookup and refs ---- */
+#define ID_SHARDS 64
+
+struct id_shard {
+	pthread_mutex_t lock;
+	struct ovl_node **buckets;
+	size_t nbuckets, count;
+};
+
+static struct id_shard id_shards[ID_SHARDS];
+
+static uint64_t id_hash(dev_t dev, ino_t ino)
+{
+	uint64_t key[2] = { (uint64_t)dev, (uint64_t)ino };
+	return XXH3_64bits(key, sizeof key);
+}
+
+static struct id_shard *shard_of(const struct ovl_node *n)
+{
+	return &id_shards[id_hash(n->dev, n->ino) % ID_SHARDS];
+}
+
+static struct ovl_node **bucket_of(struct id_shard *s, dev_t dev, ino_t ino)
+{
+	return &s->buckets[(id_hash(dev, ino) / ID_SHARDS) & (s->nbuckets - 1)];
+}
+
+static int id_insert(struct id_shard *s, struct ovl_node *n)
+{
+	if (s->count + 1 > s->nbuckets) {
+		size_t nb = s->nbuckets ? s->nbuckets * 2 : 64;
+		struct ovl_node **b = calloc(nb, sizeof *b);
+		if (b == NULL)
+			return -ENOMEM;
+		struct ovl_node **old = s->buckets;
+		size_t oldn = s->nbuckets;
+		s->buckets = b;
+		s->nbuckets = nb;
+		for (size_t i = 0; i < oldn; i++)
+			for (struct ovl_node *m = old[i], *next; m; m = next) {
+				next = m->hash_next;
+				struct ovl_node **bk = bucket_of(s, m->dev, m->ino);
+				m->hash_next = *bk;
+				*bk = m;
+			}
+		free(old);
+	}
+	struct ovl_node **bk = bucket_of(s, n->dev, n->ino);
+	n->hash_next = *bk;
+	*bk = n;
+	s->count++;
+	return 0;
+}
+
+static void id_remove(struct id_shard *s, struct ovl_node *n)
+{
+	for (struct ovl_node **p = bucket_of(s, n->dev, n->ino); *p; p = &(*p)->hash_next)
+		if (*p == n) {
+			*p = n->hash_next;
+			s->count--;
+			return;
+		}
+}
+
+static struct ovl_node *id_find(struct id_shard *s, dev_t dev, ino_t ino)
+{
+	if (s->nbuckets == 0)
+		return NULL;
+	for (struct ovl_node *n = *bucket_of(s, dev, ino); n; n = n->hash_next)
+		if (n->dev == dev && n->ino == ino)
+			return n;
+	return NULL;
+}
+
+/* ---- directory fds ---- */
+static pthread_mutex_t fd_list_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ovl_node *fd_list_head, *fd_list_tail; /* least recently used first */
+static atomic_uint_fast64_t fd_clock;
+
+static void fd_list_unlink(struct ovl_node *n)
+{
+	struct ovl_dir *d = n->dir;
+	if (d->fd_prev)
+		d->fd_prev->dir->fd_next = d->fd_next;
+	else
+		fd_list_head = d->fd_next;
+	if (d->fd_next)
+		d->fd_next->dir->fd_prev = d->fd_prev;
+	else
+		fd_list_tail = d->fd_prev;
+	d->fd_prev = d->fd_next = NULL;
+}
+
+static void fd_list_append(struct ovl_node *n)
+{
+	struct ovl_dir *d = n->dir;
+	d->fd_prev = fd_list_tail;
+	d->fd_next = NULL;
+	if (fd_list_tail)
+		fd_list_tail->dir->fd_next = n;
+	else
+		fd_list_head = n;
+	fd_list_tail = n;
+}
+
+static void close_dir_fds(struct ovl_fs *fs, struct ovl_dir *d)
+{
+	for (uint32_t i = 0; i < d->nlayers; i++)
+		if (d->fds[i] >= 0) {
+			close(d->fds[i]);
+			d->fds[i] = -1;
+			atomic_fetch_sub(&fs->dir_fds_open, 1);
+		}
+}
+
+/* Closes the fds of idle directories until well under budget.  Locks are only
+ * tried: callers of ovl_dir_fd_get hold a node's fd_lock, then this list lock. */
+static void evict_dir_fds(struct ovl_fs *fs)
+{
+	long target = fs->dir_fd_budget - fs->dir_fd_budget / 8;
+	pthread_mutex_lock(&fd_list_lock);
+	struct ovl_node *n = fd_list_head;
+	while (n && atomic_load(&fs->dir_fds_open) > target) {
+		struct ovl_node *next = n->dir->fd_next;
+		struct ovl_dir *d = n->dir;
+		if (pthread_mutex_trylock(&d->fd_lock) == 0) {
+			if (atomic_load(&d->fd_users) == 0) {
+				close_dir_fds(fs, d);
+				fd_list_unlink(n);
+				d->in_fd_list = false;
+			}
+			pthread_mutex_unlock(&d->fd_lock);
+		}
+		n = next;
+	}
+	pthread_mutex_unlock(&fd_list_lock);
+}
+
+int ovl_dir_layer_pos(const struct ovl_dir *dir, uint32_t layer)
+{
+	/* layers[] is ascending: top first, and layer indexes grow downwards. */
+	uint32_t lo = 0, hi = dir->nlayers;
+	while (lo < hi) {
+		uint32_t mid = (lo + hi) / 2;
+		if (dir->layers[mid] == layer)
+			return (int)mid;
+		if (dir->layers[mid] < layer)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+int ovl_dir_fd_get(struct ovl_fs *fs, struct ovl_node *node, uint32_t i)
+{
+	struct ovl_dir *d = node->dir;
+	bool opened = false;
+	pthread_mutex_lock(&d->fd_lock);
+	int fd = d->fds[i];
+	if (fd < 0) {
+		struct ovl_layer *layer = &fs->layers[d->layers[i]];
+		struct ovl_node *parent = node->parent;
+		int ppos = parent ? ovl_dir_layer_pos(parent->dir, d->layers[i]) : -1;
+		if (ppos < 0) {
+			pthread_mutex_unlock(&d->fd_lock);
+			return -EIO;
+		}
+		int pfd = ovl_dir_fd_get(fs, parent, (uint32_t)ppos);
+		if (pfd < 0) {
+			pthread_mutex_unlock(&d->fd_lock);
+			return pfd;
+		}
+		fd = layer->ops->openat(layer, pfd, node->name, O_RDONLY | O_DIRECTORY, 0);
+		int e = errno;
+		ovl_dir_fd_put(parent);
+		if (fd < 0) {
+			pthread_mutex_unlock(&d->fd_lock);
+			return -e;
+		}
+		d->fds[i] = fd;
+		opened = true;
+		atomic_fetch_add(&fs->dir_fds_open, 1);
+	}
+	atomic_fetch_add(&d->fd_users, 1);
+	uint64_t now = atomic_fetch_add(&fd_clock, 1);
+	/* Move to the LRU tail only when the node has aged, to keep the list lock cold. */
+	if (node->parent && (opened || now - atomic_load(&d->fd_stamp) > (uint64_t)fs->dir_fd_budget / 4)) {
+		pthread_mutex_lock(&fd_list_lock);
+		if (d->in_fd_list)
+			fd_list_unlink(node);
+		fd_list_append(node);
+		d->in_fd_list = true;
+		pthread_mutex_unlock(&fd_list_lock);
+	}
+	atomic_store(&d->fd_stamp, now);
+	pthread_mutex_unlock(&d->fd_lock);
+	if (opened && atomic_load(&fs->dir_fds_open) > fs->dir_fd_budget)
+		evict_dir_fds(fs);
+	return fd;
+}
+
+void ovl_dir_fd_put(struct ovl_node *node)
+{
+	atomic_fetch_sub(&node->dir->fd_users, 1);
+}
+
+/* ---- node life ---- */
+static struct ovl_node *node_alloc(struct ovl_node *parent, const char *name, uint32_t layer,
+				   const struct stat *st, const uint32_t *layers, uint32_t nlayers)
+{
+	struct ovl_node *n = calloc(1, sizeof *n);
+	if (n == NULL)
+		return NULL;
+	n->name = strdup(name);
+	n->parent = parent;
+	n->layer = layer;
+	n->type = st->st_mode & S_IFMT;
+	n->dev = st->st_dev;
+	n->ino = st->st_ino;
+	if (n->name == NULL)
+		goto fail;
+	if (S_ISDIR(st->st_mode)) {
+		struct ovl_dir *d = calloc(1, sizeof *d);
+		if (d == NULL)
+			goto fail;
+		n->dir = d;
+		d->nlayers = nlayers;
+		d->layers = malloc(nlayers * sizeof *d->layers);
+		d->fds = malloc(nlayers * sizeof *d->fds);
+		if (d->layers == NULL || d->fds == NULL)
+			goto fail;
+		memcpy(d->layers, layers, nlayers * sizeof *layers);
+		for (uint32_t i = 0; i < nlayers; i++)
+			d->fds[i] = -1;
+		pthread_rwlock_init(&d->lock, NULL);
+		pthread_mutex_init(&d->fd_lock, NULL);
+		atomic_fetch_add(&dirs_alive, 1);
+	}
+	return n;
+fail:
+	if (n->dir) {
+		free(n->dir->layers);
+		free(n->dir->fds);
+		free(n->dir);
+	}
+	free(n->name);
+	free(n);
+	return NULL;
+}
+
+static void node_destroy(struct ovl_fs *fs, struct ovl_node *n)
+{
+	if (n->nodeid) {
+		slot_free(n->nodeid);
+		atomic_fetch_sub(&nodes_alive, 1);
+	}
+	if (n->dir) {
+		struct ovl_dir *d = n->dir;
+		if (d->in_fd_list) {
+			pthread_mutex_lock(&fd_list_lock);
+			fd_list_unlink(n);
+			pthread_mutex_unlock(&fd_list_lock);
+		}
+		if (n->parent)
+			close_dir_fds(fs, d);
+		if (d->listing)
+			ovl_listing_unref(d->listing);
+		pthread_rwlock_destroy(&d->lock);
+		pthread_mutex_destroy(&d->fd_lock);
+		free(d->layers);
+		free(d->fds);
+		free(d);
+		atomic_fetch_sub(&dirs_alive, 1);
+	}
+	free(n->name);
+	free(n);
+}
+
+void ovl_node_ref(struct ovl_node *node)
+{
+	struct id_shard *s = shard_of(node);
+	pthread_mutex_lock(&s->lock);
+	node->refs++;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Drops refs and, if one was the last, frees the node and walks up. */
+static void node_release(struct ovl_fs *fs, struct ovl_node *n, uint64_t nlookup, uint32_t refs)
+{
+	while (n) {
+		struct id_shard *s = shard_of(n);
+		bool dead = false;
+		pthread_mutex_lock(&s->lock);
+		if (nlookup) {
+			n->nlookup = nlookup > n->nlookup ? 0 : n->nlookup - nlookup;
+			if (n->nlookup == 0)
+				refs++;
+		}
+		n->refs -= refs;
+		if (n->refs == 0) {
+			id_remove(s, n);
+			dead = true;
+		}
+		pthread_mutex_unlock(&s->lock);
+		if (!dead)
+			return;
+		struct ovl_node *parent = n->parent;
+		node_destroy(fs, n);
+		n = parent;
+		nlookup = 0;
+		refs = 1;
+	}
+}
+
+void ovl_node_unref(struct ovl_fs *fs, struct ovl_node *node)
+{
+	node_release(fs, node, 0, 1);
+}
+
+void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node, uint64_t nlookup)
+{
+	atomic_fetch_add(&fs->stat_forgets, 1);
+	node_release(fs, node, nlookup, 0);
+}
+
+struct ovl_node *ovl_node_lookup_or_create(struct ovl_fs *fs, struct ovl_node *parent, const char *name,
+					   uint32_t layer, const struct stat *st, const uint32_t *layers,
+					   uint32_t nlayers)
+{
+	struct id_shard *s = &id_shards[id_hash(st->st_dev, st->st_ino) % ID_SHARDS];
+	pthread_mutex_lock(&s->lock);
+	struct ovl_node *n = id_find(s, st->st_dev, st->st_ino);
+	if (n) {
+		if (n->nlookup++ == 0)
+			n->refs++;
+		pthread_mutex_unlock(&s->lock);
+		return n;
+	}
+	pthread_mutex_unlock(&s->lock);
+
+	n = node_alloc(parent, name, layer, st, layers, nlayers);
+	if (n == NULL)
+		return NULL;
+	if (slot_alloc(n, -1) < 0) {
+		n->parent = NULL;
+		node_destroy(fs, n);
+		return NULL;
+	}
+	ovl_node_ref(parent);
+
+	pthread_mutex_lock(&s->lock);
+	struct ovl_node *raced = id_find(s, st->st_dev, st->st_ino);
+	if (raced == NULL && id_insert(s, n) == 0) {
+		n->nlookup = 1;
+		n->refs = 1;
+		pthread_mutex_unlock(&s->lock);
+		return n;
+	}
+	if (raced && raced->nlookup++ == 0)
+		raced->refs++;
+	pthread_mutex_unlock(&s->lock);
+	node_destroy(fs, n);
+	ovl_node_unref(fs, parent);
+	return raced;
+}
+
+struct ovl_node *ovl_node_new_root(struct ovl_fs *fs, const struct stat *st, const uint32_t *layers,
+				   uint32_t nlayers)
+{
+	struct ovl_node *n = node_alloc(NULL, "", layers[0], st, layers, nlayers);
+	if (n == NULL)
+		return NULL;
+	if (slot_alloc(n, FUSE_ROOT_ID) < 0 || n->nodeid != FUSE_ROOT_ID) {
+		node_destroy(fs, n);
+		return NULL;
+	}
+	for (uint32_t i = 0; i < nlayers; i++)
+		n->dir->fds[i] = fs->layers[layers[i]].root_fd;
+	n->nlookup = 1;
+	n->refs = 2; /* the kernel's, and one that keeps the root for the mount's life */
+	struct id_shard *s = shard_of(n);
+	pthread_mutex_lock(&s->lock);
+	int res = id_insert(s, n);
+	pthread_mutex_unlock(&s->lock);
+	return res < 0 ? NULL : n;
+}
+
+int ovl_nodes_init(void)
+{
+	for (size_t i = 0; i < SLOT_SHARDS; i++)
+		pthread_mutex_init(&slot_shards[i].lock, NULL);
+	for (size_t i = 0; i < ID_SHARDS; i++)
+		pthread_mutex_init(&id_shards[i].lock, NULL);
+	return 0;
+}
+
+void ovl_nodes_counters(long *nodes, long *dirs)
+{
+	*nodes = atomic_load(&nodes_alive);
+	*dirs = atomic_load(&dirs_alive);
+}

@@ -1,0 +1,53 @@
+/* The fuse_lowlevel_ops table and the capabilities asked of the kernel. */
+#include "config.h"
+
+#include "ops.h"
+
+static void ovl_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct ovl_fs *fs = userdata;
+	unsigned want = FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_READDIRPLUS |
+			FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_PARALLEL_DIROPS |
+			FUSE_CAP_ASYNC_READ;
+	if (!fs->cfg->noacl)
+		want |= FUSE_CAP_POSIX_ACL;
+	conn->want |= want & conn->capable;
+	/* Nothing is written through the mount yet. */
+	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	conn->max_readahead = conn->max_readahead ? conn->max_readahead : 1 << 20;
+}
+
+const struct fuse_lowlevel_ops ovl_ops = {
+	.init = ovl_init,
+	.lookup = ovl_op_lookup,
+	.forget = ovl_op_forget,
+	.forget_multi = ovl_op_forget_multi,
+	.getattr = ovl_op_getattr,
+	.setattr = ovl_op_setattr,
+	.readlink = ovl_op_readlink,
+	.mknod = ovl_op_mknod,
+	.mkdir = ovl_op_mkdir,
+	.unlink = ovl_op_unlink,
+	.rmdir = ovl_op_rmdir,
+	.symlink = ovl_op_symlink,
+	.rename = ovl_op_rename,
+	.link = ovl_op_link,
+	.open = ovl_op_open,
+	.read = ovl_op_read,
+	.write_buf = ovl_op_write_buf,
+	.flush = ovl_op_flush,
+	.release = ovl_op_release,
+	.fsync = ovl_op_fsync,
+	.opendir = ovl_op_opendir,
+	.readdir = ovl_op_readdir,
+	.readdirplus = ovl_op_readdirplus,
+	.releasedir = ovl_op_releasedir,
+	.statfs = ovl_op_statfs,
+	.setxattr = ovl_op_setxattr,
+	.getxattr = ovl_op_getxattr,
+	.listxattr = ovl_op_listxattr,
+	.removexattr = ovl_op_removexattr,
+	.create = ovl_op_create,
+	.fallocate = ovl_op_fallocate,
+	.lseek = ovl_op_lseek,
+};

@@ -1,0 +1,200 @@
+/* The few types the overlay core shares: the mount (ovl_fs), its nodes and
+ * configuration.  One concern per file; see DESIGN.md §2. */
+#ifndef OVL_OVERLAY_H
+#define OVL_OVERLAY_H
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "../layers/layer.h"
+
+#define OVL_PROGRAM "fuse-overlayfs"
+
+/* ---- configuration (options.c) ---- */
+struct ovl_config {
+	char *source;
+	char *mountpoint;
+	char *lowerdir;
+	char *upperdir;
+	char *workdir;
+	char *uidmapping;
+	char *gidmapping;
+	char *plugins;
+	char *redirect_dir;
+	char *xino;
+	bool foreground;
+	bool debug;
+	bool show_help;
+	bool show_version;
+	bool squash_to_root;
+	long squash_to_uid; /* -1: unset */
+	long squash_to_gid;
+	bool static_nlink;
+	bool noacl;
+	bool noxattrs;
+	bool ino32;
+	bool threaded;
+	bool fsync;
+	bool writeback;
+	bool read_only; /* "ro" given */
+	unsigned xattr_permissions;
+	double timeout;
+	unsigned fast_ino_check;
+	/* options for libfuse and the kernel, "-o a,b,c" form */
+	struct fuse_args fuse_args;
+	char *kernel_opts;
+};
+
+void ovl_config_init(struct ovl_config *cfg);
+void ovl_config_free(struct ovl_config *cfg);
+/* Parses argv; on failure writes "option: reason" into err and returns -1. */
+int ovl_options_parse(int argc, char **argv, struct ovl_config *cfg, char *err, size_t errlen);
+/* Splits a lowerdir spec at unescaped ':' and removes the escapes. */
+int ovl_split_layers(const char *spec, char ***out, size_t *count);
+void ovl_free_strv(char **v, size_t n);
+/* Checks the config against the filesystem (paths, nesting); touches nothing. */
+int ovl_options_check_paths(const struct ovl_config *cfg, char *err, size_t errlen);
+void ovl_print_usage(const char *argv0);
+
+/* ---- id mappings (idmap.c) ---- */
+struct ovl_idmap_range {
+	uint32_t id;     /* id inside (as the mount shows it) */
+	uint32_t host;   /* id on disk */
+	uint32_t len;
+};
+/* Parses "ID:HOST:LEN[:ID:HOST:LEN...]" (leading ':' and ',' accepted). */
+int ovl_idmap_parse(const char *spec, struct ovl_idmap_range **out, size_t *count);
+
+/* ---- nodes (nodes.c) ---- */
+struct ovl_listing;
+
+struct ovl_dir {
+	pthread_rwlock_t lock;        /* guards listing */
+	struct ovl_listing *listing;  /* merged snapshot, or NULL */
+	uint32_t nlayers;             /* layers holding this dir, top first */
+	uint32_t *layers;
+	pthread_mutex_t fd_lock;      /* guards fds against eviction */
+	int *fds;                     /* per entry of layers[]; -1: closed */
+	atomic_int fd_users;
+	atomic_uint_fast64_t fd_stamp;
+	bool in_fd_list;
+	struct ovl_node *fd_prev, *fd_next;
+};
+
+struct ovl_node {
+	fuse_ino_t nodeid;
+	uint64_t generation;
+	uint64_t nlookup;            /* under the node's shard lock */
+	uint32_t refs;               /* kernel (1 while nlookup>0) + children + handles */
+	struct ovl_node *parent;     /* holds a ref; NULL for the root */
+	char *name;
+	uint32_t layer;              /* layer holding the object shown */
+	mode_t type;                 /* S_IFMT bits */
+	dev_t dev;                   /* identity of the backing object */
+	ino_t ino;
+	struct ovl_dir *dir;         /* directories only */
+	struct ovl_node *hash_next;
+};
+
+/* ---- the mount ---- */
+struct ovl_fs {
+	struct ovl_config *cfg;
+	struct ovl_layer *layers;    /* [0] is upper when has_upper, then lowers top first */
+	uint32_t nlayers;
+	bool has_upper;
+	int workdir_fd;              /* <workdir>, or -1 */
+	int work_fd;                 /* <workdir>/work, or -1 */
+	unsigned xino_bits;          /* 0: all layers on one fs */
+	double timeout;
+	struct ovl_node *root;
+	struct fuse_session *se;
+	long dir_fd_budget;
+	atomic_long dir_fds_open;
+	atomic_long stat_lookups, stat_forgets, stat_listings;
+};
+
+/* fs.c: set up and tear down the layer stack */
+int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t errlen);
+int ovl_fs_prepare_workdir(struct ovl_fs *fs, char *err, size_t errlen);
+void ovl_fs_close(struct ovl_fs *fs);
+
+/* nodes.c */
+int ovl_nodes_init(void);
+struct ovl_node *ovl_node_get(fuse_ino_t nodeid);
+/* Finds the node for a backing object or makes one; takes one lookup ref.
+ * layers/nlayers are used only when a directory node is made (copied). */
+struct ovl_node *ovl_node_lookup_or_create(struct ovl_fs *fs, struct ovl_node *parent, const char *name,
+					   uint32_t layer, const struct stat *st, const uint32_t *layers,
+					   uint32_t nlayers);
+struct ovl_node *ovl_node_new_root(struct ovl_fs *fs, const struct stat *st, const uint32_t *layers,
+				   uint32_t nlayers);
+void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node, uint64_t nlookup);
+void ovl_node_ref(struct ovl_node *node);
+void ovl_node_unref(struct ovl_fs *fs, struct ovl_node *node);
+/* A directory fd of `node` in the i-th of its layers; pair with ovl_dir_fd_put. */
+int ovl_dir_fd_get(struct ovl_fs *fs, struct ovl_node *node, uint32_t i);
+void ovl_dir_fd_put(struct ovl_node *node);
+/* Index of `layer` in dir->layers, or -1. */
+int ovl_dir_layer_pos(const struct ovl_dir *dir, uint32_t layer);
+void ovl_nodes_counters(long *nodes, long *dirs);
+
+/* lookup.c */
+struct ovl_found {
+	struct stat st;              /* of the top object, as on disk */
+	uint32_t layer;
+	uint32_t nlayers;            /* directories: layers merged */
+	uint32_t *layers;
+};
+int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *parent, const char *name, struct ovl_found *f);
+void ovl_found_free(struct ovl_found *f);
+/* Looks up name and fills a FUSE entry (taking a lookup ref); -ENOENT gives a negative entry. */
+int ovl_lookup_entry(struct ovl_fs *fs, struct ovl_node *parent, const char *name, struct fuse_entry_param *e);
+
+/* inode.c */
+typedef int (*ovl_at_fn)(struct ovl_layer *layer, int dirfd, const char *name, void *arg);
+/* Runs fn on (directory fd, name) of a non-directory node's backing object. */
+int ovl_node_at(struct ovl_fs *fs, struct ovl_node *node, ovl_at_fn fn, void *arg);
+int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
+void ovl_present_stat(struct ovl_fs *fs, uint32_t layer, uint32_t nlayers, struct stat *st);
+ino_t ovl_st_ino(const struct ovl_fs *fs, uint32_t layer, ino_t ino);
+
+/* readdir.c */
+void ovl_listing_unref(struct ovl_listing *l);
+/* Finds name in the cached listing of dir (if any): 1 found, 0 absent, -1 no listing. */
+int ovl_listing_find(struct ovl_node *dir, const char *name, struct ovl_found *f);
+
+/* whiteout.c */
+bool ovl_name_is_reserved(const char *name);
+const char *ovl_whiteout_target(const char *name);
+bool ovl_name_is_opaque_marker(const char *name);
+bool ovl_stat_is_whiteout(const struct stat *st);
+bool ovl_opaque_xattr_name(const char *xname);
+int ovl_layer_dir_is_opaque(struct ovl_layer *layer, int dirfd);
+int ovl_has_whiteout_file(struct ovl_layer *layer, int dirfd, const char *name);
+
+/* xattr.c */
+bool ovl_xattr_is_internal(const char *name);
+size_t ovl_xattr_filter_list(char *list, size_t len);
+
+/* log.c: the one logging helper */
+enum ovl_log_level { OVL_ERR, OVL_WARN, OVL_INFO, OVL_DEBUG };
+void ovl_log_init(bool debug);
+void ovl_log_to_syslog(void);
+bool ovl_debug_enabled(void);
+void ovl_log(enum ovl_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ops.c */
+extern const struct fuse_lowlevel_ops ovl_ops;
+
+static inline struct ovl_fs *ovl_fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+#endif

@@ -1,0 +1,539 @@
+/* A merged directory listing: one getdents pass per layer, top to bottom,
+ * whiteouts and opaque markers seen in the same pass, then one snapshot
+ * sorted by name.  An offset is an index into the snapshot, so it is stable
+ * across opendirs; the snapshot is cached in the directory node. */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "ops.h"
+#include "readdir.h"
+
+/* ---- the pure merge (unit tested on fake listings) ---- */
+enum { ENT_VISIBLE, ENT_HIDDEN };
+
+struct merge_ent {
+	uint32_t name_off;
+	uint32_t name_len;
+	uint32_t layer;
+	ino_t ino;
+	uint8_t type;
+	uint8_t state;
+	bool closed; /* a directory that takes no more lower layers */
+	uint32_t nlower, lower_cap;
+	uint32_t *lower;
+};
+
+struct ovl_merge {
+	char *pool;
+	size_t pool_len, pool_cap;
+	struct merge_ent *ents;
+	size_t n, cap;
+	uint32_t *table; /* index + 1 into ents; open addressing */
+	size_t table_cap;
+	bool stopped;
+};
+
+struct ovl_dirent {
+	const char *name;
+	uint32_t layer;
+	uint8_t type;
+	ino_t ino;
+	uint32_t nlower;
+	uint32_t *lower;
+};
+
+struct ovl_listing {
+	atomic_int refs;
+	size_t n;
+	struct ovl_dirent *ents;
+	char *pool;
+};
+
+struct ovl_merge *ovl_merge_new(void)
+{
+	return calloc(1, sizeof(struct ovl_merge));
+}
+
+static const char *ent_name(const struct ovl_merge *m, const struct merge_ent *e)
+{
+	return m->pool + e->name_off;
+}
+
+static uint64_t name_hash(const char *name, size_t len)
+{
+	return XXH3_64bits(name, len);
+}
+
+static int table_grow(struct ovl_merge *m)
+{
+	size_t cap = m->table_cap ? m->table_cap * 2 : 256;
+	uint32_t *t = calloc(cap, sizeof *t);
+	if (t == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->n; i++) {
+		size_t h = name_hash(ent_name(m, &m->ents[i]), m->ents[i].name_len) & (cap - 1);
+		while (t[h])
+			h = (h + 1) & (cap - 1);
+		t[h] = (uint32_t)i + 1;
+	}
+	free(m->table);
+	m->table = t;
+	m->table_cap = cap;
+	return 0;
+}
+
+/* The slot for name: holds its entry index + 1, or 0 where it would go. */
+static uint32_t *table_slot(struct ovl_merge *m, const char *name, size_t len)
+{
+	size_t h = name_hash(name, len) & (m->table_cap - 1);
+	while (m->table[h]) {
+		struct merge_ent *e = &m->ents[m->table[h] - 1];
+		if (e->name_len == len && memcmp(ent_name(m, e), name, len) == 0)
+			break;
+		h = (h + 1) & (m->table_cap - 1);
+	}
+	return &m->table[h];
+}
+
+static struct merge_ent *merge_find(struct ovl_merge *m, const char *name, size_t len, uint32_t **slot)
+{
+	*slot = NULL;
+	if ((m->n + 1) * 2 > m->table_cap && table_grow(m) < 0)
+		return NULL;
+	*slot = table_slot(m, name, len);
+	return **slot ? &m->ents[**slot - 1] : NULL;
+}
+
+static int merge_insert(struct ovl_merge *m, uint32_t *slot, const char *name, size_t len, uint32_t layer,
+			uint8_t type, ino_t ino, uint8_t state)
+{
+	if (m->n == m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 64;
+		struct merge_ent *e = realloc(m->ents, cap * sizeof *e);
+		if (e == NULL)
+			return -ENOMEM;
+		m->ents = e;
+		m->cap = cap;
+	}
+	if (m->pool_len + len + 1 > m->pool_cap) {
+		size_t cap = m->pool_cap ? m->pool_cap * 2 : 4096;
+		while (cap < m->pool_len + len + 1)
+			cap *= 2;
+		char *p = realloc(m->pool, cap);
+		if (p == NULL)
+			return -ENOMEM;
+		m->pool = p;
+		m->pool_cap = cap;
+	}
+	memcpy(m->pool + m->pool_len, name, len);
+	m->pool[m->pool_len + len] = '\0';
+	m->ents[m->n] = (struct merge_ent){ .name_off = (uint32_t)m->pool_len,
+					    .name_len = (uint32_t)len,
+					    .layer = layer,
+					    .ino = ino,
+					    .type = type,
+					    .state = state };
+	m->pool_len += len + 1;
+	*slot = (uint32_t)++m->n;
+	return 0;
+}
+
+static int ent_add_lower(struct merge_ent *e, uint32_t layer)
+{
+	if (e->nlower == e->lower_cap) {
+		uint32_t cap = e->lower_cap ? e->lower_cap * 2 : 2;
+		uint32_t *l = realloc(e->lower, cap * sizeof *l);
+		if (l == NULL)
+			return -ENOMEM;
+		e->lower = l;
+		e->lower_cap = cap;
+	}
+	e->lower[e->nlower++] = layer;
+	return 0;
+}
+
+int ovl_merge_layer(struct ovl_merge *m, uint32_t layer, const struct ovl_raw_entry *raw, size_t n)
+{
+	bool opaque = false;
+	if (m->stopped)
+		return 1;
+	/* Objects first, then this layer's whiteouts: a whiteout hides only what lies below it. */
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < n; i++) {
+			const char *name = raw[i].name;
+			if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+				continue;
+			const char *hidden = raw[i].whiteout ? name : ovl_whiteout_target(name);
+			if (ovl_name_is_opaque_marker(name))
+				opaque = true;
+			if (ovl_name_is_reserved(name) && hidden == NULL)
+				continue; /* other .wh..wh. metadata */
+			if ((pass == 0) != (hidden == NULL))
+				continue;
+			const char *key = hidden ? hidden : name;
+			size_t len = strlen(key);
+			uint32_t *slot;
+			struct merge_ent *e = merge_find(m, key, len, &slot);
+			if (e == NULL && slot == NULL)
+				return -ENOMEM;
+			if (e == NULL) {
+				if (merge_insert(m, slot, key, len, layer, raw[i].type, raw[i].ino,
+						 hidden ? ENT_HIDDEN : ENT_VISIBLE) < 0)
+					return -ENOMEM;
+				continue;
+			}
+			if (e->state != ENT_VISIBLE || e->type != DT_DIR || e->closed)
+				continue;
+			if (hidden || raw[i].type != DT_DIR)
+				e->closed = true; /* whiteout or non-directory below: the merge ends */
+			else if (e->layer != layer && ent_add_lower(e, layer) < 0)
+				return -ENOMEM;
+		}
+	}
+	if (opaque)
+		m->stopped = true;
+	return opaque;
+}
+
+static int dirent_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct ovl_dirent *)a)->name, ((const struct ovl_dirent *)b)->name);
+}
+
+struct ovl_listing *ovl_merge_finish(struct ovl_merge *m)
+{
+	struct ovl_listing *l = calloc(1, sizeof *l);
+	size_t visible = 0;
+	for (size_t i = 0; i < m->n; i++)
+		visible += m->ents[i].state == ENT_VISIBLE;
+	if (l == NULL || (l->ents = calloc(visible ? visible : 1, sizeof *l->ents)) == NULL) {
+		free(l);
+		ovl_merge_free(m);
+		return NULL;
+	}
+	atomic_init(&l->refs, 1);
+	for (size_t i = 0; i < m->n; i++) {
+		struct merge_ent *e = &m->ents[i];
+		if (e->state != ENT_VISIBLE) {
+			free(e->lower);
+			continue;
+		}
+		l->ents[l->n++] = (struct ovl_dirent){ .name = (const char *)(uintptr_t)e->name_off,
+						       .layer = e->layer,
+						       .type = e->type,
+						       .ino = e->ino,
+						       .nlower = e->nlower,
+						       .lower = e->lower };
+	}
+	l->pool = m->pool;
+	for (size_t i = 0; i < l->n; i++)
+		l->ents[i].name = l->pool + (uintptr_t)l->ents[i].name;
+	qsort(l->ents, l->n, sizeof *l->ents, dirent_cmp);
+	m->pool = NULL;
+	m->n = 0;
+	ovl_merge_free(m);
+	return l;
+}
+
+void ovl_merge_free(struct ovl_merge *m)
+{
+	if (m == NULL)
+		return;
+	for (size_t i = 0; i < m->n; i++)
+		free(m->ents[i].lower);
+	free(m->ents);
+	free(m->table);
+	free(m->pool);
+	free(m);
+}
+
+size_t ovl_listing_count(const struct ovl_listing *l)
+{
+	return l->n;
+}
+
+const char *ovl_listing_name(const struct ovl_listing *l, size_t i)
+{
+	return l->ents[i].name;
+}
+
+void ovl_listing_entry(const struct ovl_listing *l, size_t i, uint32_t *layer, uint8_t *type, uint32_t *nlower)
+{
+	*layer = l->ents[i].layer;
+	*type = l->ents[i].type;
+	*nlower = l->ents[i].nlower;
+}
+
+void ovl_listing_unref(struct ovl_listing *l)
+{
+	if (atomic_fetch_sub(&l->refs, 1) != 1)
+		return;
+	for (size_t i = 0; i < l->n; i++)
+		free(l->ents[i].lower);
+	free(l->ents);
+	free(l->pool);
+	free(l);
+}
+
+/* ---- reading the layers ---- */
+struct raw_layer {
+	struct ovl_raw_entry *v;
+	size_t n, cap;
+	char *pool;
+	size_t pool_len, pool_cap;
+};
+
+static int raw_push(struct raw_layer *r, const char *name, uint8_t type, ino_t ino, bool whiteout)
+{
+	size_t len = strlen(name) + 1;
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 256;
+		struct ovl_raw_entry *v = realloc(r->v, cap * sizeof *v);
+		if (v == NULL)
+			return -ENOMEM;
+		r->v = v;
+		r->cap = cap;
+	}
+	if (r->pool_len + len > r->pool_cap) {
+		size_t cap = r->pool_cap ? r->pool_cap * 2 : 16384;
+		while (cap < r->pool_len + len)
+			cap *= 2;
+		char *p = realloc(r->pool, cap);
+		if (p == NULL)
+			return -ENOMEM;
+		r->pool = p;
+		r->pool_cap = cap;
+	}
+	memcpy(r->pool + r->pool_len, name, len);
+	/* names point into pool, which may move: keep offsets until the layer is read */
+	r->v[r->n++] = (struct ovl_raw_entry){ .name = (const char *)(uintptr_t)r->pool_len, .type = type,
+					       .ino = ino, .whiteout = whiteout };
+	r->pool_len += len;
+	return 0;
+}
+
+static int read_layer(struct ovl_layer *layer, int dirfd, struct raw_layer *r, char *buf, size_t bufsize)
+{
+	int fd = layer->ops->openat(layer, dirfd, ".", O_RDONLY | O_DIRECTORY, 0);
+	if (fd < 0)
+		return -errno;
+	int res = 0;
+	r->n = r->pool_len = 0;
+	for (;;) {
+		ssize_t len = getdents64(fd, buf, bufsize);
+		if (len < 0) {
+			res = -errno;
+			break;
+		}
+		if (len == 0)
+			break;
+		for (ssize_t off = 0; off < len && res == 0;) {
+			struct dirent64 *d = (struct dirent64 *)(buf + off);
+			off += d->d_reclen;
+			uint8_t type = d->d_type;
+			bool whiteout = false;
+			/* d_type is trusted; only a char device may be a whiteout. */
+			if (type == DT_CHR || type == DT_UNKNOWN) {
+				struct stat st;
+				if (layer->ops->statat(layer, fd, d->d_name, &st) < 0)
+					continue; /* vanished */
+				type = (uint8_t)IFTODT(st.st_mode);
+				whiteout = ovl_stat_is_whiteout(&st);
+			}
+			res = raw_push(r, d->d_name, type, d->d_ino, whiteout);
+		}
+		if (res)
+			break;
+	}
+	close(fd);
+	for (size_t i = 0; i < r->n; i++)
+		r->v[i].name = r->pool + (uintptr_t)r->v[i].name;
+	return res;
+}
+
+static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_listing **out)
+{
+	struct ovl_dir *d = node->dir;
+	struct ovl_merge *m = ovl_merge_new();
+	struct raw_layer r = { 0 };
+	size_t bufsize = 64 * 1024;
+	char *buf = malloc(bufsize);
+	int res = (m && buf) ? 0 : -ENOMEM;
+	for (uint32_t i = 0; i < d->nlayers && res == 0; i++) {
+		struct ovl_layer *layer = &fs->layers[d->layers[i]];
+		int fd = ovl_dir_fd_get(fs, node, i);
+		if (fd < 0) {
+			res = fd;
+			break;
+		}
+		res = read_layer(layer, fd, &r, buf, bufsize);
+		ovl_dir_fd_put(node);
+		if (res == 0) {
+			int opaque = ovl_merge_layer(m, layer->index, r.v, r.n);
+			res = opaque < 0 ? opaque : 0;
+			if (opaque > 0)
+				break;
+		}
+	}
+	free(buf);
+	free(r.v);
+	free(r.pool);
+	if (res < 0) {
+		ovl_merge_free(m);
+		return res;
+	}
+	*out = ovl_merge_finish(m);
+	atomic_fetch_add(&fs->stat_listings, 1);
+	return *out ? 0 : -ENOMEM;
+}
+
+/* The node's cached listing, built on first use; the caller gets a ref. */
+static int dir_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_listing **out)
+{
+	struct ovl_dir *d = node->dir;
+	pthread_rwlock_rdlock(&d->lock);
+	struct ovl_listing *l = d->listing;
+	if (l)
+		atomic_fetch_add(&l->refs, 1);
+	pthread_rwlock_unlock(&d->lock);
+	if (l) {
+		*out = l;
+		return 0;
+	}
+	int res = build_listing(fs, node, &l);
+	if (res < 0)
+		return res;
+	pthread_rwlock_wrlock(&d->lock);
+	if (d->listing) {
+		ovl_listing_unref(l);
+		l = d->listing;
+	} else {
+		d->listing = l;
+	}
+	atomic_fetch_add(&l->refs, 1);
+	pthread_rwlock_unlock(&d->lock);
+	*out = l;
+	return 0;
+}
+
+int ovl_listing_find(struct ovl_node *dir, const char *name, struct ovl_found *f)
+{
+	struct ovl_dir *d = dir->dir;
+	int res = -1;
+	pthread_rwlock_rdlock(&d->lock);
+	struct ovl_listing *l = d->listing;
+	if (l) {
+		struct ovl_dirent key = { .name = name };
+		struct ovl_dirent *e = bsearch(&key, l->ents, l->n, sizeof *l->ents, dirent_cmp);
+		res = 0;
+		if (e) {
+			f->layer = e->layer;
+			f->layers = malloc((e->nlower + 1) * sizeof *f->layers);
+			if (f->layers) {
+				f->layers[0] = e->layer;
+				memcpy(f->layers + 1, e->lower, e->nlower * sizeof *e->lower);
+				f->nlayers = e->nlower + 1;
+				res = 1;
+			} else {
+				res = -1;
+			}
+		}
+	}
+	pthread_rwlock_unlock(&d->lock);
+	return res;
+}
+
+/* ---- handlers ---- */
+void ovl_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct ovl_node *n = ovl_node_get(ino);
+	struct ovl_listing *l;
+	if (n == NULL || n->dir == NULL) {
+		fuse_reply_err(req, n ? ENOTDIR : ESTALE);
+		return;
+	}
+	int res = dir_listing(ovl_fs_of(req), n, &l);
+	if (res < 0) {
+		fuse_reply_err(req, -res);
+		return;
+	}
+	fi->fh = (uintptr_t)l;
+	/* The snapshot only changes through us: let the kernel keep its copy. */
+	fi->cache_readdir = 1;
+	fi->keep_cache = 1;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		ovl_listing_unref(l);
+}
+
+void ovl_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	ovl_listing_unref((struct ovl_listing *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void dot_stat(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
+{
+	memset(st, 0, sizeof *st);
+	st->st_mode = S_IFDIR;
+	st->st_ino = ovl_st_ino(fs, n->layer, n->ino);
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi, bool plus)
+{
+	struct ovl_fs *fs = ovl_fs_of(req);
+	struct ovl_node *n = ovl_node_get(ino);
+	struct ovl_listing *l = (struct ovl_listing *)(uintptr_t)fi->fh;
+	char *buf = malloc(size);
+	size_t pos = 0;
+	if (n == NULL || buf == NULL) {
+		free(buf);
+		fuse_reply_err(req, n ? ENOMEM : ESTALE);
+		return;
+	}
+	for (size_t i = (size_t)off; i < l->n + 2; i++) {
+		struct fuse_entry_param e;
+		memset(&e, 0, sizeof e);
+		const char *name;
+		if (i < 2) {
+			name = i == 0 ? "." : "..";
+			dot_stat(fs, i == 0 || n->parent == NULL ? n : n->parent, &e.attr);
+		} else {
+			const struct ovl_dirent *d = &l->ents[i - 2];
+			name = d->name;
+			e.attr.st_ino = ovl_st_ino(fs, d->layer, d->ino);
+			e.attr.st_mode = (mode_t)DTTOIF(d->type);
+			if (plus && ovl_lookup_entry(fs, n, name, &e) < 0) {
+				memset(&e, 0, sizeof e);
+				e.attr.st_ino = ovl_st_ino(fs, d->layer, d->ino);
+				e.attr.st_mode = (mode_t)DTTOIF(d->type);
+			}
+		}
+		size_t need = plus ? fuse_add_direntry_plus(req, buf + pos, size - pos, name, &e, (off_t)i + 1)
+				   : fuse_add_direntry(req, buf + pos, size - pos, name, &e.attr, (off_t)i + 1);
+		if (need > size - pos) {
+			if (plus && e.ino)
+				ovl_node_forget(fs, ovl_node_get(e.ino), 1);
+			break;
+		}
+		pos += need;
+	}
+	fuse_reply_buf(req, buf, pos);
+	free(buf);
+}
+
+void ovl_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, false);
+}
+
+void ovl_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, true);
+}

@@ -1,0 +1,33 @@
+/* The listing merge, apart from I/O so that tests can feed it fake layers. */
+#ifndef OVL_READDIR_H
+#define OVL_READDIR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct ovl_raw_entry {
+	const char *name;
+	uint8_t type;   /* DT_* */
+	ino_t ino;
+	bool whiteout;  /* a char 0/0 device */
+};
+
+struct ovl_merge;
+struct ovl_listing;
+
+struct ovl_merge *ovl_merge_new(void);
+/* Adds one layer's entries (layers come top first); returns 1 when the layer
+ * is opaque and no lower layer may be added, 0, or -errno. */
+int ovl_merge_layer(struct ovl_merge *m, uint32_t layer, const struct ovl_raw_entry *raw, size_t n);
+/* Consumes m; returns the sorted listing of visible names. */
+struct ovl_listing *ovl_merge_finish(struct ovl_merge *m);
+void ovl_merge_free(struct ovl_merge *m);
+
+size_t ovl_listing_count(const struct ovl_listing *l);
+const char *ovl_listing_name(const struct ovl_listing *l, size_t i);
+void ovl_listing_entry(const struct ovl_listing *l, size_t i, uint32_t *layer, uint8_t *type, uint32_t *nlower);
+void ovl_listing_unref(struct ovl_listing *l);
+
+#endif

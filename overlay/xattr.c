@@ -1,0 +1,159 @@
+/* Extended attributes as stored in the top layer holding the object, with the
+ * overlay's own names hidden (COMPAT.md).  POSIX ACLs pass through as stored. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+
+static const char *const internal_prefixes[] = {
+	"trusted.overlay.",
+	"user.overlay.",
+	"user.fuseoverlayfs.",
+};
+
+bool ovl_xattr_is_internal(const char *name)
+{
+	for (size_t i = 0; i < sizeof internal_prefixes / sizeof internal_prefixes[0]; i++)
+		if (strncmp(name, internal_prefixes[i], strlen(internal_prefixes[i])) == 0)
+			return true;
+	return false;
+}
+
+size_t ovl_xattr_filter_list(char *list, size_t len)
+{
+	size_t out = 0;
+	for (size_t off = 0; off < len;) {
+		size_t n = strnlen(list + off, len - off);
+		if (off + n == len)
+			break; /* unterminated tail: drop it */
+		if (!ovl_xattr_is_internal(list + off)) {
+			memmove(list + out, list + off, n + 1);
+			out += n + 1;
+		}
+		off += n + 1;
+	}
+	return out;
+}
+
+struct xattr_call {
+	const char *xname; /* NULL: list */
+	char *buf;
+	size_t size;
+	ssize_t len;
+};
+
+static int xattr_cb(struct ovl_layer *layer, int dirfd, const char *name, void *arg)
+{
+	struct xattr_call *c = arg;
+	c->len = c->xname ? layer->ops->getxattrat(layer, dirfd, name, c->xname, c->buf, c->size)
+			  : layer->ops->listxattrat(layer, dirfd, name, c->buf, c->size);
+	return c->len < 0 ? -errno : 0;
+}
+
+static int node_xattr(struct ovl_fs *fs, struct ovl_node *node, struct xattr_call *c)
+{
+	if (node->dir == NULL)
+		return ovl_node_at(fs, node, xattr_cb, c);
+	int fd = ovl_dir_fd_get(fs, node, 0);
+	if (fd < 0)
+		return fd;
+	int res = xattr_cb(&fs->layers[node->layer], fd, NULL, c);
+	ovl_dir_fd_put(node);
+	return res;
+}
+
+static struct ovl_node *xattr_node(fuse_req_t req, fuse_ino_t ino)
+{
+	struct ovl_fs *fs = ovl_fs_of(req);
+	struct ovl_node *n = ovl_node_get(ino);
+	if (fs->cfg->noxattrs)
+		fuse_reply_err(req, ENOSYS);
+	else if (n == NULL)
+		fuse_reply_err(req, ESTALE);
+	else
+		return n;
+	return NULL;
+}
+
+static void reply_sized(fuse_req_t req, const char *buf, size_t len, size_t size)
+{
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (len > size)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, buf, len);
+}
+
+void ovl_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct ovl_node *n = xattr_node(req, ino);
+	if (n == NULL)
+		return;
+	if (ovl_xattr_is_internal(name)) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	struct xattr_call c = { .xname = name, .size = size };
+	if (size && (c.buf = malloc(size)) == NULL) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	int res = node_xattr(ovl_fs_of(req), n, &c);
+	if (res < 0)
+		fuse_reply_err(req, -res);
+	else
+		reply_sized(req, c.buf, (size_t)c.len, size);
+	free(c.buf);
+}
+
+void ovl_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct ovl_node *n = xattr_node(req, ino);
+	if (n == NULL)
+		return;
+	/* The full list is needed even for a size query: hidden names are not counted. */
+	struct xattr_call c = { 0 };
+	int res;
+	for (;;) {
+		c.size = 0;
+		c.buf = NULL;
+		res = node_xattr(ovl_fs_of(req), n, &c);
+		if (res < 0 || c.len == 0)
+			break;
+		c.size = (size_t)c.len;
+		if ((c.buf = malloc(c.size)) == NULL) {
+			res = -ENOMEM;
+			break;
+		}
+		res = node_xattr(ovl_fs_of(req), n, &c);
+		if (res != -ERANGE)
+			break;
+		free(c.buf); /* grew in between: ask again */
+	}
+	if (res < 0)
+		fuse_reply_err(req, -res);
+	else
+		reply_sized(req, c.buf, c.buf ? ovl_xattr_filter_list(c.buf, (size_t)c.len) : 0, size);
+	free(c.buf);
+}
+
+void ovl_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags)
+{
+	(void)ino;
+	(void)name;
+	(void)value;
+	(void)size;
+	(void)flags;
+	fuse_reply_err(req, EROFS); /* writes arrive with the writable-overlay issue */
+}
+
+void ovl_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	(void)ino;
+	(void)name;
+	fuse_reply_err(req, EROFS);
+}

@@ -1,0 +1,398 @@
+/* Unit tests of the pure parts: the option table, the escape-aware layer
+ * splitter, id mapping parsing, whiteout and opaque recognition, the xattr
+ * filter and the listing merge on fake layers. */
+#include "config.h"
+
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysmacros.h>
+
+#include "../../overlay/overlay.h"
+#include "../../overlay/readdir.h"
+
+/* ---- options ---- */
+static int parse(struct ovl_config *cfg, char *err, int argc, char **argv)
+{
+	ovl_config_init(cfg);
+	return ovl_options_parse(argc, argv, cfg, err, 512);
+}
+
+#define ARGV(...) ((char *[]){ "fuse-overlayfs", __VA_ARGS__, NULL })
+#define ARGC(...) ((int)(sizeof((char *[]){ "fuse-overlayfs", __VA_ARGS__ }) / sizeof(char *)))
+#define PARSE(cfg, err, ...) parse(cfg, err, ARGC(__VA_ARGS__), ARGV(__VA_ARGS__))
+
+START_TEST(options_source_and_mountpoint)
+{
+	struct ovl_config c;
+	char err[512];
+	ck_assert_int_eq(PARSE(&c, err, "overlay", "/mnt", "-o", "lowerdir=/a"), 0);
+	ck_assert_str_eq(c.source, "overlay");
+	ck_assert_str_eq(c.mountpoint, "/mnt");
+	ck_assert_str_eq(c.lowerdir, "/a");
+	ck_assert_ptr_null(c.upperdir);
+	ck_assert(strstr(c.kernel_opts, "ro") != NULL); /* lowerdir only: read-only */
+	ovl_config_free(&c);
+	ck_assert_int_eq(PARSE(&c, err, "-o", "lowerdir=/a", "/mnt"), 0);
+	ck_assert_ptr_null(c.source);
+	ck_assert_str_eq(c.mountpoint, "/mnt");
+	ovl_config_free(&c);
+}
+END_TEST
+
+START_TEST(options_repeated_and_empty)
+{
+	struct ovl_config c;
+	char err[512];
+	ck_assert_int_eq(PARSE(&c, err, "-o", "lowerdir=/a,,upperdir=/u", "-o", "workdir=/w,timeout=2.5,,", "/m"), 0);
+	ck_assert_str_eq(c.upperdir, "/u");
+	ck_assert_str_eq(c.workdir, "/w");
+	ck_assert(c.timeout == 2.5);
+	ck_assert(strstr(c.kernel_opts, ",ro") == NULL);
+	ovl_config_free(&c);
+}
+END_TEST
+
+START_TEST(options_accepted_for_compat)
+{
+	struct ovl_config c;
+	char err[512];
+	ck_assert_int_eq(PARSE(&c, err, "-o",
+			       "rw,dev,suid,lazytime,context=\"system_u:object_r:container_file_t:s0\",lowerdir=/a,"
+			       "splice_read,kernel_cache,fast_ino=1,redirect_dir=off,xino=off,volatile,threaded=0,"
+			       "noacl,static_nlink,squash_to_uid=5,squash_to_gid=6,noxattrs=1,somethingunknown=1",
+			       "/m"),
+			 0);
+	ck_assert(!c.fsync);
+	ck_assert(!c.threaded);
+	ck_assert(c.noacl && c.static_nlink && c.noxattrs);
+	ck_assert_int_eq(c.squash_to_uid, 5);
+	ck_assert_int_eq(c.squash_to_gid, 6);
+	ck_assert(strstr(c.kernel_opts, "lazytime") != NULL);
+	ck_assert(strstr(c.kernel_opts, "somethingunknown") == NULL);
+	ovl_config_free(&c);
+}
+END_TEST
+
+START_TEST(options_flags)
+{
+	struct ovl_config c;
+	char err[512];
+	ck_assert_int_eq(PARSE(&c, err, "-f", "-o", "lowerdir=/a", "/m"), 0);
+	ck_assert(c.foreground && !c.debug);
+	ovl_config_free(&c);
+	ck_assert_int_eq(PARSE(&c, err, "-d", "-o", "lowerdir=/a", "/m"), 0);
+	ck_assert(c.foreground && c.debug);
+	ovl_config_free(&c);
+	ck_assert_int_eq(PARSE(&c, err, "-o", "debug,lowerdir=/a", "/m"), 0);
+	ck_assert(c.foreground && c.debug);
+	ovl_config_free(&c);
+	ck_assert_int_eq(PARSE(&c, err, "-V"), 0);
+	ck_assert(c.show_version);
+	ovl_config_free(&c);
+	ck_assert_int_eq(PARSE(&c, err, "--help"), 0);
+	ck_assert(c.show_help);
+	ovl_config_free(&c);
+}
+END_TEST
+
+static const struct {
+	const char *opts;
+	const char *msg;
+} bad_options[] = {
+	{ "upperdir=/u", "lowerdir: missing" },
+	{ "lowerdir=/a,upperdir=/u", "upperdir: given without workdir" },
+	{ "lowerdir=/a,workdir=/w", "workdir: given without upperdir" },
+	{ "lowerdir=/a,timeout=abc", "timeout: not a number" },
+	{ "lowerdir=/a,timeout=-1", "timeout: not a number" },
+	{ "lowerdir=/a,threaded=2", "threaded: want 0 or 1" },
+	{ "lowerdir=/a,squash_to_uid=x", "squash_to_uid: not a valid id" },
+	{ "lowerdir=/a,redirect_dir=on", "redirect_dir: only 'off'" },
+	{ "lowerdir=/a,uidmapping=0:1", "uidmapping: malformed" },
+	{ "lowerdir=/a,gidmapping=0:1:x", "gidmapping: malformed" },
+	{ "lowerdir=/a,uidmapping=0:1000:1", "uidmapping: not supported yet" },
+	{ "lowerdir=/a,xattr_permissions=2", "xattr_permissions: not supported yet" },
+	{ "lowerdir=/a,xattr_permissions=7", "xattr_permissions: want 0, 1 or 2" },
+	{ "lowerdir=/a,xino=auto", "xino: not supported yet" },
+	{ "lowerdir=/a,xino=maybe", "xino: want off" },
+	{ "lowerdir=/a,ino32_t", "ino32_t: not supported yet" },
+	{ "lowerdir=/a,plugins=/x.so", "plugins: not supported yet" },
+	{ "lowerdir=/a,static_nlink=1", "static_nlink: takes no value" },
+	{ "lowerdir=/a,lowerdir", "lowerdir: needs a value" },
+};
+
+START_TEST(options_bad)
+{
+	struct ovl_config c;
+	char err[512];
+	ck_assert_int_eq(PARSE(&c, err, "-o", (char *)bad_options[_i].opts, "/m"), -1);
+	ck_assert_msg(strstr(err, bad_options[_i].msg) != NULL, "'%s' gave '%s'", bad_options[_i].opts, err);
+	ovl_config_free(&c);
+}
+END_TEST
+
+START_TEST(options_positionals)
+{
+	struct ovl_config c;
+	char err[512];
+	ck_assert_int_eq(PARSE(&c, err, "-o", "lowerdir=/a"), -1);
+	ck_assert(strstr(err, "mountpoint: missing") != NULL);
+	ovl_config_free(&c);
+	ck_assert_int_eq(PARSE(&c, err, "a", "b", "c", "-o", "lowerdir=/a"), -1);
+	ck_assert(strstr(err, "too many arguments") != NULL);
+	ovl_config_free(&c);
+	ck_assert_int_eq(PARSE(&c, err, "-x", "-o", "lowerdir=/a", "/m"), -1);
+	ck_assert(strstr(err, "-x: unknown option") != NULL);
+	ovl_config_free(&c);
+}
+END_TEST
+
+/* ---- layer splitter ---- */
+START_TEST(split_layers)
+{
+	char **v;
+	size_t n;
+	ck_assert_int_eq(ovl_split_layers("/a:/b/c:rel", &v, &n), 0);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_str_eq(v[0], "/a");
+	ck_assert_str_eq(v[1], "/b/c");
+	ck_assert_str_eq(v[2], "rel");
+	ovl_free_strv(v, n);
+	ck_assert_int_eq(ovl_split_layers("/a\\:b:/c\\\\d", &v, &n), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(v[0], "/a:b");
+	ck_assert_str_eq(v[1], "/c\\d");
+	ovl_free_strv(v, n);
+	ck_assert_int_eq(ovl_split_layers("/a::/b", &v, &n), -EINVAL);
+	ck_assert_int_eq(ovl_split_layers("/a:", &v, &n), -EINVAL);
+	ck_assert_int_eq(ovl_split_layers("", &v, &n), -EINVAL);
+	ck_assert_int_eq(ovl_split_layers("/trailing\\", &v, &n), 0);
+	ck_assert_str_eq(v[0], "/trailing\\");
+	ovl_free_strv(v, n);
+}
+END_TEST
+
+/* ---- id mappings ---- */
+START_TEST(idmap_parse)
+{
+	struct ovl_idmap_range *r;
+	size_t n;
+	ck_assert_int_eq(ovl_idmap_parse(":0:1:65536", &r, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(r[0].id, 0);
+	ck_assert_uint_eq(r[0].host, 1);
+	ck_assert_uint_eq(r[0].len, 65536);
+	free(r);
+	ck_assert_int_eq(ovl_idmap_parse(":0:1:1000:1000:0:1:1001:1001:64535", &r, &n), 0);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_uint_eq(r[1].id, 1000);
+	ck_assert_uint_eq(r[1].host, 0);
+	ck_assert_uint_eq(r[2].len, 64535);
+	free(r);
+	ck_assert_int_eq(ovl_idmap_parse("0:100000:65536,65536:0:1", &r, &n), 0);
+	ck_assert_uint_eq(n, 2);
+	free(r);
+	const char *bad[] = { "", ":", "0:1", "0:1:0", "0:1:2:", "a:b:c", "0:1:2:3", "4294967295:0:2",
+			      "0:4294967296:1", "-1:0:1", "0:1:2,,3:4:5", "0 :1:2" };
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		ck_assert_msg(ovl_idmap_parse(bad[i], &r, &n) == -EINVAL, "accepted '%s'", bad[i]);
+}
+END_TEST
+
+/* ---- whiteouts ---- */
+START_TEST(whiteout_names)
+{
+	ck_assert(ovl_name_is_reserved(".wh.foo"));
+	ck_assert(ovl_name_is_reserved(".wh..wh..opq"));
+	ck_assert(!ovl_name_is_reserved(".whx"));
+	ck_assert(!ovl_name_is_reserved("wh.foo"));
+	ck_assert_str_eq(ovl_whiteout_target(".wh.foo"), "foo");
+	ck_assert_str_eq(ovl_whiteout_target(".wh..hidden"), ".hidden");
+	ck_assert_ptr_null(ovl_whiteout_target(".wh..wh..opq"));
+	ck_assert_ptr_null(ovl_whiteout_target(".wh..wh.plnk"));
+	ck_assert_ptr_null(ovl_whiteout_target(".wh."));
+	ck_assert_ptr_null(ovl_whiteout_target(".wh.."));
+	ck_assert_ptr_null(ovl_whiteout_target("foo"));
+	ck_assert(ovl_name_is_opaque_marker(".wh..wh..opq"));
+	ck_assert(!ovl_name_is_opaque_marker(".wh..wh..opqx"));
+	struct stat st = { .st_mode = S_IFCHR | 0, .st_rdev = makedev(0, 0) };
+	ck_assert(ovl_stat_is_whiteout(&st));
+	st.st_rdev = makedev(1, 3);
+	ck_assert(!ovl_stat_is_whiteout(&st));
+	st.st_mode = S_IFBLK;
+	st.st_rdev = 0;
+	ck_assert(!ovl_stat_is_whiteout(&st));
+	ck_assert(ovl_opaque_xattr_name("trusted.overlay.opaque"));
+	ck_assert(ovl_opaque_xattr_name("user.overlay.opaque"));
+	ck_assert(ovl_opaque_xattr_name("user.fuseoverlayfs.opaque"));
+	ck_assert(!ovl_opaque_xattr_name("user.opaque"));
+}
+END_TEST
+
+START_TEST(xattr_filter)
+{
+	char list[] = "user.a\0trusted.overlay.opaque\0security.selinux\0user.overlay.x\0user.fuseoverlayfs.y\0user.b";
+	size_t len = ovl_xattr_filter_list(list, sizeof list);
+	ck_assert_uint_eq(len, sizeof "user.a" + sizeof "security.selinux" + sizeof "user.b");
+	ck_assert_int_eq(memcmp(list, "user.a\0security.selinux\0user.b", len), 0);
+	char unterminated[] = { 'u', 's', 'e', 'r', '.', 'a', 0, 'x', 'y' };
+	ck_assert_uint_eq(ovl_xattr_filter_list(unterminated, sizeof unterminated), 7);
+}
+END_TEST
+
+/* ---- the merge ---- */
+#define RAW(n, t) { .name = (n), .type = (t), .ino = 1 }
+#define WH(n) { .name = (n), .type = DT_CHR, .whiteout = true }
+
+static struct ovl_listing *merge(const struct ovl_raw_entry *const *layers, const size_t *counts, size_t nlayers)
+{
+	struct ovl_merge *m = ovl_merge_new();
+	for (size_t i = 0; i < nlayers; i++)
+		if (ovl_merge_layer(m, (uint32_t)i, layers[i], counts[i]) != 0)
+			break;
+	return ovl_merge_finish(m);
+}
+
+static void expect(const struct ovl_listing *l, const char *const *names, size_t n)
+{
+	ck_assert_uint_eq(ovl_listing_count(l), n);
+	for (size_t i = 0; i < n; i++)
+		ck_assert_str_eq(ovl_listing_name(l, i), names[i]);
+}
+
+START_TEST(merge_whiteouts_all_spellings)
+{
+	const struct ovl_raw_entry top[] = { RAW(".", DT_DIR), RAW("..", DT_DIR), RAW("new", DT_REG),
+					     WH("chrgone"), RAW(".wh.filegone", DT_REG), RAW("z", DT_REG) };
+	const struct ovl_raw_entry low[] = { RAW("chrgone", DT_REG), RAW("filegone", DT_DIR), RAW("kept", DT_LNK),
+					     RAW("z", DT_DIR), RAW(".wh.x", DT_REG) };
+	const struct ovl_raw_entry *layers[] = { top, low };
+	size_t counts[] = { 6, 5 };
+	struct ovl_listing *l = merge(layers, counts, 2);
+	const char *want[] = { "kept", "new", "z" };
+	expect(l, want, 3);
+	uint32_t layer, nlower;
+	uint8_t type;
+	ovl_listing_entry(l, 2, &layer, &type, &nlower);
+	ck_assert_uint_eq(layer, 0); /* a file hides the directory below it */
+	ck_assert_uint_eq(type, DT_REG);
+	ck_assert_uint_eq(nlower, 0);
+	ovl_listing_unref(l);
+}
+END_TEST
+
+START_TEST(merge_whiteout_hides_only_below)
+{
+	/* A whiteout and an object of the same name in one layer: the object shows. */
+	const struct ovl_raw_entry top[] = { RAW(".wh.d", DT_REG), RAW("d", DT_DIR) };
+	const struct ovl_raw_entry low[] = { RAW("d", DT_DIR) };
+	const struct ovl_raw_entry *layers[] = { top, low };
+	size_t counts[] = { 2, 1 };
+	struct ovl_listing *l = merge(layers, counts, 2);
+	const char *want[] = { "d" };
+	expect(l, want, 1);
+	uint32_t layer, nlower;
+	uint8_t type;
+	ovl_listing_entry(l, 0, &layer, &type, &nlower);
+	ck_assert_uint_eq(nlower, 0); /* and it is opaque */
+	ovl_listing_unref(l);
+}
+END_TEST
+
+START_TEST(merge_opaque_marker_stops)
+{
+	const struct ovl_raw_entry top[] = { RAW(".wh..wh..opq", DT_REG), RAW("a", DT_REG) };
+	const struct ovl_raw_entry low[] = { RAW("b", DT_REG) };
+	const struct ovl_raw_entry *layers[] = { top, low };
+	size_t counts[] = { 2, 1 };
+	struct ovl_listing *l = merge(layers, counts, 2);
+	const char *want[] = { "a" };
+	expect(l, want, 1);
+	ovl_listing_unref(l);
+}
+END_TEST
+
+START_TEST(merge_directory_layers)
+{
+	/* d merges through layers 0 and 1, but a file in layer 2 ends it. */
+	const struct ovl_raw_entry l0[] = { RAW("d", DT_DIR), RAW("e", DT_DIR) };
+	const struct ovl_raw_entry l1[] = { RAW("d", DT_DIR), WH("e") };
+	const struct ovl_raw_entry l2[] = { RAW("d", DT_REG), RAW("e", DT_DIR) };
+	const struct ovl_raw_entry l3[] = { RAW("d", DT_DIR) };
+	const struct ovl_raw_entry *layers[] = { l0, l1, l2, l3 };
+	size_t counts[] = { 2, 2, 2, 1 };
+	struct ovl_listing *l = merge(layers, counts, 4);
+	const char *want[] = { "d", "e" };
+	expect(l, want, 2);
+	uint32_t layer, nlower;
+	uint8_t type;
+	ovl_listing_entry(l, 0, &layer, &type, &nlower);
+	ck_assert_uint_eq(layer, 0);
+	ck_assert_uint_eq(nlower, 1);
+	ovl_listing_entry(l, 1, &layer, &type, &nlower);
+	ck_assert_uint_eq(nlower, 0);
+	ovl_listing_unref(l);
+}
+END_TEST
+
+START_TEST(merge_many_sorted)
+{
+	enum { N = 20000 };
+	static struct ovl_raw_entry top[N], low[N];
+	static char names[2 * N][16];
+	for (int i = 0; i < N; i++) {
+		snprintf(names[i], 16, "f%05d", N - 1 - i);
+		top[i] = (struct ovl_raw_entry){ .name = names[i], .type = DT_REG };
+		/* the lower layer holds the odd names, whited out in the top for multiples of 3 */
+		snprintf(names[N + i], 16, (i % 3 == 0) ? ".wh.g%05d" : "g%05d", i);
+		low[i] = (struct ovl_raw_entry){ .name = names[N + i], .type = DT_REG };
+	}
+	const struct ovl_raw_entry *layers[] = { top, low };
+	size_t counts[] = { N, N };
+	struct ovl_listing *l = merge(layers, counts, 2);
+	size_t n = ovl_listing_count(l);
+	ck_assert_uint_eq(n, N + N - (N + 2) / 3);
+	for (size_t i = 1; i < n; i++)
+		ck_assert(strcmp(ovl_listing_name(l, i - 1), ovl_listing_name(l, i)) < 0);
+	ovl_listing_unref(l);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("overlay");
+	TCase *t = tcase_create("options");
+	tcase_add_test(t, options_source_and_mountpoint);
+	tcase_add_test(t, options_repeated_and_empty);
+	tcase_add_test(t, options_accepted_for_compat);
+	tcase_add_test(t, options_flags);
+	tcase_add_loop_test(t, options_bad, 0, sizeof bad_options / sizeof bad_options[0]);
+	tcase_add_test(t, options_positionals);
+	tcase_add_test(t, split_layers);
+	tcase_add_test(t, idmap_parse);
+	suite_add_tcase(s, t);
+	t = tcase_create("whiteout");
+	tcase_add_test(t, whiteout_names);
+	tcase_add_test(t, xattr_filter);
+	suite_add_tcase(s, t);
+	t = tcase_create("merge");
+	tcase_add_test(t, merge_whiteouts_all_spellings);
+	tcase_add_test(t, merge_whiteout_hides_only_below);
+	tcase_add_test(t, merge_opaque_marker_stops);
+	tcase_add_test(t, merge_directory_layers);
+	tcase_add_test(t, merge_many_sorted);
+	suite_add_tcase(s, t);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *r = srunner_create(suite());
+	srunner_run_all(r, CK_NORMAL);
+	int failed = srunner_ntests_failed(r);
+	srunner_free(r);
+	return failed ? 1 : 0;
+}
