@@ -1,0 +1,10 @@
+#!/bin/sh
+# Configures (once) and builds in the source tree, warnings as errors.
+set -eu
+cd "$(dirname "$0")/.."
+[ -x configure ] || ./autogen.sh >/dev/null
+[ -f Makefile ] || ./configure --enable-werror --prefix=/usr/local >/dev/null
+make -j"$(nproc)" >/dev/null
+make -j"$(nproc)" check_PROGRAMS="tests/unit/check_overlay tests/integration/seccomp-nonewcalls" \
+	tests/unit/check_overlay tests/integration/seccomp-nonewcalls >/dev/null
+echo "build: ok"

@@ -1,0 +1,23 @@
+#!/bin/sh
+# Installs, from Debian 12 packages, everything the build, the tests and the
+# benchmark need.  Idempotent; runs apt-get only when something is missing.
+set -eu
+PKGS="build-essential autoconf automake libtool pkg-config
+libfuse3-dev fuse3 libattr1-dev libacl1-dev libxxhash-dev check libseccomp-dev
+fuse-overlayfs attr acl python3 util-linux procps psmisc kmod
+hyperfine fio time strace"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	echo "install-deps: installing$missing"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# shellcheck disable=SC2086
+	apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+# The kernel overlay is the reference of the differential tests.
+grep -qw overlay /proc/filesystems || modprobe overlay
+[ -c /dev/fuse ] || modprobe fuse
+echo "install-deps: ok"

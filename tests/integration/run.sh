@@ -1,0 +1,336 @@
+#!/bin/bash
+# Integration tests: real mounts through /dev/fuse.  Every mount form callers
+# use, every bad-input case, read-only behaviour, daemon behaviour, hostile
+# layers and the syscall fallbacks.  Usage: run.sh [TEST-NAME...]
+# Needs root, /dev/fuse, and `make install` done (mount(8) finds helpers only
+# in the system paths); a missing prerequisite fails loudly.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+BIN=${FUSE_OVERLAYFS:-$top/fuse-overlayfs}
+NONEW=$top/tests/integration/seccomp-nonewcalls
+INSTALLED=/usr/local/bin/fuse-overlayfs
+
+die() { echo "FATAL: $*" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || die "integration tests need root"
+[ -c /dev/fuse ] || die "/dev/fuse is missing"
+[ -x "$BIN" ] || die "$BIN not built"
+for c in fusermount3 mount.fuse3 setfattr getfattr setpriv; do
+	command -v $c >/dev/null || die "$c is missing (contrib/install-deps.sh)"
+done
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ovl-it.XXXXXX")
+cleanup() {
+	local m
+	# tests run in subshells: find their leftovers by prefix
+	for m in $(awk -v w="$WORK/" 'index($2, w) == 1 {print $2}' /proc/mounts); do
+		fusermount3 -u "$m" 2>/dev/null || umount -l "$m"
+	done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+passed=0
+failed=0
+FAILS=()
+FAILED=0
+fail() { echo "    $*"; FAILED=1; return 1; }
+
+# Fresh layers for one test: $T/l1 (top) and $T/l2, $T/u, $T/w, $T/m.
+setup() {
+	T="$WORK/$1"
+	mkdir -p "$T"/{l1,l2,u,w,m}
+	echo top >"$T/l1/top"
+	echo low >"$T/l2/low"
+	echo shadowed >"$T/l2/top"
+	mkdir -p "$T/l1/d" "$T/l2/d/sub"
+	echo in-sub >"$T/l2/d/sub/f"
+}
+
+mounted_by_us() { # MNT [CMDLINE-PATTERN]: the daemon serving MNT is ours (not Debian's 1.10)
+	local m=$1 pattern=${2:-$1} ver
+	grep -q " $m fuse.fuse-overlayfs " /proc/mounts || { fail "$m: not in /proc/mounts as fuse.fuse-overlayfs"; return 1; }
+	[ "$(cat "$m/top")" = top ] || { fail "$m: merged view wrong"; return 1; }
+	[ "$(cat "$m/low")" = low ] || { fail "$m: lower file missing"; return 1; }
+	local pid
+	pid=$(daemon_pid "$pattern") || { fail "no daemon for $m"; return 1; }
+	ver=$("/proc/$pid/exe" --version 2>/dev/null | head -1)
+	case $ver in *"version 0."*) ;; *) fail "daemon of $m is not ours: $ver"; return 1 ;; esac
+}
+
+daemon_pid() { # PATTERN -> pid of the fuse-overlayfs whose command line has it
+	local p
+	for p in $(pgrep -f fuse-overlayfs); do
+		tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q -- "$1" && { echo "$p"; return 0; }
+	done
+	return 1
+}
+
+unmount_and_wait() { # MNT [CMDLINE-PATTERN]: unmount and check the daemon ends
+	local m=$1 pid
+	pid=$(daemon_pid "${2:-$1}")
+	fusermount3 -u "$m" || { fail "fusermount3 -u $m failed"; return 1; }
+	for _ in $(seq 50); do
+		[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	fail "daemon $pid still running after unmount"
+}
+
+need_installed() {
+	[ -x "$INSTALLED" ] && cmp -s "$INSTALLED" "$BIN" || die "run 'make install' first: $INSTALLED is not this build"
+	[ -x /sbin/mount.fuse3.fuse-overlayfs ] || die "/sbin/mount.fuse3.fuse-overlayfs not installed"
+}
+
+# ---------------------------------------------------------------- mount forms
+t_form_direct() {
+	setup form_direct
+	"$BIN" -o "lowerdir=$T/l1:$T/l2" "$T/m" || fail "mount failed"
+	mounted_by_us "$T/m" && unmount_and_wait "$T/m"
+}
+
+t_form_source_and_repeated_o() {
+	setup form_src
+	"$BIN" overlay "$T/m" -o "lowerdir=$T/l1:$T/l2" -o noatime,, -o rw || fail "mount failed"
+	mounted_by_us "$T/m" && unmount_and_wait "$T/m"
+}
+
+t_form_mount_fuse() {
+	need_installed
+	setup form_mount_fuse
+	mount -t fuse.fuse-overlayfs overlay "$T/m" -o "lowerdir=$T/l1:$T/l2" || fail "mount -t fuse.fuse-overlayfs failed"
+	mounted_by_us "$T/m" && unmount_and_wait "$T/m"
+}
+
+t_form_mount_fuse3_helper() {
+	need_installed
+	setup form_fuse3
+	mount -t fuse3.fuse-overlayfs overlay "$T/m" -o "lowerdir=$T/l1:$T/l2" || fail "mount -t fuse3.fuse-overlayfs failed"
+	mounted_by_us "$T/m" && unmount_and_wait "$T/m"
+}
+
+t_form_mount_dot_fuse3() {
+	need_installed
+	setup form_mountfuse3
+	# containerd's form: options in several -o, type last
+	mount.fuse3 overlay "$T/m" -o "lowerdir=$T/l1:$T/l2" -o ro -t fuse-overlayfs || fail "mount.fuse3 failed"
+	mounted_by_us "$T/m" && unmount_and_wait "$T/m"
+}
+
+t_form_dev_fd() {
+	need_installed
+	setup form_devfd
+	# drop_privileges: mount.fuse3 mounts itself and hands us /dev/fd/N
+	mount.fuse3 overlay "$T/m" -o "drop_privileges,lowerdir=$T/l1:$T/l2" -t fuse-overlayfs || fail "mount.fuse3 drop_privileges failed"
+	mounted_by_us "$T/m" "$T/l1" && unmount_and_wait "$T/m" "$T/l1"
+}
+
+t_form_upper_workdir() {
+	setup form_upper
+	echo up >"$T/u/top"
+	"$BIN" -o "lowerdir=$T/l1:$T/l2,upperdir=$T/u,workdir=$T/w" "$T/m" || fail "mount failed"
+	[ "$(cat "$T/m/top")" = up ] || fail "upper does not win"
+	[ "$(stat -c %a "$T/w/work")" = 700 ] || fail "workdir/work not 0700"
+	grep " $T/m " /proc/mounts | grep -q " rw," || fail "mount with upper is not rw"
+	unmount_and_wait "$T/m"
+}
+
+t_form_symlink_roots() {
+	setup form_links
+	mkdir -p "$T/l"
+	ln -s ../l1 "$T/l/Alinks"
+	ln -s "$T/l2" "$T/l/Blinks"
+	(cd "$T" && "$BIN" -o "lowerdir=l/Alinks:l/Blinks" m) || fail "mount with symlinked roots failed"
+	mounted_by_us "$T/m" "l/Alinks" && unmount_and_wait "$T/m" "l/Alinks"
+}
+
+t_form_escaped_colon() {
+	setup form_escape
+	mkdir -p "$T/a:b"
+	echo colon >"$T/a:b/c"
+	"$BIN" -o "lowerdir=$T/a\\\\:b:$T/l2" "$T/m" || fail "mount failed"
+	[ "$(cat "$T/m/c")" = colon ] || fail "escaped ':' not honoured"
+	unmount_and_wait "$T/m"
+}
+
+t_form_500_layers() {
+	setup many
+	local spec="" i
+	for i in $(seq 0 499); do
+		mkdir -p "$T/L/$i"
+		echo "$i" >"$T/L/$i/f$i"
+		echo "$i" >"$T/L/$i/same"
+		spec="$spec${spec:+:}L/$i"
+	done
+	(cd "$T" && "$BIN" -o "lowerdir=$spec" m) || fail "mount of 500 layers failed"
+	[ "$(ls "$T/m" | wc -l)" = 501 ] || fail "expected 501 names, got $(ls "$T/m" | wc -l)"
+	[ "$(cat "$T/m/same")" = 0 ] || fail "top layer does not win"
+	[ "$(cat "$T/m/f499")" = 499 ] || fail "bottom layer not visible"
+	unmount_and_wait "$T/m"
+}
+
+# ---------------------------------------------------------------- bad input
+# expect_bad NAME_IN_MESSAGE ARGS...: exit 1, one line naming it, nothing mounted or created
+expect_bad() {
+	local what=$1
+	shift
+	local before after out rc
+	before=$(find "$T/u" "$T/w" 2>/dev/null | sort)
+	out=$("$BIN" "$@" 2>&1)
+	rc=$?
+	after=$(find "$T/u" "$T/w" 2>/dev/null | sort)
+	[ $rc = 1 ] || { fail "exit $rc (want 1) for: $*"; return 1; }
+	[ "$(printf '%s\n' "$out" | wc -l)" = 1 ] || { fail "not one line: $out"; return 1; }
+	case $out in "fuse-overlayfs: "*"$what"*) ;; *) fail "message '$out' does not name '$what'"; return 1 ;; esac
+	[ "$before" = "$after" ] || { fail "upper/work changed: $after"; return 1; }
+	! grep -q " $T/m " /proc/mounts || { fail "something got mounted"; return 1; }
+}
+
+t_bad_input() {
+	setup bad
+	echo notadir >"$T/file"
+	mkdir -p "$T/l1/nested-upper" "$T/l1/nested-work" "$T/m/inside"
+	local r=0
+	expect_bad "$T/missing" -o "lowerdir=$T/missing" "$T/m" || r=1
+	expect_bad "$T/file: lowerdir: not a directory" -o "lowerdir=$T/l1:$T/file" "$T/m" || r=1
+	expect_bad "upperdir: given without workdir" -o "lowerdir=$T/l1,upperdir=$T/u" "$T/m" || r=1
+	expect_bad "workdir: given without upperdir" -o "lowerdir=$T/l1,workdir=$T/w" "$T/m" || r=1
+	expect_bad "timeout" -o "lowerdir=$T/l1,timeout=abc" "$T/m" || r=1
+	expect_bad "redirect_dir" -o "lowerdir=$T/l1,redirect_dir=on" "$T/m" || r=1
+	expect_bad "uidmapping: malformed" -o "lowerdir=$T/l1,uidmapping=0:0" "$T/m" || r=1
+	expect_bad "gidmapping: malformed" -o "lowerdir=$T/l1,gidmapping=a:b:c" "$T/m" || r=1
+	expect_bad "uidmapping: not supported yet" -o "lowerdir=$T/l1,uidmapping=0:1000:1" "$T/m" || r=1
+	expect_bad "upperdir: inside lowerdir" -o "lowerdir=$T/l1,upperdir=$T/l1/nested-upper,workdir=$T/w" "$T/m" || r=1
+	expect_bad "workdir: inside lowerdir" -o "lowerdir=$T/l1,upperdir=$T/u,workdir=$T/l1/nested-work" "$T/m" || r=1
+	expect_bad "upperdir: inside the mountpoint" -o "lowerdir=$T/l1,upperdir=$T/m/inside,workdir=$T/w" "$T/m" || r=1
+	expect_bad "lowerdir: inside the mountpoint" -o "lowerdir=$T/m/inside" "$T/m" || r=1
+	expect_bad "$T/nomnt: mountpoint" -o "lowerdir=$T/l1" "$T/nomnt" || r=1
+	expect_bad "mountpoint: missing" -o "lowerdir=$T/l1" || r=1
+	expect_bad "lowerdir: empty layer" -o "lowerdir=$T/l1::$T/l2" "$T/m" || r=1
+	expect_bad "$T/file: workdir: not a directory" -o "lowerdir=$T/l1,upperdir=$T/u,workdir=$T/file" "$T/m" || r=1
+	# unreadable layer, as an unprivileged user
+	mkdir -p "$T/secret"
+	chmod 700 "$T/secret"
+	chmod 755 "$T" "$WORK"
+	chmod 777 "$T/m"
+	local out rc
+	out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$BIN" -o "lowerdir=$T/secret" "$T/m" 2>&1)
+	rc=$?
+	[ $rc = 1 ] && [[ $out == "fuse-overlayfs: $T/secret: lowerdir: Permission denied" ]] ||
+		{ fail "unreadable layer: rc=$rc '$out'"; r=1; }
+	return $r
+}
+
+# ---------------------------------------------------------------- behaviour
+t_read_only_erofs() {
+	setup erofs
+	"$BIN" -o "lowerdir=$T/l1:$T/l2" "$T/m" || fail "mount failed"
+	local r=0 op out
+	for op in "touch $T/m/new" "mkdir $T/m/nd" "rm $T/m/top" "mv $T/m/top $T/m/t2" "chmod 600 $T/m/top" \
+		"ln $T/m/top $T/m/hl" "ln -s x $T/m/sl" "setfattr -n user.x -v 1 $T/m/top" "truncate -s 0 $T/m/low" \
+		"rmdir $T/m/d/sub" "mknod $T/m/p p"; do
+		out=$($op 2>&1) && { fail "'$op' succeeded"; r=1; continue; }
+		[[ $out == *"Read-only file system"* ]] || { fail "'$op': $out"; r=1; }
+	done
+	sh -c "echo x >> $T/m/low" 2>/dev/null && { fail "append succeeded"; r=1; }
+	unmount_and_wait "$T/m" || r=1
+	# with an upper layer, writes answer EROFS too until the writable overlay lands
+	"$BIN" -o "lowerdir=$T/l1:$T/l2,upperdir=$T/u,workdir=$T/w" "$T/m" || fail "mount failed"
+	for op in "touch $T/m/new" "mkdir $T/m/nd" "rm $T/m/top" "chmod 600 $T/m/top"; do
+		out=$($op 2>&1) && { fail "'$op' succeeded with upper"; r=1; continue; }
+		[[ $out == *"Read-only file system"* ]] || { fail "'$op' with upper: $out"; r=1; }
+	done
+	[ -z "$(ls -A "$T/u")" ] || { fail "upper was written: $(ls -A "$T/u")"; r=1; }
+	unmount_and_wait "$T/m" || r=1
+	return $r
+}
+
+t_stderr_pipe_closed() {
+	setup pipe
+	# A caller reading our stderr through a pipe must see EOF once we are mounted.
+	timeout 10 sh -c "'$BIN' -o lowerdir=$T/l1:$T/l2 '$T/m' 2>&1 | cat >/dev/null" ||
+		fail "caller did not get EOF (exit $?)"
+	mounted_by_us "$T/m" && unmount_and_wait "$T/m"
+}
+
+t_foreground_debug_and_usr1() {
+	setup fg
+	"$BIN" -d -o "lowerdir=$T/l1:$T/l2" "$T/m" 2>"$T/err" &
+	local pid=$!
+	for _ in $(seq 50); do grep -q " $T/m " /proc/mounts && break; sleep 0.1; done
+	cat "$T/m/top" >/dev/null
+	kill -USR1 $pid
+	sleep 0.3
+	local r=0
+	grep -q "LOOKUP" "$T/err" || { fail "-d did not trace requests"; r=1; }
+	grep -q "nodes=[0-9]* dirs=[0-9]*" "$T/err" || { fail "SIGUSR1 printed no counters"; r=1; }
+	grep -q "openat2: in use" "$T/err" || { fail "openat2 not in use on this kernel"; r=1; }
+	fusermount3 -u "$T/m"
+	wait $pid || { fail "foreground daemon exited $?"; r=1; }
+	return $r
+}
+
+t_help_version() {
+	local r=0
+	"$BIN" --help | grep -q "lowerdir" || { fail "--help"; r=1; }
+	"$BIN" -V | grep -q "fuse-overlayfs: version" || { fail "-V"; r=1; }
+	return $r
+}
+
+t_hostile_symlinks() {
+	setup hostile
+	# A symlink over a directory hides it; a directory over a symlink does not merge
+	# with the symlink's target; a symlink root may not lead the daemon outside.
+	ln -s /etc "$T/l1/sys"
+	mkdir -p "$T/l2/sys/inner"
+	mkdir -p "$T/l1/etcdir"
+	ln -s /etc "$T/l2/etcdir"
+	ln -s ../../../../../.. "$T/l1/up"
+	"$BIN" -o "lowerdir=$T/l1:$T/l2" "$T/m" || fail "mount failed"
+	local r=0
+	[ "$(readlink "$T/m/sys")" = /etc ] || { fail "sys is not the symlink"; r=1; }
+	[ -z "$(ls -A "$T/m/etcdir")" ] || { fail "etcdir merged with the host's /etc: $(ls "$T/m/etcdir" | head -3)"; r=1; }
+	[ "$(readlink "$T/m/up")" = ../../../../../.. ] || { fail "up target"; r=1; }
+	# the daemon itself never resolves a symlink below a root
+	local pid
+	pid=$(daemon_pid "$T/m")
+	ls -la "$T/m/etcdir" "$T/m/sys" >/dev/null
+	ls -l "/proc/$pid/fd" | grep -q " /etc" && { fail "daemon holds an fd in /etc"; r=1; }
+	unmount_and_wait "$T/m" || r=1
+	return $r
+}
+
+t_fallback_syscalls() {
+	setup nonew
+	[ -x "$NONEW" ] || die "$NONEW not built"
+	"$NONEW" "$BIN" -d -o "lowerdir=$T/l1:$T/l2" "$T/m" 2>"$T/err" &
+	local pid=$! r=0
+	for _ in $(seq 50); do grep -q " $T/m " /proc/mounts && break; sleep 0.1; done
+	grep -q "openat2: fallback; \*xattrat: fallback" "$T/err" || { fail "fallbacks not chosen: $(grep openat2 "$T/err")"; r=1; }
+	[ "$(cat "$T/m/d/sub/f")" = in-sub ] || { fail "read through fallbacks"; r=1; }
+	setfattr -n user.k -v v "$T/l2/low"
+	[ "$(getfattr --only-values -n user.k "$T/m/low" 2>/dev/null)" = v ] || { fail "xattr through fallback"; r=1; }
+	fusermount3 -u "$T/m"
+	wait $pid
+	# the whole differential suite, daemon under the same filter
+	printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$NONEW" "$BIN" >"$T/wrapped"
+	chmod +x "$T/wrapped"
+	FUSE_OVERLAYFS="$T/wrapped" "$top/tests/diff/run.sh" >"$T/diff.log" 2>&1 ||
+		{ fail "diff suite under seccomp: $(grep -v '^PASS' "$T/diff.log" | head -5)"; r=1; }
+	return $r
+}
+
+all_tests=$(declare -F | awk '$3 ~ /^t_/ {print $3}')
+[ $# -gt 0 ] && all_tests=$(printf 't_%s\n' "$@")
+for t in $all_tests; do
+	if ( $t && [ "$FAILED" = 0 ] ) >"$WORK/$t.log" 2>&1; then
+		echo "PASS ${t#t_}"
+		passed=$((passed + 1))
+	else
+		echo "FAIL ${t#t_}"
+		sed 's/^/    /' "$WORK/$t.log" | tail -20
+		failed=$((failed + 1))
+	fi
+done
+echo "$passed passed, $failed failed"
+[ $failed = 0 ]
