@@ -10,6 +10,8 @@
 
 #include "ops.h"
 
+#define LIST_AFTER_PROBE_COST 64
+
 void ovl_found_free(struct ovl_found *f)
 {
 	free(f->layers);
@@ -61,7 +63,9 @@ static int lookup_probe(struct ovl_fs *fs, struct ovl_node *parent, const char *
 		int r = layer->ops->statat(layer, pfd, name, &st);
 		int e = errno;
 		if (r < 0) {
-			int wh = e == ENOENT ? ovl_has_whiteout_file(layer, pfd, name) : -e;
+			/* a whiteout in the last layer hides nothing: skip looking for one */
+			bool last = i + 1 == pd->nlayers;
+			int wh = e != ENOENT ? -e : last ? 0 : ovl_has_whiteout_file(layer, pfd, name);
 			ovl_dir_fd_put(parent);
 			if (wh < 0)
 				return wh;
@@ -127,6 +131,13 @@ int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *parent, const char *name
 	if (parent->dir == NULL)
 		return -ENOTDIR;
 	int listed = ovl_listing_find(parent, name, f);
+	if (listed < 0 && parent->dir->nlayers > 1) {
+		/* Probing costs two calls a layer for every name; one getdents pass per
+		 * layer answers them all.  List once probes have cost about as much. */
+		uint32_t cost = atomic_fetch_add(&parent->dir->probe_cost, parent->dir->nlayers);
+		if (cost + parent->dir->nlayers >= LIST_AFTER_PROBE_COST && ovl_dir_load_listing(fs, parent) == 0)
+			listed = ovl_listing_find(parent, name, f);
+	}
 	if (listed == 0)
 		return -ENOENT;
 	if (listed > 0) {

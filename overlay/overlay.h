@@ -82,6 +82,7 @@ struct ovl_dir {
 	pthread_mutex_t fd_lock;      /* guards fds against eviction */
 	int *fds;                     /* per entry of layers[]; -1: closed */
 	atomic_int fd_users;
+	atomic_uint probe_cost;       /* layers probed by lookups so far */
 	atomic_uint_fast64_t fd_stamp;
 	bool in_fd_list;
 	struct ovl_node *fd_prev, *fd_next;
@@ -166,6 +167,8 @@ ino_t ovl_st_ino(const struct ovl_fs *fs, uint32_t layer, ino_t ino);
 
 /* readdir.c */
 void ovl_listing_unref(struct ovl_listing *l);
+/* Builds and caches dir's merged listing if it has none. */
+int ovl_dir_load_listing(struct ovl_fs *fs, struct ovl_node *dir);
 /* Finds name in the cached listing of dir (if any): 1 found, 0 absent, -1 no listing. */
 int ovl_listing_find(struct ovl_node *dir, const char *name, struct ovl_found *f);
 

@@ -422,6 +422,15 @@ static int dir_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_list
 	return 0;
 }
 
+int ovl_dir_load_listing(struct ovl_fs *fs, struct ovl_node *dir)
+{
+	struct ovl_listing *l;
+	int res = dir_listing(fs, dir, &l);
+	if (res == 0)
+		ovl_listing_unref(l);
+	return res;
+}
+
 int ovl_listing_find(struct ovl_node *dir, const char *name, struct ovl_found *f)
 {
 	struct ovl_dir *d = dir->dir;
