@@ -1,7 +1,9 @@
 /* A merged directory listing: one getdents pass per layer, top to bottom,
- * whiteouts and opaque markers seen in the same pass, then one snapshot
- * sorted by name.  An offset is an index into the snapshot, so it is stable
- * across opendirs; the snapshot is cached in the directory node. */
+ * whiteouts and opaque markers seen in the same pass, then one snapshot in
+ * that order (the kernel overlay's: top layer first), with a hash table for
+ * lookups.  It is not sorted: sorting cost a third of the daemon's time on a
+ * 100k-entry directory.  An offset is an index into the snapshot, so it is
+ * stable across opendirs; the snapshot is cached in the directory node. */
 #include "config.h"
 
 #include <dirent.h>
@@ -36,6 +38,7 @@ struct ovl_merge {
 	size_t n, cap;
 	uint32_t *table; /* index + 1 into ents; open addressing */
 	size_t table_cap;
+	bool single_layer; /* no name can repeat: no table while merging */
 	bool stopped;
 };
 
@@ -53,11 +56,16 @@ struct ovl_listing {
 	size_t n;
 	struct ovl_dirent *ents;
 	char *pool;
+	uint32_t *table; /* index + 1 into ents */
+	size_t table_cap;
 };
 
-struct ovl_merge *ovl_merge_new(void)
+struct ovl_merge *ovl_merge_new(uint32_t nlayers)
 {
-	return calloc(1, sizeof(struct ovl_merge));
+	struct ovl_merge *m = calloc(1, sizeof(struct ovl_merge));
+	if (m)
+		m->single_layer = nlayers == 1;
+	return m;
 }
 
 static const char *ent_name(const struct ovl_merge *m, const struct merge_ent *e)
@@ -103,7 +111,13 @@ static uint32_t *table_slot(struct ovl_merge *m, const char *name, size_t len)
 
 static struct merge_ent *merge_find(struct ovl_merge *m, const char *name, size_t len, uint32_t **slot)
 {
+	static uint32_t unused;
 	*slot = NULL;
+	if (m->single_layer) {
+		unused = 0; /* names are unique within one directory */
+		*slot = &unused;
+		return NULL;
+	}
 	if ((m->n + 1) * 2 > m->table_cap && table_grow(m) < 0)
 		return NULL;
 	*slot = table_slot(m, name, len);
@@ -201,44 +215,56 @@ int ovl_merge_layer(struct ovl_merge *m, uint32_t layer, const struct ovl_raw_en
 	return opaque;
 }
 
-static int dirent_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct ovl_dirent *)a)->name, ((const struct ovl_dirent *)b)->name);
-}
-
 struct ovl_listing *ovl_merge_finish(struct ovl_merge *m)
 {
 	struct ovl_listing *l = calloc(1, sizeof *l);
 	size_t visible = 0;
 	for (size_t i = 0; i < m->n; i++)
 		visible += m->ents[i].state == ENT_VISIBLE;
-	if (l == NULL || (l->ents = calloc(visible ? visible : 1, sizeof *l->ents)) == NULL) {
+	size_t cap = 16;
+	while (cap < visible * 2)
+		cap *= 2;
+	if (l == NULL || (l->ents = calloc(visible ? visible : 1, sizeof *l->ents)) == NULL ||
+	    (l->table = calloc(cap, sizeof *l->table)) == NULL) {
+		if (l)
+			free(l->ents);
 		free(l);
 		ovl_merge_free(m);
 		return NULL;
 	}
 	atomic_init(&l->refs, 1);
+	l->table_cap = cap;
+	/* the pool is complete: names can point into it from here on */
 	for (size_t i = 0; i < m->n; i++) {
 		struct merge_ent *e = &m->ents[i];
 		if (e->state != ENT_VISIBLE) {
 			free(e->lower);
 			continue;
 		}
-		l->ents[l->n++] = (struct ovl_dirent){ .name = (const char *)(uintptr_t)e->name_off,
-						       .layer = e->layer,
-						       .type = e->type,
-						       .ino = e->ino,
-						       .nlower = e->nlower,
-						       .lower = e->lower };
+		const char *name = m->pool + e->name_off;
+		size_t h = name_hash(name, e->name_len) & (cap - 1);
+		while (l->table[h])
+			h = (h + 1) & (cap - 1);
+		l->table[h] = (uint32_t)l->n + 1;
+		l->ents[l->n++] = (struct ovl_dirent){
+			.name = name, .layer = e->layer, .type = e->type, .ino = e->ino, .nlower = e->nlower, .lower = e->lower
+		};
 	}
 	l->pool = m->pool;
-	for (size_t i = 0; i < l->n; i++)
-		l->ents[i].name = l->pool + (uintptr_t)l->ents[i].name;
-	qsort(l->ents, l->n, sizeof *l->ents, dirent_cmp);
 	m->pool = NULL;
 	m->n = 0;
 	ovl_merge_free(m);
 	return l;
+}
+
+ssize_t ovl_listing_index(const struct ovl_listing *l, const char *name)
+{
+	size_t len = strlen(name);
+	size_t h = name_hash(name, len) & (l->table_cap - 1);
+	for (; l->table[h]; h = (h + 1) & (l->table_cap - 1))
+		if (strcmp(l->ents[l->table[h] - 1].name, name) == 0)
+			return (ssize_t)l->table[h] - 1;
+	return -1;
 }
 
 void ovl_merge_free(struct ovl_merge *m)
@@ -278,6 +304,7 @@ void ovl_listing_unref(struct ovl_listing *l)
 		free(l->ents[i].lower);
 	free(l->ents);
 	free(l->pool);
+	free(l->table);
 	free(l);
 }
 
@@ -360,7 +387,7 @@ static int read_layer(struct ovl_layer *layer, int dirfd, struct raw_layer *r, c
 static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_listing **out)
 {
 	struct ovl_dir *d = node->dir;
-	struct ovl_merge *m = ovl_merge_new();
+	struct ovl_merge *m = ovl_merge_new(d->nlayers);
 	struct raw_layer r = { 0 };
 	size_t bufsize = 64 * 1024;
 	char *buf = malloc(bufsize);
@@ -438,8 +465,8 @@ int ovl_listing_find(struct ovl_node *dir, const char *name, struct ovl_found *f
 	pthread_rwlock_rdlock(&d->lock);
 	struct ovl_listing *l = d->listing;
 	if (l) {
-		struct ovl_dirent key = { .name = name };
-		struct ovl_dirent *e = bsearch(&key, l->ents, l->n, sizeof *l->ents, dirent_cmp);
+		ssize_t i = ovl_listing_index(l, name);
+		const struct ovl_dirent *e = i < 0 ? NULL : &l->ents[i];
 		res = 0;
 		if (e) {
 			f->layer = e->layer;

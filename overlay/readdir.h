@@ -17,15 +17,18 @@ struct ovl_raw_entry {
 struct ovl_merge;
 struct ovl_listing;
 
-struct ovl_merge *ovl_merge_new(void);
+/* nlayers: how many layers will be merged (1 needs no duplicate checks). */
+struct ovl_merge *ovl_merge_new(uint32_t nlayers);
 /* Adds one layer's entries (layers come top first); returns 1 when the layer
  * is opaque and no lower layer may be added, 0, or -errno. */
 int ovl_merge_layer(struct ovl_merge *m, uint32_t layer, const struct ovl_raw_entry *raw, size_t n);
-/* Consumes m; returns the sorted listing of visible names. */
+/* Consumes m; returns the visible names, top layer's first. */
 struct ovl_listing *ovl_merge_finish(struct ovl_merge *m);
 void ovl_merge_free(struct ovl_merge *m);
 
 size_t ovl_listing_count(const struct ovl_listing *l);
+/* Index of name in the listing, or -1. */
+ssize_t ovl_listing_index(const struct ovl_listing *l, const char *name);
 const char *ovl_listing_name(const struct ovl_listing *l, size_t i);
 void ovl_listing_entry(const struct ovl_listing *l, size_t i, uint32_t *layer, uint8_t *type, uint32_t *nlower);
 void ovl_listing_unref(struct ovl_listing *l);
