@@ -22,7 +22,7 @@ struct ovl_merge *ovl_merge_new(uint32_t nlayers);
 /* Adds one layer's entries (layers come top first); returns 1 when the layer
  * is opaque and no lower layer may be added, 0, or -errno. */
 int ovl_merge_layer(struct ovl_merge *m, uint32_t layer, const struct ovl_raw_entry *raw, size_t n);
-/* Consumes m; returns the visible names, top layer's first. */
+/* Consumes m; returns the visible names sorted bytewise. */
 struct ovl_listing *ovl_merge_finish(struct ovl_merge *m);
 void ovl_merge_free(struct ovl_merge *m);
 

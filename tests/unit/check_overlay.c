@@ -272,14 +272,14 @@ START_TEST(merge_whiteouts_all_spellings)
 	const struct ovl_raw_entry *layers[] = { top, low };
 	size_t counts[] = { 6, 5 };
 	struct ovl_listing *l = merge(layers, counts, 2);
-	const char *want[] = { "new", "z", "kept" }; /* top layer's names first */
+	const char *want[] = { "kept", "new", "z" };
 	expect(l, want, 3);
-	ck_assert_int_eq(ovl_listing_index(l, "kept"), 2);
+	ck_assert_int_eq(ovl_listing_index(l, "kept"), 0);
 	ck_assert_int_eq(ovl_listing_index(l, "chrgone"), -1);
 	ck_assert_int_eq(ovl_listing_index(l, "filegone"), -1);
 	uint32_t layer, nlower;
 	uint8_t type;
-	ovl_listing_entry(l, 1, &layer, &type, &nlower);
+	ovl_listing_entry(l, 2, &layer, &type, &nlower);
 	ck_assert_uint_eq(layer, 0); /* a file hides the directory below it */
 	ck_assert_uint_eq(type, DT_REG);
 	ck_assert_uint_eq(nlower, 0);
@@ -341,7 +341,7 @@ START_TEST(merge_directory_layers)
 }
 END_TEST
 
-START_TEST(merge_many)
+START_TEST(merge_many_sorted)
 {
 	enum { N = 20000 };
 	static struct ovl_raw_entry top[N], low[N];
@@ -360,9 +360,29 @@ START_TEST(merge_many)
 	ck_assert_uint_eq(n, N + N - (N + 2) / 3);
 	for (size_t i = 0; i < n; i++) /* every name once, found where it stands */
 		ck_assert_int_eq(ovl_listing_index(l, ovl_listing_name(l, i)), (ssize_t)i);
-	ck_assert_str_eq(ovl_listing_name(l, 0), "f19999");
+	for (size_t i = 1; i < n; i++)
+		ck_assert(strcmp(ovl_listing_name(l, i - 1), ovl_listing_name(l, i)) < 0);
+	ck_assert_str_eq(ovl_listing_name(l, 0), "f00000");
 	ck_assert_int_eq(ovl_listing_index(l, "g00003"), -1);
 	ck_assert_int_ne(ovl_listing_index(l, "g00004"), -1);
+	ovl_listing_unref(l);
+}
+END_TEST
+
+START_TEST(merge_sort_order)
+{
+	/* long common prefixes, names ending inside and after the 8-byte key, high bytes */
+	const struct ovl_raw_entry top[] = { RAW("prefix-prefix-b", DT_REG), RAW("prefix-prefix-", DT_REG),
+					     RAW("prefix-prefix-aaaaaaaaaaz", DT_REG), RAW("prefix-prefix-aaaaaaaaaa", DT_REG),
+					     RAW("prefix-prefix-\xc3\xa9", DT_REG), RAW("prefix-prefix-aaaaaaaab", DT_REG),
+					     RAW("prefix-prefix-A", DT_REG) };
+	const struct ovl_raw_entry *layers[] = { top };
+	size_t counts[] = { 7 };
+	struct ovl_listing *l = merge(layers, counts, 1);
+	const char *want[] = { "prefix-prefix-", "prefix-prefix-A", "prefix-prefix-aaaaaaaaaa",
+			       "prefix-prefix-aaaaaaaaaaz", "prefix-prefix-aaaaaaaab", "prefix-prefix-b",
+			       "prefix-prefix-\xc3\xa9" };
+	expect(l, want, 7);
 	ovl_listing_unref(l);
 }
 END_TEST
@@ -389,7 +409,8 @@ static Suite *suite(void)
 	tcase_add_test(t, merge_whiteout_hides_only_below);
 	tcase_add_test(t, merge_opaque_marker_stops);
 	tcase_add_test(t, merge_directory_layers);
-	tcase_add_test(t, merge_many);
+	tcase_add_test(t, merge_many_sorted);
+	tcase_add_test(t, merge_sort_order);
 	suite_add_tcase(s, t);
 	return s;
 }
