@@ -270,6 +270,81 @@ t_foreground_debug_and_usr1() {
 	return $r
 }
 
+wait_mounted() { # MNT: mounted and INIT answered (requests wait for it)
+	for _ in $(seq 50); do grep -q " $1 " /proc/mounts && stat "$1" >/dev/null && return 0; sleep 0.1; done
+	fail "$1 not mounted"
+}
+
+t_passthrough_reads() {
+	setup passthrough
+	head -c 64M /dev/urandom >"$T/l2/big"
+	# a layer on a stacked filesystem: BACKING_OPEN says ELOOP, the daemon serves it
+	mkdir -p "$T/ko"/{a,b,m}
+	echo stacked >"$T/ko/a/s"
+	mount -t overlay overlay -o "lowerdir=$T/ko/a:$T/ko/b" "$T/ko/m" || fail "kernel overlay mount failed"
+	"$BIN" -d -o "lowerdir=$T/l1:$T/l2:$T/ko/m" "$T/m" 2>"$T/err" &
+	local pid=$! r=0
+	wait_mounted "$T/m" || return 1
+	grep -q "passthrough: in use" "$T/err" || { fail "passthrough not in use: $(grep passthrough "$T/err")"; r=1; }
+	cmp "$T/m/big" "$T/l2/big" || { fail "content through the mount differs"; r=1; }
+	python3 - "$T/m/big" "$T/l2/big" <<-'EOF' || { fail "mmap or concurrent opens"; r=1; }
+	import mmap, os, sys
+	mnt, low = sys.argv[1:]
+	ref = open(low, "rb").read()
+	with open(mnt, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+	    assert m[:] == ref, "mmap read differs"
+	# two opens of one inode at once (the kernel keeps one backing file per inode)
+	a, b = os.open(mnt, os.O_RDONLY), os.open(mnt, os.O_RDONLY)
+	for off in range(0, len(ref), 8 << 20):
+	    assert os.pread(a, 1 << 20, off) == ref[off:off + (1 << 20)], "first open"
+	    assert os.pread(b, 4096, off + 12345) == ref[off + 12345:off + 12345 + 4096], "second open"
+	os.close(a)
+	assert os.pread(b, 100, 5) == ref[5:105], "second open after the first closed"
+	os.close(b)
+	EOF
+	# opens and releases of one inode racing each other (a stale or second id fails with EIO)
+	local racers=() p
+	for _ in 1 2 3 4; do
+		(for _ in $(seq 100); do [ "$(cat "$T/m/top")" = top ] || exit 1; done) &
+		racers+=($!)
+	done
+	for p in "${racers[@]}"; do wait "$p" || { fail "racing opens of one file failed"; r=1; }; done
+	[ "$(cat "$T/m/s")" = stacked ] || { fail "stacked layer not served"; r=1; }
+	local stacked
+	stacked=$(sed -n 's/.*passthrough: nodeid \([0-9]*\): BACKING_OPEN: Too many levels.*/\1/p' "$T/err")
+	[ -n "$stacked" ] || { fail "stacked layer did not fall back"; r=1; }
+	grep -q "opcode: OPEN " "$T/err" || { fail "-d traced no OPEN"; r=1; }
+	grep -q "opcode: READ .*nodeid: $stacked," "$T/err" || { fail "no READ for the stacked file"; r=1; }
+	grep "opcode: READ " "$T/err" | grep -v "nodeid: $stacked," | head -3 | grep . &&
+		{ fail "the daemon saw READs of passthrough opens"; r=1; }
+	# every backing id is closed once its last open is released (RELEASE is async)
+	for _ in $(seq 20); do
+		[ "$(grep -c 'backing id .* opened' "$T/err")" = "$(grep -c 'backing id .* closed' "$T/err")" ] && break
+		sleep 0.1
+	done
+	[ "$(grep -c 'backing id .* opened' "$T/err")" = "$(grep -c 'backing id .* closed' "$T/err")" ] ||
+		{ fail "backing ids left open: $(grep 'backing id' "$T/err" | tail -3)"; r=1; }
+	fusermount3 -u "$T/m"
+	wait $pid || { fail "daemon exited $?"; r=1; }
+	umount "$T/ko/m"
+	# without passthrough (forced here; rootless below) reads go through the daemon by splice
+	FUSE_OVERLAYFS_DISABLE_PASSTHROUGH=1 "$BIN" -d -o "lowerdir=$T/l1:$T/l2" "$T/m" 2>"$T/err2" &
+	pid=$!
+	wait_mounted "$T/m" || return 1
+	grep -q "passthrough: not in use" "$T/err2" || { fail "disabled passthrough still in use"; r=1; }
+	cmp "$T/m/big" "$T/l2/big" || { fail "content through the splice path differs"; r=1; }
+	grep -q "opcode: READ " "$T/err2" || { fail "no READ through the daemon without passthrough"; r=1; }
+	fusermount3 -u "$T/m"
+	wait $pid || { fail "daemon exited $?"; r=1; }
+	# a user namespace's root has no CAP_SYS_ADMIN in the initial one: splice
+	unshare -Urm sh -c "'$BIN' -d -o 'lowerdir=$T/l1:$T/l2' '$T/m' 2>'$T/err3' &
+		for i in \$(seq 50); do grep -q ' $T/m ' /proc/mounts && break; sleep 0.1; done
+		cmp '$T/m/big' '$T/l2/big'; st=\$?; umount '$T/m'; wait; exit \$st" ||
+		{ fail "rootless (user namespace) mount does not read"; r=1; }
+	grep -q "passthrough: not in use" "$T/err3" || { fail "passthrough in a user namespace: $(grep passthrough "$T/err3")"; r=1; }
+	return $r
+}
+
 t_help_version() {
 	local r=0
 	"$BIN" --help | grep -q "lowerdir" || { fail "--help"; r=1; }
@@ -318,6 +393,78 @@ t_fallback_syscalls() {
 	FUSE_OVERLAYFS="$T/wrapped" "$top/tests/diff/run.sh" >"$T/diff.log" 2>&1 ||
 		{ fail "diff suite under seccomp: $(grep -v '^PASS' "$T/diff.log" | head -5)"; r=1; }
 	return $r
+}
+
+t_statfs() {
+	setup statfs
+	"$BIN" -o "lowerdir=$T/l1:$T/l2" "$T/m" || fail "mount failed"
+	local want got
+	want=$(stat -f -c '%b %S %l' "$T/l1")
+	got=$(stat -f -c '%b %S %l' "$T/m")
+	[ "$want" = "$got" ] || fail "statfs '$got', top layer's '$want'"
+	unmount_and_wait "$T/m"
+}
+
+t_readdir_offsets_stable() {
+	setup offsets
+	local i
+	for i in $(seq 1 3000); do : >"$T/l1/a$i"; done
+	for i in $(seq 1 2 3000); do : >"$T/l2/b$i"; done
+	mknod "$T/l1/b1" c 0 0
+	"$BIN" -o "lowerdir=$T/l1:$T/l2" "$T/m" || fail "mount failed"
+	# telldir in one opendir, seekdir in another: the same entry follows; names sorted
+	python3 - "$T/m" <<'PY' || fail "offsets not stable"
+import ctypes, ctypes.util, sys
+libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+class Dirent(ctypes.Structure):
+    _fields_ = [("d_ino", ctypes.c_uint64), ("d_off", ctypes.c_int64), ("d_reclen", ctypes.c_ushort),
+                ("d_type", ctypes.c_ubyte), ("d_name", ctypes.c_char * 256)]
+libc.opendir.restype = ctypes.c_void_p
+libc.readdir.restype = ctypes.POINTER(Dirent)
+libc.readdir.argtypes = [ctypes.c_void_p]
+libc.telldir.restype = ctypes.c_long
+libc.telldir.argtypes = [ctypes.c_void_p]
+libc.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
+libc.closedir.argtypes = [ctypes.c_void_p]
+def listing(d):
+    out = []
+    while True:
+        pos = libc.telldir(d)
+        e = libc.readdir(d)
+        if not e:
+            return out
+        out.append((pos, e.contents.d_name))
+d = libc.opendir(sys.argv[1].encode())
+first = listing(d)
+libc.closedir(d)
+names = [n for _, n in first if n not in (b".", b"..")]
+assert names == sorted(names), "not sorted"
+assert b"b1" not in names and len(names) == 3000 + 1500 - 1 + 3, len(names)  # + top, d, low of setup
+for k in (2, 777, 2500, len(first) - 1):
+    d = libc.opendir(sys.argv[1].encode())
+    libc.seekdir(d, first[k][0])
+    e = libc.readdir(d)
+    assert e and e.contents.d_name == first[k][1], (k, first[k], e and e.contents.d_name)
+    libc.closedir(d)
+PY
+	unmount_and_wait "$T/m"
+}
+
+t_dir_fd_limit() {
+	setup fdlimit
+	local i j
+	for i in $(seq 1 60); do
+		mkdir -p "$T/l1/t$i/x" "$T/l2/t$i/y"
+		for j in 1 2 3; do echo "$i$j" >"$T/l2/t$i/y/f$j"; done
+	done
+	# with 40 fds the daemon keeps only a few directory fds open and must evict
+	(ulimit -n 40 && "$BIN" -o "lowerdir=$T/l1:$T/l2" "$T/m") || fail "mount failed"
+	local n
+	n=$(find "$T/m" | wc -l)
+	[ "$n" = $((6 + 60 * 6)) ] || fail "found $n names, want $((6 + 60 * 6))" # setup adds 5
+	[ "$(cat "$T/m/t37/y/f2")" = 372 ] || fail "content after eviction"
+	[ "$(ls "/proc/$(daemon_pid "$T/m")/fd" | wc -l)" -le 40 ] || fail "daemon exceeds its fd limit"
+	unmount_and_wait "$T/m"
 }
 
 all_tests=$(declare -F | awk '$3 ~ /^t_/ {print $3}')
