@@ -527,8 +527,10 @@ static int dir_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_list
 		return 0;
 	}
 	int res = build_listing(fs, node, &l);
-	if (res < 0)
+	if (res < 0 || fs->timeout == 0) { /* timeout=0: nothing is cached */
+		*out = l;
 		return res;
+	}
 	pthread_rwlock_wrlock(&d->lock);
 	if (d->listing) {
 		ovl_listing_unref(l);
@@ -545,6 +547,8 @@ static int dir_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_list
 int ovl_dir_load_listing(struct ovl_fs *fs, struct ovl_node *dir)
 {
 	struct ovl_listing *l;
+	if (fs->timeout == 0)
+		return -EAGAIN;
 	int res = dir_listing(fs, dir, &l);
 	if (res == 0)
 		ovl_listing_unref(l);
@@ -594,8 +598,7 @@ void ovl_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->fh = (uintptr_t)l;
 	/* The snapshot only changes through us: let the kernel keep its copy. */
-	fi->cache_readdir = 1;
-	fi->keep_cache = 1;
+	fi->cache_readdir = fi->keep_cache = ovl_fs_of(req)->timeout > 0;
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		ovl_listing_unref(l);
 }

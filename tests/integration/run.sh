@@ -395,6 +395,18 @@ t_fallback_syscalls() {
 	return $r
 }
 
+t_timeout_zero_sees_lower_changes() {
+	setup timeout0
+	"$BIN" -o "lowerdir=$T/l1:$T/l2,timeout=0" "$T/m" || fail "mount failed"
+	ls "$T/m" >/dev/null
+	cat "$T/m/low" >/dev/null
+	echo later >"$T/l2/added"
+	echo changed >"$T/l2/low"
+	ls "$T/m" | grep -qx added || fail "timeout=0: listing cached"
+	[ "$(cat "$T/m/low")" = changed ] || fail "timeout=0: stale data"
+	unmount_and_wait "$T/m"
+}
+
 t_statfs() {
 	setup statfs
 	"$BIN" -o "lowerdir=$T/l1:$T/l2" "$T/m" || fail "mount failed"
