@@ -18,12 +18,10 @@ void ovl_found_free(struct ovl_found *f)
 	f->layers = NULL;
 }
 
-static int found_add_layer(struct ovl_found *f, uint32_t layer)
+static int found_add_layer(struct ovl_found *f, uint32_t layer, size_t *cap)
 {
-	uint32_t *n = realloc(f->layers, (f->nlayers + 1) * sizeof *n);
-	if (n == NULL)
+	if (ovl_grow(&f->layers, cap, f->nlayers + 1, sizeof *f->layers, 4) < 0)
 		return -ENOMEM;
-	f->layers = n;
 	f->layers[f->nlayers++] = layer;
 	return 0;
 }
@@ -54,6 +52,7 @@ static int lookup_probe(struct ovl_fs *fs, struct ovl_node *parent, const char *
 {
 	struct ovl_dir *pd = parent->dir;
 	bool found = false;
+	size_t cap = 0;
 	for (uint32_t i = 0; i < pd->nlayers; i++) {
 		struct ovl_layer *layer = &fs->layers[pd->layers[i]];
 		struct stat st;
@@ -85,7 +84,7 @@ static int lookup_probe(struct ovl_fs *fs, struct ovl_node *parent, const char *
 		}
 		if (!S_ISDIR(st.st_mode))
 			break;
-		if (found_add_layer(f, layer->index) < 0)
+		if (found_add_layer(f, layer->index, &cap) < 0)
 			return -ENOMEM;
 		if (i + 1 < pd->nlayers) {
 			int opq = child_dir_is_opaque(fs, parent, i, name);

@@ -185,6 +185,9 @@ int ovl_has_whiteout_file(struct ovl_layer *layer, int dirfd, const char *name);
 bool ovl_xattr_is_internal(const char *name);
 size_t ovl_xattr_filter_list(char *list, size_t len);
 
+/* grow.c: makes *ptr (an array of *cap elements) hold at least need elements. */
+int ovl_grow(void *ptr, size_t *cap, size_t need, size_t elem_size, size_t initial);
+
 /* log.c: the one logging helper */
 enum ovl_log_level { OVL_ERR, OVL_WARN, OVL_INFO, OVL_DEBUG };
 void ovl_log_init(bool debug);

@@ -26,7 +26,8 @@ struct merge_ent {
 	uint8_t type;
 	uint8_t state;
 	bool closed; /* a directory that takes no more lower layers */
-	uint32_t nlower, lower_cap;
+	uint32_t nlower;
+	size_t lower_cap;
 	uint32_t *lower;
 };
 
@@ -126,24 +127,9 @@ static struct merge_ent *merge_find(struct ovl_merge *m, const char *name, size_
 static int merge_insert(struct ovl_merge *m, uint32_t *slot, const char *name, size_t len, uint32_t layer,
 			uint8_t type, ino_t ino, uint8_t state)
 {
-	if (m->n == m->cap) {
-		size_t cap = m->cap ? m->cap * 2 : 64;
-		struct merge_ent *e = realloc(m->ents, cap * sizeof *e);
-		if (e == NULL)
-			return -ENOMEM;
-		m->ents = e;
-		m->cap = cap;
-	}
-	if (m->pool_len + len + 1 > m->pool_cap) {
-		size_t cap = m->pool_cap ? m->pool_cap * 2 : 4096;
-		while (cap < m->pool_len + len + 1)
-			cap *= 2;
-		char *p = realloc(m->pool, cap);
-		if (p == NULL)
-			return -ENOMEM;
-		m->pool = p;
-		m->pool_cap = cap;
-	}
+	if (ovl_grow(&m->ents, &m->cap, m->n + 1, sizeof *m->ents, 64) < 0 ||
+	    ovl_grow(&m->pool, &m->pool_cap, m->pool_len + len + 1, 1, 4096) < 0)
+		return -ENOMEM;
 	memcpy(m->pool + m->pool_len, name, len);
 	m->pool[m->pool_len + len] = '\0';
 	m->ents[m->n] = (struct merge_ent){ .name_off = (uint32_t)m->pool_len,
@@ -159,14 +145,8 @@ static int merge_insert(struct ovl_merge *m, uint32_t *slot, const char *name, s
 
 static int ent_add_lower(struct merge_ent *e, uint32_t layer)
 {
-	if (e->nlower == e->lower_cap) {
-		uint32_t cap = e->lower_cap ? e->lower_cap * 2 : 2;
-		uint32_t *l = realloc(e->lower, cap * sizeof *l);
-		if (l == NULL)
-			return -ENOMEM;
-		e->lower = l;
-		e->lower_cap = cap;
-	}
+	if (ovl_grow(&e->lower, &e->lower_cap, e->nlower + 1, sizeof *e->lower, 2) < 0)
+		return -ENOMEM;
 	e->lower[e->nlower++] = layer;
 	return 0;
 }
@@ -412,24 +392,9 @@ struct raw_layer {
 static int raw_push(struct raw_layer *r, const char *name, uint8_t type, ino_t ino, bool whiteout)
 {
 	size_t len = strlen(name) + 1;
-	if (r->n == r->cap) {
-		size_t cap = r->cap ? r->cap * 2 : 256;
-		struct ovl_raw_entry *v = realloc(r->v, cap * sizeof *v);
-		if (v == NULL)
-			return -ENOMEM;
-		r->v = v;
-		r->cap = cap;
-	}
-	if (r->pool_len + len > r->pool_cap) {
-		size_t cap = r->pool_cap ? r->pool_cap * 2 : 16384;
-		while (cap < r->pool_len + len)
-			cap *= 2;
-		char *p = realloc(r->pool, cap);
-		if (p == NULL)
-			return -ENOMEM;
-		r->pool = p;
-		r->pool_cap = cap;
-	}
+	if (ovl_grow(&r->v, &r->cap, r->n + 1, sizeof *r->v, 256) < 0 ||
+	    ovl_grow(&r->pool, &r->pool_cap, r->pool_len + len, 1, 16384) < 0)
+		return -ENOMEM;
 	memcpy(r->pool + r->pool_len, name, len);
 	/* names point into pool, which may move: keep offsets until the layer is read */
 	r->v[r->n++] = (struct ovl_raw_entry){ .name = (const char *)(uintptr_t)r->pool_len, .type = type,
