@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "overlay/overlay.h"
+#include "overlay/passthrough.h"
 
 static struct ovl_fs *counters_fs;
 
@@ -71,6 +72,11 @@ int main(int argc, char *argv[])
 	if (fuse_session_mount(se, cfg.mountpoint) < 0) {
 		snprintf(err, sizeof err, "%s: mountpoint: cannot mount", cfg.mountpoint);
 		return fail(err);
+	}
+	/* Wraps the /dev/fuse io for passthrough; the fd stays the mount's. */
+	if (ovl_passthrough_setup(se) < 0) {
+		fuse_session_unmount(se);
+		return fail("cannot set up the FUSE device io");
 	}
 	if (ovl_fs_prepare_workdir(fs, err, sizeof err) < 0) {
 		fuse_session_unmount(se);

@@ -1,5 +1,7 @@
-/* Open files: the daemon holds the backing fd and serves reads from it by
- * splice (fuse_reply_data with an fd buffer), no copy through userspace. */
+/* Open files: where the kernel has FUSE passthrough (root mounts) it reads the
+ * backing file itself; elsewhere the daemon holds the backing fd and serves
+ * reads from it by splice (fuse_reply_data with an fd buffer), no copy
+ * through userspace. */
 #include "config.h"
 
 #include <errno.h>
@@ -7,6 +9,15 @@
 #include <unistd.h>
 
 #include "ops.h"
+#include "passthrough.h"
+
+/* fh = the backing fd, plus this bit when the open holds a passthrough ref. */
+#define FH_PASSTHROUGH (UINT64_C(1) << 32)
+
+static int fh_fd(const struct fuse_file_info *fi)
+{
+	return (int)(uint32_t)fi->fh;
+}
 
 struct open_call {
 	int flags;
@@ -37,9 +48,18 @@ void ovl_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, -res);
 		return;
 	}
+	int backing_id = ovl_passthrough_get(ino, c.fd);
+	if (backing_id > 0) {
+		/* Our fd stays open for lseek (SEEK_DATA/SEEK_HOLE come to us). */
+		if (ovl_passthrough_reply_open(req, (uint64_t)c.fd | FH_PASSTHROUGH, backing_id) == -ENOENT) {
+			close(c.fd); /* interrupted: no release will come */
+			ovl_passthrough_put(ino);
+		}
+		return;
+	}
 	fi->fh = (uint64_t)c.fd;
 	/* Lower objects never change under a mount: keep the page cache across opens. */
-	fi->keep_cache = 1;
+	fi->keep_cache = ovl_fs_of(req)->timeout > 0;
 	fi->noflush = 1;
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		close(c.fd);
@@ -50,15 +70,16 @@ void ovl_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct 
 	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
 	(void)ino;
 	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	buf.buf[0].fd = (int)fi->fh;
+	buf.buf[0].fd = fh_fd(fi);
 	buf.buf[0].pos = off;
 	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
 void ovl_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)ino;
-	close((int)fi->fh);
+	close(fh_fd(fi));
+	if (fi->fh & FH_PASSTHROUGH)
+		ovl_passthrough_put(ino);
 	fuse_reply_err(req, 0);
 }
 
@@ -80,7 +101,7 @@ void ovl_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file
 void ovl_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)
 {
 	(void)ino;
-	off_t res = lseek((int)fi->fh, off, whence);
+	off_t res = lseek(fh_fd(fi), off, whence);
 	if (res < 0)
 		fuse_reply_err(req, errno);
 	else

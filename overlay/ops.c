@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "ops.h"
+#include "passthrough.h"
 
 static void ovl_init(void *userdata, struct fuse_conn_info *conn)
 {
@@ -15,6 +16,8 @@ static void ovl_init(void *userdata, struct fuse_conn_info *conn)
 	/* Nothing is written through the mount yet. */
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 	conn->max_readahead = conn->max_readahead ? conn->max_readahead : 1 << 20;
+	/* Last: passthrough depends on the final want (no writeback cache). */
+	ovl_passthrough_init(conn);
 }
 
 const struct fuse_lowlevel_ops ovl_ops = {

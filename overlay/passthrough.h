@@ -1,0 +1,23 @@
+/* FUSE passthrough (kernel 6.9+): reads of an open file go from the kernel
+ * straight to the backing file.  libfuse 3.14 has no API for it, so the
+ * /dev/fuse traffic is wrapped with fuse_session_custom_io (DESIGN.md §3). */
+#ifndef OVL_PASSTHROUGH_H
+#define OVL_PASSTHROUGH_H
+
+#include "overlay.h"
+
+/* main.c, after fuse_session_mount: wraps the device io when passthrough may be
+ * used (CAP_SYS_ADMIN in the initial user namespace); else leaves it alone. */
+int ovl_passthrough_setup(struct fuse_session *se);
+/* ops.c init: decides from what the kernel's INIT offered and conn->want
+ * (passthrough excludes the writeback cache), and says so in the debug log. */
+void ovl_passthrough_init(const struct fuse_conn_info *conn);
+/* A backing id (> 0) for an open of nodeid whose backing fd is fd, shared by
+ * all opens of nodeid until the last ovl_passthrough_put; 0: serve this open
+ * through the daemon. */
+int ovl_passthrough_get(fuse_ino_t nodeid, int fd);
+void ovl_passthrough_put(fuse_ino_t nodeid);
+/* fuse_reply_open for a passthrough open; returns what fuse_reply_buf does. */
+int ovl_passthrough_reply_open(fuse_req_t req, uint64_t fh, int backing_id);
+
+#endif
