@@ -20,6 +20,7 @@ static int fh_fd(const struct fuse_file_info *fi)
 }
 
 struct open_call {
+	struct ovl_fs *fs;
 	int flags;
 	int fd;
 };
@@ -27,7 +28,7 @@ struct open_call {
 static int open_cb(struct ovl_layer *layer, int dirfd, const char *name, void *arg)
 {
 	struct open_call *c = arg;
-	c->fd = layer->ops->openat(layer, dirfd, name, c->flags, 0);
+	c->fd = ovl_layer_open(c->fs, layer, dirfd, name, c->flags);
 	return c->fd < 0 ? -errno : 0;
 }
 
@@ -42,7 +43,7 @@ void ovl_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, EROFS); /* writes arrive with the writable-overlay issue */
 		return;
 	}
-	struct open_call c = { .flags = O_RDONLY | (fi->flags & (O_NONBLOCK | O_DIRECT | O_NOATIME)) };
+	struct open_call c = { .fs = ovl_fs_of(req), .flags = O_RDONLY | (fi->flags & (O_NONBLOCK | O_DIRECT | O_NOATIME)) };
 	int res = ovl_node_at(ovl_fs_of(req), n, open_cb, &c);
 	if (res < 0) {
 		fuse_reply_err(req, -res);

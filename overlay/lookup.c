@@ -35,7 +35,7 @@ static int child_dir_is_opaque(struct ovl_fs *fs, struct ovl_node *parent, uint3
 		return pfd;
 	int res = ovl_has_whiteout_file(layer, pfd, name); /* AUFS: "d" and ".wh.d" side by side */
 	if (res == 0) {
-		int fd = layer->ops->openat(layer, pfd, name, O_RDONLY | O_DIRECTORY, 0);
+		int fd = ovl_layer_open(fs, layer, pfd, name, O_RDONLY | O_DIRECTORY);
 		if (fd < 0) {
 			res = -errno;
 		} else {
@@ -152,28 +152,51 @@ int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *parent, const char *name
 	return res;
 }
 
+/* Makes (or finds) the node for what was found and fills the entry; frees f. */
+static int entry_from_found(struct ovl_fs *fs, struct ovl_node *parent, const char *name, struct ovl_found *f,
+			    struct fuse_entry_param *e)
+{
+	struct ovl_node *node = ovl_node_lookup_or_create(fs, parent, name, f->layer, &f->st, f->layers, f->nlayers);
+	if (node == NULL) {
+		ovl_found_free(f);
+		return -ENOMEM;
+	}
+	e->attr = f->st;
+	ovl_present_stat(fs, f->layer, node->dir ? node->dir->nlayers : 1, &e->attr);
+	e->ino = node->nodeid;
+	e->generation = node->generation;
+	ovl_found_free(f);
+	return 0;
+}
+
+static int entry_begin(struct ovl_fs *fs, const char *name, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof *e);
+	e->entry_timeout = e->attr_timeout = fs->timeout;
+	atomic_fetch_add(&fs->stat_lookups, 1);
+	return ovl_name_is_reserved(name) ? -EINVAL : 0;
+}
+
 int ovl_lookup_entry(struct ovl_fs *fs, struct ovl_node *parent, const char *name, struct fuse_entry_param *e)
 {
 	struct ovl_found f;
-	memset(e, 0, sizeof *e);
-	e->entry_timeout = e->attr_timeout = fs->timeout;
-	if (ovl_name_is_reserved(name))
-		return -EINVAL;
-	atomic_fetch_add(&fs->stat_lookups, 1);
-	int res = ovl_lookup_name(fs, parent, name, &f);
-	if (res < 0)
-		return res;
-	struct ovl_node *node = ovl_node_lookup_or_create(fs, parent, name, f.layer, &f.st, f.layers, f.nlayers);
-	if (node == NULL) {
-		ovl_found_free(&f);
-		return -ENOMEM;
+	int res = entry_begin(fs, name, e);
+	if (res == 0)
+		res = ovl_lookup_name(fs, parent, name, &f);
+	return res < 0 ? res : entry_from_found(fs, parent, name, &f, e);
+}
+
+int ovl_lookup_entry_listed(struct ovl_fs *fs, struct ovl_node *parent, const char *name, struct ovl_found *f,
+			    struct fuse_entry_param *e)
+{
+	int res = entry_begin(fs, name, e);
+	if (res == 0)
+		res = lookup_listed(fs, parent, name, f);
+	if (res < 0) {
+		ovl_found_free(f);
+		return res == -ENOMEM || res == -EINVAL ? res : ovl_lookup_entry(fs, parent, name, e);
 	}
-	e->attr = f.st;
-	ovl_present_stat(fs, f.layer, node->dir ? node->dir->nlayers : 1, &e->attr);
-	e->ino = node->nodeid;
-	e->generation = node->generation;
-	ovl_found_free(&f);
-	return 0;
+	return entry_from_found(fs, parent, name, f, e);
 }
 
 void ovl_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)

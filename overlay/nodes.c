@@ -218,11 +218,10 @@ static void close_dir_fds(struct ovl_fs *fs, struct ovl_dir *d)
 		}
 }
 
-/* Closes the fds of idle directories until well under budget.  Locks are only
+/* Closes the fds of idle directories until down to target.  Locks are only
  * tried: callers of ovl_dir_fd_get hold a node's fd_lock, then this list lock. */
-static void evict_dir_fds(struct ovl_fs *fs)
+static void evict_dir_fds(struct ovl_fs *fs, long target)
 {
-	long target = fs->dir_fd_budget - fs->dir_fd_budget / 8;
 	pthread_mutex_lock(&fd_list_lock);
 	struct ovl_node *n = fd_list_head;
 	while (n && atomic_load(&fs->dir_fds_open) > target) {
@@ -239,6 +238,17 @@ static void evict_dir_fds(struct ovl_fs *fs)
 		n = next;
 	}
 	pthread_mutex_unlock(&fd_list_lock);
+}
+
+int ovl_layer_open(struct ovl_fs *fs, struct ovl_layer *layer, int dirfd, const char *name, int flags)
+{
+	int fd = layer->ops->openat(layer, dirfd, name, flags, 0);
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+		/* out of fds: idle directories give theirs back, then once more */
+		evict_dir_fds(fs, atomic_load(&fs->dir_fds_open) / 2);
+		fd = layer->ops->openat(layer, dirfd, name, flags, 0);
+	}
+	return fd;
 }
 
 int ovl_dir_layer_pos(const struct ovl_dir *dir, uint32_t layer)
@@ -276,7 +286,7 @@ int ovl_dir_fd_get(struct ovl_fs *fs, struct ovl_node *node, uint32_t i)
 			pthread_mutex_unlock(&d->fd_lock);
 			return pfd;
 		}
-		fd = layer->ops->openat(layer, pfd, node->name, O_RDONLY | O_DIRECTORY, 0);
+		fd = ovl_layer_open(fs, layer, pfd, node->name, O_RDONLY | O_DIRECTORY);
 		int e = errno;
 		ovl_dir_fd_put(parent);
 		if (fd < 0) {
@@ -301,7 +311,7 @@ int ovl_dir_fd_get(struct ovl_fs *fs, struct ovl_node *node, uint32_t i)
 	atomic_store(&d->fd_stamp, now);
 	pthread_mutex_unlock(&d->fd_lock);
 	if (opened && atomic_load(&fs->dir_fds_open) > fs->dir_fd_budget)
-		evict_dir_fds(fs);
+		evict_dir_fds(fs, fs->dir_fd_budget - fs->dir_fd_budget / 8);
 	return fd;
 }
 

@@ -141,6 +141,8 @@ void ovl_node_unref(struct ovl_fs *fs, struct ovl_node *node);
 /* A directory fd of `node` in the i-th of its layers; pair with ovl_dir_fd_put. */
 int ovl_dir_fd_get(struct ovl_fs *fs, struct ovl_node *node, uint32_t i);
 void ovl_dir_fd_put(struct ovl_node *node);
+/* layer->ops->openat, and on EMFILE once more after idle directories gave their fds back. */
+int ovl_layer_open(struct ovl_fs *fs, struct ovl_layer *layer, int dirfd, const char *name, int flags);
 /* Index of `layer` in dir->layers, or -1. */
 int ovl_dir_layer_pos(const struct ovl_dir *dir, uint32_t layer);
 void ovl_nodes_counters(long *nodes, long *dirs);
@@ -156,6 +158,9 @@ int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *parent, const char *name
 void ovl_found_free(struct ovl_found *f);
 /* Looks up name and fills a FUSE entry (taking a lookup ref); -ENOENT gives a negative entry. */
 int ovl_lookup_entry(struct ovl_fs *fs, struct ovl_node *parent, const char *name, struct fuse_entry_param *e);
+/* The same for a name whose layers the parent's listing gave in f (consumed). */
+int ovl_lookup_entry_listed(struct ovl_fs *fs, struct ovl_node *parent, const char *name, struct ovl_found *f,
+			    struct fuse_entry_param *e);
 
 /* inode.c */
 typedef int (*ovl_at_fn)(struct ovl_layer *layer, int dirfd, const char *name, void *arg);
@@ -187,6 +192,9 @@ size_t ovl_xattr_filter_list(char *list, size_t len);
 
 /* grow.c: makes *ptr (an array of *cap elements) hold at least need elements. */
 int ovl_grow(void *ptr, size_t *cap, size_t need, size_t elem_size, size_t initial);
+
+/* workers.c: runs fn(arg, 0..n-1) on a small pool (and the caller), returns when all ran. */
+void ovl_parallel_for(size_t n, void (*fn)(void *arg, size_t i), void *arg);
 
 /* log.c: the one logging helper */
 enum ovl_log_level { OVL_ERR, OVL_WARN, OVL_INFO, OVL_DEBUG };

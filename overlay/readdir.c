@@ -44,6 +44,7 @@ struct ovl_merge {
 
 struct ovl_dirent {
 	const char *name;
+	uint32_t name_len;
 	uint32_t layer;
 	uint8_t type;
 	ino_t ino;
@@ -56,7 +57,7 @@ struct ovl_listing {
 	size_t n;
 	struct ovl_dirent *ents;
 	char *pool;
-	uint32_t *table; /* index + 1 into ents */
+	_Atomic(uint32_t *) table; /* index + 1 into ents; built on the first lookup */
 	size_t table_cap;
 };
 
@@ -170,7 +171,7 @@ int ovl_merge_layer(struct ovl_merge *m, uint32_t layer, const struct ovl_raw_en
 			if ((pass == 0) != (hidden == NULL))
 				continue;
 			const char *key = hidden ? hidden : name;
-			size_t len = strlen(key);
+			size_t len = raw[i].len ? raw[i].len - (size_t)(key - name) : strlen(key);
 			uint32_t *slot;
 			struct merge_ent *e = merge_find(m, key, len, &slot);
 			if (e == NULL && slot == NULL)
@@ -286,19 +287,15 @@ struct ovl_listing *ovl_merge_finish(struct ovl_merge *m)
 	size_t visible = 0;
 	for (size_t i = 0; i < m->n; i++)
 		visible += m->ents[i].state == ENT_VISIBLE;
-	size_t cap = 16;
-	while (cap < visible * 2)
-		cap *= 2;
-	if (l == NULL || (l->ents = calloc(visible ? visible : 1, sizeof *l->ents)) == NULL ||
-	    (l->table = calloc(cap, sizeof *l->table)) == NULL) {
-		if (l)
-			free(l->ents);
+	if (l == NULL || (l->ents = calloc(visible ? visible : 1, sizeof *l->ents)) == NULL) {
 		free(l);
 		ovl_merge_free(m);
 		return NULL;
 	}
 	atomic_init(&l->refs, 1);
-	l->table_cap = cap;
+	l->table_cap = 16;
+	while (l->table_cap < visible * 2)
+		l->table_cap *= 2;
 	/* the pool is complete: names can point into it from here on */
 	for (size_t i = 0; i < m->n; i++) {
 		struct merge_ent *e = &m->ents[i];
@@ -307,6 +304,7 @@ struct ovl_listing *ovl_merge_finish(struct ovl_merge *m)
 			continue;
 		}
 		l->ents[l->n++] = (struct ovl_dirent){ .name = m->pool + e->name_off,
+						       .name_len = e->name_len,
 						       .layer = e->layer,
 						       .type = e->type,
 						       .ino = e->ino,
@@ -321,22 +319,44 @@ struct ovl_listing *ovl_merge_finish(struct ovl_merge *m)
 		ovl_listing_unref(l);
 		return NULL;
 	}
-	for (size_t i = 0; i < l->n; i++) {
-		size_t h = name_hash(l->ents[i].name, strlen(l->ents[i].name)) & (cap - 1);
-		while (l->table[h])
-			h = (h + 1) & (cap - 1);
-		l->table[h] = (uint32_t)i + 1;
-	}
 	return l;
 }
 
-ssize_t ovl_listing_index(const struct ovl_listing *l, const char *name)
+/* A plain listing (ls) never needs the table: it is made on first use. */
+static uint32_t *listing_table(struct ovl_listing *l)
 {
+	uint32_t *t = atomic_load(&l->table);
+	if (t)
+		return t;
+	t = calloc(l->table_cap, sizeof *t);
+	if (t == NULL)
+		return NULL;
+	for (size_t i = 0; i < l->n; i++) {
+		size_t h = name_hash(l->ents[i].name, l->ents[i].name_len) & (l->table_cap - 1);
+		while (t[h])
+			h = (h + 1) & (l->table_cap - 1);
+		t[h] = (uint32_t)i + 1;
+	}
+	uint32_t *expected = NULL;
+	if (!atomic_compare_exchange_strong(&l->table, &expected, t)) {
+		free(t); /* another thread made it first */
+		t = expected;
+	}
+	return t;
+}
+
+ssize_t ovl_listing_index(struct ovl_listing *l, const char *name)
+{
+	uint32_t *t = listing_table(l);
+	if (t == NULL)
+		return -2;
 	size_t len = strlen(name);
 	size_t h = name_hash(name, len) & (l->table_cap - 1);
-	for (; l->table[h]; h = (h + 1) & (l->table_cap - 1))
-		if (strcmp(l->ents[l->table[h] - 1].name, name) == 0)
-			return (ssize_t)l->table[h] - 1;
+	for (; t[h]; h = (h + 1) & (l->table_cap - 1)) {
+		const struct ovl_dirent *d = &l->ents[t[h] - 1];
+		if (d->name_len == len && memcmp(d->name, name, len) == 0)
+			return (ssize_t)t[h] - 1;
+	}
 	return -1;
 }
 
@@ -377,7 +397,7 @@ void ovl_listing_unref(struct ovl_listing *l)
 		free(l->ents[i].lower);
 	free(l->ents);
 	free(l->pool);
-	free(l->table);
+	free(atomic_load(&l->table));
 	free(l);
 }
 
@@ -397,15 +417,16 @@ static int raw_push(struct raw_layer *r, const char *name, uint8_t type, ino_t i
 		return -ENOMEM;
 	memcpy(r->pool + r->pool_len, name, len);
 	/* names point into pool, which may move: keep offsets until the layer is read */
-	r->v[r->n++] = (struct ovl_raw_entry){ .name = (const char *)(uintptr_t)r->pool_len, .type = type,
-					       .ino = ino, .whiteout = whiteout };
+	r->v[r->n++] = (struct ovl_raw_entry){ .name = (const char *)(uintptr_t)r->pool_len, .len = len - 1,
+					       .type = type, .ino = ino, .whiteout = whiteout };
 	r->pool_len += len;
 	return 0;
 }
 
-static int read_layer(struct ovl_layer *layer, int dirfd, struct raw_layer *r, char *buf, size_t bufsize)
+static int read_layer(struct ovl_fs *fs, struct ovl_layer *layer, int dirfd, struct raw_layer *r, char *buf,
+		      size_t bufsize)
 {
-	int fd = layer->ops->openat(layer, dirfd, ".", O_RDONLY | O_DIRECTORY, 0);
+	int fd = ovl_layer_open(fs, layer, dirfd, ".", O_RDONLY | O_DIRECTORY);
 	if (fd < 0)
 		return -errno;
 	int res = 0;
@@ -457,7 +478,7 @@ static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_li
 			res = fd;
 			break;
 		}
-		res = read_layer(layer, fd, &r, buf, bufsize);
+		res = read_layer(fs, layer, fd, &r, buf, bufsize);
 		ovl_dir_fd_put(node);
 		if (res == 0) {
 			int opaque = ovl_merge_layer(m, layer->index, r.v, r.n);
@@ -520,6 +541,21 @@ int ovl_dir_load_listing(struct ovl_fs *fs, struct ovl_node *dir)
 	return res;
 }
 
+/* What a listed entry tells a lookup: its top layer and, for a directory,
+ * the layers it may merge.  1, or -1 out of memory. */
+static int found_from_dirent(const struct ovl_dirent *e, struct ovl_found *f)
+{
+	memset(f, 0, sizeof *f);
+	f->layer = e->layer;
+	f->layers = malloc((e->nlower + 1) * sizeof *f->layers);
+	if (f->layers == NULL)
+		return -1;
+	f->layers[0] = e->layer;
+	memcpy(f->layers + 1, e->lower, e->nlower * sizeof *e->lower);
+	f->nlayers = e->nlower + 1;
+	return 1;
+}
+
 int ovl_listing_find(struct ovl_node *dir, const char *name, struct ovl_found *f)
 {
 	struct ovl_dir *d = dir->dir;
@@ -528,20 +564,7 @@ int ovl_listing_find(struct ovl_node *dir, const char *name, struct ovl_found *f
 	struct ovl_listing *l = d->listing;
 	if (l) {
 		ssize_t i = ovl_listing_index(l, name);
-		const struct ovl_dirent *e = i < 0 ? NULL : &l->ents[i];
-		res = 0;
-		if (e) {
-			f->layer = e->layer;
-			f->layers = malloc((e->nlower + 1) * sizeof *f->layers);
-			if (f->layers) {
-				f->layers[0] = e->layer;
-				memcpy(f->layers + 1, e->lower, e->nlower * sizeof *e->lower);
-				f->nlayers = e->nlower + 1;
-				res = 1;
-			} else {
-				res = -1;
-			}
-		}
+		res = i == -2 ? -1 : i < 0 ? 0 : found_from_dirent(&l->ents[i], f);
 	}
 	pthread_rwlock_unlock(&d->lock);
 	return res;
@@ -582,6 +605,27 @@ static void dot_stat(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
 	st->st_ino = ovl_st_ino(fs, n->layer, n->ino);
 }
 
+struct plus_batch {
+	struct ovl_fs *fs;
+	struct ovl_node *dir;
+	const struct ovl_dirent *ents;
+	struct fuse_entry_param *e;
+};
+
+static void plus_lookup(void *arg, size_t k)
+{
+	struct plus_batch *b = arg;
+	const struct ovl_dirent *d = &b->ents[k];
+	struct ovl_found f;
+	int res = found_from_dirent(d, &f) < 0 ? -ENOMEM : ovl_lookup_entry_listed(b->fs, b->dir, d->name, &f, &b->e[k]);
+	if (res < 0) {
+		/* still listed, without attributes: the kernel looks it up later */
+		memset(&b->e[k], 0, sizeof b->e[k]);
+		b->e[k].attr.st_ino = ovl_st_ino(b->fs, d->layer, d->ino);
+		b->e[k].attr.st_mode = (mode_t)DTTOIF(d->type);
+	}
+}
+
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi, bool plus)
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
@@ -589,38 +633,56 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 	struct ovl_listing *l = (struct ovl_listing *)(uintptr_t)fi->fh;
 	char *buf = malloc(size);
 	size_t pos = 0;
-	if (n == NULL || buf == NULL) {
+	if (n == NULL || buf == NULL || off < 0) {
 		free(buf);
-		fuse_reply_err(req, n ? ENOMEM : ESTALE);
+		fuse_reply_err(req, n == NULL ? ESTALE : buf == NULL ? ENOMEM : EINVAL);
 		return;
 	}
-	for (size_t i = (size_t)off; i < l->n + 2; i++) {
+	/* Which entries fit, so that their lookups can run in parallel: a batch
+	 * of a cold directory waits on many inode reads, which then overlap. */
+	size_t first = (size_t)off, end = plus ? first : l->n + 2, need = 0;
+	for (; plus && end < l->n + 2; end++) {
+		const char *name = end == 0 ? "." : end == 1 ? ".." : l->ents[end - 2].name;
+		size_t len = fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0);
+		if (need + len > size)
+			break;
+		need += len;
+	}
+	size_t lo = first < 2 ? 2 : first;
+	struct fuse_entry_param *looked = NULL;
+	if (plus && end > lo) {
+		looked = calloc(end - lo, sizeof *looked);
+		if (looked == NULL) {
+			free(buf);
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		struct plus_batch b = { .fs = fs, .dir = n, .ents = &l->ents[lo - 2], .e = looked };
+		ovl_parallel_for(end - lo, plus_lookup, &b);
+	}
+	for (size_t i = first; i < end; i++) {
 		struct fuse_entry_param e;
-		memset(&e, 0, sizeof e);
 		const char *name;
+		memset(&e, 0, sizeof e);
 		if (i < 2) {
 			name = i == 0 ? "." : "..";
 			dot_stat(fs, i == 0 || n->parent == NULL ? n : n->parent, &e.attr);
+		} else if (plus) {
+			name = l->ents[i - 2].name;
+			e = looked[i - lo];
 		} else {
 			const struct ovl_dirent *d = &l->ents[i - 2];
 			name = d->name;
 			e.attr.st_ino = ovl_st_ino(fs, d->layer, d->ino);
 			e.attr.st_mode = (mode_t)DTTOIF(d->type);
-			if (plus && ovl_lookup_entry(fs, n, name, &e) < 0) {
-				memset(&e, 0, sizeof e);
-				e.attr.st_ino = ovl_st_ino(fs, d->layer, d->ino);
-				e.attr.st_mode = (mode_t)DTTOIF(d->type);
-			}
 		}
-		size_t need = plus ? fuse_add_direntry_plus(req, buf + pos, size - pos, name, &e, (off_t)i + 1)
-				   : fuse_add_direntry(req, buf + pos, size - pos, name, &e.attr, (off_t)i + 1);
-		if (need > size - pos) {
-			if (plus && e.ino)
-				ovl_node_forget(fs, ovl_node_get(e.ino), 1);
-			break;
-		}
-		pos += need;
+		size_t len = plus ? fuse_add_direntry_plus(req, buf + pos, size - pos, name, &e, (off_t)i + 1)
+				  : fuse_add_direntry(req, buf + pos, size - pos, name, &e.attr, (off_t)i + 1);
+		if (len > size - pos)
+			break; /* plain listing: the buffer is full */
+		pos += len;
 	}
+	free(looked);
 	fuse_reply_buf(req, buf, pos);
 	free(buf);
 }

@@ -9,6 +9,7 @@
 
 struct ovl_raw_entry {
 	const char *name;
+	uint16_t len;   /* strlen(name), or 0: not known */
 	uint8_t type;   /* DT_* */
 	ino_t ino;
 	bool whiteout;  /* a char 0/0 device */
@@ -27,8 +28,8 @@ struct ovl_listing *ovl_merge_finish(struct ovl_merge *m);
 void ovl_merge_free(struct ovl_merge *m);
 
 size_t ovl_listing_count(const struct ovl_listing *l);
-/* Index of name in the listing, or -1. */
-ssize_t ovl_listing_index(const struct ovl_listing *l, const char *name);
+/* Index of name in the listing, -1 if absent, -2 out of memory. */
+ssize_t ovl_listing_index(struct ovl_listing *l, const char *name);
 const char *ovl_listing_name(const struct ovl_listing *l, size_t i);
 void ovl_listing_entry(const struct ovl_listing *l, size_t i, uint32_t *layer, uint8_t *type, uint32_t *nlower);
 void ovl_listing_unref(struct ovl_listing *l);
