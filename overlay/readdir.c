@@ -551,7 +551,8 @@ static int found_from_dirent(const struct ovl_dirent *e, struct ovl_found *f)
 	if (f->layers == NULL)
 		return -1;
 	f->layers[0] = e->layer;
-	memcpy(f->layers + 1, e->lower, e->nlower * sizeof *e->lower);
+	if (e->nlower)
+		memcpy(f->layers + 1, e->lower, e->nlower * sizeof *e->lower);
 	f->nlayers = e->nlower + 1;
 	return 1;
 }

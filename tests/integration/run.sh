@@ -407,6 +407,31 @@ t_timeout_zero_sees_lower_changes() {
 	unmount_and_wait "$T/m"
 }
 
+t_forget_races_lookups() {
+	setup forget
+	local i j
+	for i in $(seq 1 30); do
+		mkdir -p "$T/l1/d$i" "$T/l2/d$i/sub"
+		for j in $(seq 1 20); do
+			echo "$i-$j" >"$T/l2/d$i/sub/f$j"
+			ln "$T/l2/d$i/sub/f$j" "$T/l2/d$i/h$j"
+		done
+	done
+	"$BIN" -o "lowerdir=$T/l1:$T/l2" "$T/m" || fail "mount failed"
+	local pid end=$((SECONDS + 8)) w
+	pid=$(daemon_pid "$T/m")
+	# walkers look names up while the kernel drops its dentries: FORGETs race LOOKUPs
+	for w in 1 2 3; do
+		(while [ $SECONDS -lt $end ]; do find "$T/m" -type f -print0 | xargs -0 cat >/dev/null; done) &
+	done
+	while [ $SECONDS -lt $end ]; do echo 2 >/proc/sys/vm/drop_caches; sleep 0.05; done
+	wait
+	kill -0 "$pid" || fail "daemon died"
+	[ "$(find "$T/m" -type f | wc -l)" = $((3 + 30 * 40)) ] || fail "names lost"
+	[ "$(cat "$T/m/d17/h9")" = 17-9 ] || fail "wrong content after the races"
+	unmount_and_wait "$T/m"
+}
+
 t_statfs() {
 	setup statfs
 	"$BIN" -o "lowerdir=$T/l1:$T/l2" "$T/m" || fail "mount failed"
