@@ -38,7 +38,8 @@ struct ovl_merge {
 	size_t n, cap;
 	uint32_t *table; /* index + 1 into ents; open addressing */
 	size_t table_cap;
-	bool single_layer; /* no name can repeat: no table while merging */
+	bool fresh;           /* nothing merged before this layer: its names cannot repeat */
+	uint32_t fresh_slot;  /* where merge_find points while fresh */
 	bool stopped;
 };
 
@@ -61,12 +62,9 @@ struct ovl_listing {
 	size_t table_cap;
 };
 
-struct ovl_merge *ovl_merge_new(uint32_t nlayers)
+struct ovl_merge *ovl_merge_new(void)
 {
-	struct ovl_merge *m = calloc(1, sizeof(struct ovl_merge));
-	if (m)
-		m->single_layer = nlayers == 1;
-	return m;
+	return calloc(1, sizeof(struct ovl_merge));
 }
 
 static const char *ent_name(const struct ovl_merge *m, const struct merge_ent *e)
@@ -79,9 +77,12 @@ static uint64_t name_hash(const char *name, size_t len)
 	return XXH3_64bits(name, len);
 }
 
-static int table_grow(struct ovl_merge *m)
+/* (Re)builds the table for at least `need` names, from every entry so far. */
+static int table_grow(struct ovl_merge *m, size_t need)
 {
 	size_t cap = m->table_cap ? m->table_cap * 2 : 256;
+	while (cap < need * 2)
+		cap *= 2;
 	uint32_t *t = calloc(cap, sizeof *t);
 	if (t == NULL)
 		return -ENOMEM;
@@ -110,16 +111,18 @@ static uint32_t *table_slot(struct ovl_merge *m, const char *name, size_t len)
 	return &m->table[h];
 }
 
-static struct merge_ent *merge_find(struct ovl_merge *m, const char *name, size_t len, uint32_t **slot)
+/* The entry for name, or NULL with *slot where it goes (NULL: out of memory).
+ * `incoming` sizes a table built now for the names still to come. */
+static struct merge_ent *merge_find(struct ovl_merge *m, const char *name, size_t len, uint32_t **slot,
+				    size_t incoming)
 {
-	static uint32_t unused;
 	*slot = NULL;
-	if (m->single_layer) {
-		unused = 0; /* names are unique within one directory */
-		*slot = &unused;
+	if (m->fresh) {
+		m->fresh_slot = 0; /* the table is built when a later layer needs it */
+		*slot = &m->fresh_slot;
 		return NULL;
 	}
-	if ((m->n + 1) * 2 > m->table_cap && table_grow(m) < 0)
+	if ((m->n + 1) * 2 > m->table_cap && table_grow(m, m->n + incoming) < 0)
 		return NULL;
 	*slot = table_slot(m, name, len);
 	return **slot ? &m->ents[**slot - 1] : NULL;
@@ -155,10 +158,12 @@ static int ent_add_lower(struct merge_ent *e, uint32_t layer)
 int ovl_merge_layer(struct ovl_merge *m, uint32_t layer, const struct ovl_raw_entry *raw, size_t n)
 {
 	bool opaque = false;
+	bool fresh = m->n == 0;
 	if (m->stopped)
 		return 1;
 	/* Objects first, then this layer's whiteouts: a whiteout hides only what lies below it. */
 	for (int pass = 0; pass < 2; pass++) {
+		m->fresh = fresh && pass == 0;
 		for (size_t i = 0; i < n; i++) {
 			const char *name = raw[i].name;
 			if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
@@ -173,7 +178,7 @@ int ovl_merge_layer(struct ovl_merge *m, uint32_t layer, const struct ovl_raw_en
 			const char *key = hidden ? hidden : name;
 			size_t len = raw[i].len ? raw[i].len - (size_t)(key - name) : strlen(key);
 			uint32_t *slot;
-			struct merge_ent *e = merge_find(m, key, len, &slot);
+			struct merge_ent *e = merge_find(m, key, len, &slot, n);
 			if (e == NULL && slot == NULL)
 				return -ENOMEM;
 			if (e == NULL) {
@@ -466,7 +471,7 @@ static int read_layer(struct ovl_fs *fs, struct ovl_layer *layer, int dirfd, str
 static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_listing **out)
 {
 	struct ovl_dir *d = node->dir;
-	struct ovl_merge *m = ovl_merge_new(d->nlayers);
+	struct ovl_merge *m = ovl_merge_new();
 	struct raw_layer r = { 0 };
 	size_t bufsize = 64 * 1024;
 	char *buf = malloc(bufsize);

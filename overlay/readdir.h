@@ -18,8 +18,7 @@ struct ovl_raw_entry {
 struct ovl_merge;
 struct ovl_listing;
 
-/* nlayers: how many layers will be merged (1 needs no duplicate checks). */
-struct ovl_merge *ovl_merge_new(uint32_t nlayers);
+struct ovl_merge *ovl_merge_new(void);
 /* Adds one layer's entries (layers come top first); returns 1 when the layer
  * is opaque and no lower layer may be added, 0, or -errno. */
 int ovl_merge_layer(struct ovl_merge *m, uint32_t layer, const struct ovl_raw_entry *raw, size_t n);

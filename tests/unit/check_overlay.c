@@ -249,7 +249,7 @@ END_TEST
 
 static struct ovl_listing *merge(const struct ovl_raw_entry *const *layers, const size_t *counts, size_t nlayers)
 {
-	struct ovl_merge *m = ovl_merge_new((uint32_t)nlayers);
+	struct ovl_merge *m = ovl_merge_new();
 	for (size_t i = 0; i < nlayers; i++)
 		if (ovl_merge_layer(m, (uint32_t)i, layers[i], counts[i]) != 0)
 			break;
@@ -301,6 +301,29 @@ START_TEST(merge_whiteout_hides_only_below)
 	uint8_t type;
 	ovl_listing_entry(l, 0, &layer, &type, &nlower);
 	ck_assert_uint_eq(nlower, 0); /* and it is opaque */
+	ovl_listing_unref(l);
+}
+END_TEST
+
+START_TEST(merge_after_empty_layers)
+{
+	/* names of the first layer that has any are not checked for repeats;
+	 * the lookups of the next layer must still see them all */
+	const struct ovl_raw_entry empty[] = { RAW(".", DT_DIR), RAW("..", DT_DIR) };
+	const struct ovl_raw_entry first[] = { RAW("a", DT_DIR), RAW("b", DT_REG), RAW(".wh.c", DT_REG) };
+	const struct ovl_raw_entry second[] = { RAW("a", DT_DIR), RAW("b", DT_DIR), RAW("c", DT_REG), RAW("d", DT_REG) };
+	const struct ovl_raw_entry *layers[] = { empty, first, second };
+	size_t counts[] = { 2, 3, 4 };
+	struct ovl_listing *l = merge(layers, counts, 3);
+	const char *want[] = { "a", "b", "d" };
+	expect(l, want, 3);
+	uint32_t layer, nlower;
+	uint8_t type;
+	ovl_listing_entry(l, 0, &layer, &type, &nlower);
+	ck_assert_uint_eq(layer, 1);
+	ck_assert_uint_eq(nlower, 1);
+	ovl_listing_entry(l, 1, &layer, &type, &nlower);
+	ck_assert_uint_eq(type, DT_REG);
 	ovl_listing_unref(l);
 }
 END_TEST
@@ -408,6 +431,7 @@ static Suite *suite(void)
 	tcase_add_test(t, merge_whiteouts_all_spellings);
 	tcase_add_test(t, merge_whiteout_hides_only_below);
 	tcase_add_test(t, merge_opaque_marker_stops);
+	tcase_add_test(t, merge_after_empty_layers);
 	tcase_add_test(t, merge_directory_layers);
 	tcase_add_test(t, merge_many_sorted);
 	tcase_add_test(t, merge_sort_order);
