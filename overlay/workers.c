@@ -9,7 +9,7 @@
 
 #include "overlay.h"
 
-#define WORKERS 8
+#define WORKERS 4
 
 struct job {
 	void (*fn)(void *arg, size_t i);
