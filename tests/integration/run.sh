@@ -432,6 +432,34 @@ t_forget_races_lookups() {
 	unmount_and_wait "$T/m"
 }
 
+t_layers_on_two_filesystems() {
+	setup twofs
+	mkdir -p "$T/tmpl"
+	mount -t tmpfs tmpfs "$T/tmpl" || fail "tmpfs mount failed"
+	echo t >"$T/tmpl/on-tmpfs"
+	mkdir -p "$T/tmpl/d"
+	echo t2 >"$T/tmpl/d/x"
+	"$BIN" -o "lowerdir=$T/tmpl:$T/l2" "$T/m" || fail "mount failed"
+	python3 - "$T/m" "$T/tmpl" "$T/l2" <<'PY' || fail "inode numbers"
+import os, sys
+m, tmp, low = sys.argv[1:]
+ino = {}
+for root, dirs, files in os.walk(m):
+    for e in os.scandir(root):
+        st = os.lstat(e.path)
+        assert e.inode() == st.st_ino, ("d_ino != st_ino", e.path)
+        assert st.st_ino not in ino, ("st_ino shared", e.path, ino.get(st.st_ino))
+        ino[st.st_ino] = e.path
+# one layer keeps its numbers, the other gets its filesystem's index in the high bits
+a = os.lstat(os.path.join(m, "on-tmpfs")).st_ino, os.lstat(os.path.join(tmp, "on-tmpfs")).st_ino
+b = os.lstat(os.path.join(m, "low")).st_ino, os.lstat(os.path.join(low, "low")).st_ino
+assert (a[0] == a[1]) != (b[0] == b[1]), (a, b)
+assert a[0] & 0xffffffff == a[1] and b[0] & 0xffffffff == b[1], (a, b)
+PY
+	unmount_and_wait "$T/m"
+	umount "$T/tmpl"
+}
+
 t_statfs() {
 	setup statfs
 	"$BIN" -o "lowerdir=$T/l1:$T/l2" "$T/m" || fail "mount failed"
