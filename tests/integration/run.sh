@@ -460,6 +460,39 @@ PY
 	umount "$T/tmpl"
 }
 
+t_syslog_after_daemonizing() {
+	setup syslog
+	command -v unshare >/dev/null || die "unshare is missing"
+	# A private mount namespace with a /dev of its own, so /dev/log is our listener.
+	cat >"$T/listen.py" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind("/dev/log")
+open(sys.argv[1] + "/ready", "w").close()
+with open(sys.argv[1] + "/syslog", "ab", buffering=0) as f:
+    while True:
+        f.write(s.recv(65536) + b"\n")
+PY
+	cat >"$T/inner.sh" <<'SH'
+set -e
+T=$1 BIN=$2
+mount -t tmpfs tmpfs /dev
+mknod -m 666 /dev/fuse c 10 229
+mknod -m 666 /dev/null c 1 3
+python3 "$T/listen.py" "$T" &
+listener=$!
+for _ in $(seq 50); do [ -e "$T/ready" ] && break; sleep 0.1; done
+"$BIN" -o "lowerdir=$T/l1:$T/l2" "$T/m"
+cat "$T/m/top" >/dev/null
+for p in $(pgrep -f "lowerdir=$T/l1:$T/l2"); do kill -USR1 "$p"; done
+for _ in $(seq 50); do grep -q "nodes=" "$T/syslog" 2>/dev/null && break; sleep 0.1; done
+fusermount3 -u "$T/m"
+kill "$listener"
+SH
+	unshare -m --propagation private bash "$T/inner.sh" "$T" "$BIN" || fail "namespace script failed"
+	grep -q "fuse-overlayfs.*nodes=[0-9]" "$T/syslog" || fail "no counters in syslog: $(cat "$T/syslog" 2>/dev/null)"
+}
+
 t_statfs() {
 	setup statfs
 	"$BIN" -o "lowerdir=$T/l1:$T/l2" "$T/m" || fail "mount failed"
