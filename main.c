@@ -66,7 +66,6 @@ int main(int argc, char *argv[])
 	fuse_opt_free_args(&args);
 	if (se == NULL)
 		return fail("cannot create the FUSE session");
-	fs->se = se;
 	if (fuse_set_signal_handlers(se) < 0)
 		return fail("cannot install signal handlers");
 	if (fuse_session_mount(se, cfg.mountpoint) < 0) {

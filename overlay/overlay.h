@@ -114,7 +114,6 @@ struct ovl_fs {
 	unsigned xino_bits;          /* 0: all layers on one fs */
 	double timeout;
 	struct ovl_node *root;
-	struct fuse_session *se;
 	long dir_fd_budget;
 	atomic_long dir_fds_open;
 	atomic_long stat_lookups, stat_forgets, stat_listings;
