@@ -256,6 +256,20 @@ static struct ovl_listing *merge(const struct ovl_raw_entry *const *layers, cons
 	return ovl_merge_finish(m);
 }
 
+/* Checks entry i of a listing; -1 leaves a field unchecked. */
+static void expect_entry(const struct ovl_listing *l, size_t i, long layer, long type, long nlower)
+{
+	uint32_t got_layer, got_nlower;
+	uint8_t got_type;
+	ovl_listing_entry(l, i, &got_layer, &got_type, &got_nlower);
+	if (layer >= 0)
+		ck_assert_uint_eq(got_layer, (uint32_t)layer);
+	if (type >= 0)
+		ck_assert_uint_eq(got_type, (uint8_t)type);
+	if (nlower >= 0)
+		ck_assert_uint_eq(got_nlower, (uint32_t)nlower);
+}
+
 static void expect(const struct ovl_listing *l, const char *const *names, size_t n)
 {
 	ck_assert_uint_eq(ovl_listing_count(l), n);
@@ -277,12 +291,7 @@ START_TEST(merge_whiteouts_all_spellings)
 	ck_assert_int_eq(ovl_listing_index(l, "kept"), 0);
 	ck_assert_int_eq(ovl_listing_index(l, "chrgone"), -1);
 	ck_assert_int_eq(ovl_listing_index(l, "filegone"), -1);
-	uint32_t layer, nlower;
-	uint8_t type;
-	ovl_listing_entry(l, 2, &layer, &type, &nlower);
-	ck_assert_uint_eq(layer, 0); /* a file hides the directory below it */
-	ck_assert_uint_eq(type, DT_REG);
-	ck_assert_uint_eq(nlower, 0);
+	expect_entry(l, 2, 0, DT_REG, 0); /* a file hides the directory below it */
 	ovl_listing_unref(l);
 }
 END_TEST
@@ -297,10 +306,7 @@ START_TEST(merge_whiteout_hides_only_below)
 	struct ovl_listing *l = merge(layers, counts, 2);
 	const char *want[] = { "d" };
 	expect(l, want, 1);
-	uint32_t layer, nlower;
-	uint8_t type;
-	ovl_listing_entry(l, 0, &layer, &type, &nlower);
-	ck_assert_uint_eq(nlower, 0); /* and it is opaque */
+	expect_entry(l, 0, -1, -1, 0); /* and it is opaque */
 	ovl_listing_unref(l);
 }
 END_TEST
@@ -317,13 +323,8 @@ START_TEST(merge_after_empty_layers)
 	struct ovl_listing *l = merge(layers, counts, 3);
 	const char *want[] = { "a", "b", "d" };
 	expect(l, want, 3);
-	uint32_t layer, nlower;
-	uint8_t type;
-	ovl_listing_entry(l, 0, &layer, &type, &nlower);
-	ck_assert_uint_eq(layer, 1);
-	ck_assert_uint_eq(nlower, 1);
-	ovl_listing_entry(l, 1, &layer, &type, &nlower);
-	ck_assert_uint_eq(type, DT_REG);
+	expect_entry(l, 0, 1, -1, 1);
+	expect_entry(l, 1, -1, DT_REG, -1);
 	ovl_listing_unref(l);
 }
 END_TEST
@@ -353,13 +354,8 @@ START_TEST(merge_directory_layers)
 	struct ovl_listing *l = merge(layers, counts, 4);
 	const char *want[] = { "d", "e" };
 	expect(l, want, 2);
-	uint32_t layer, nlower;
-	uint8_t type;
-	ovl_listing_entry(l, 0, &layer, &type, &nlower);
-	ck_assert_uint_eq(layer, 0);
-	ck_assert_uint_eq(nlower, 1);
-	ovl_listing_entry(l, 1, &layer, &type, &nlower);
-	ck_assert_uint_eq(nlower, 0);
+	expect_entry(l, 0, 0, -1, 1);
+	expect_entry(l, 1, -1, -1, 0);
 	ovl_listing_unref(l);
 }
 END_TEST
