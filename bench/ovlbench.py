@@ -44,8 +44,11 @@ def fill_tree(nfiles):
     return fill
 
 
-def fill_bigdir(nent):
+def fill_bigdir(nent, sub=None):
     def fill(root):
+        if sub:   # one level down: listed on access, not when the daemon mounts the root
+            root = os.path.join(root, sub)
+            os.mkdir(root)
         for i in range(nent):
             os.close(os.open(os.path.join(root, f'entry-{i:07d}'), os.O_CREAT | os.O_WRONLY, 0o644))
     return fill
@@ -205,10 +208,12 @@ def workloads(a):
 
     tree = top_over(f'tree-{n_tree}', fill_tree(n_tree))
     bigdir = top_over(f'bigdir-{n_dir}', fill_bigdir(n_dir))
+    bigsub = top_over(f'bigsub-{n_dir}', fill_bigdir(n_dir, 'd'))
     big = top_over(f'big-{big_mib}M', fill_file('big.dat', big_mib))
     rnd = top_over(f'rand-{rand_mib}M', fill_file('rand.dat', rand_mib))
     find = lambda m, x: (['find', m, '-printf', '%s %i\n'], None, None)
     ls = lambda m, x: (['ls', '-f', m], None, None)
+    ls_sub = lambda m, x: (['ls', '-f', os.path.join(m, 'd')], None, None)
     dd = lambda m, x: (['dd', f'if={m}/big.dat', 'of=/dev/null', 'bs=1M', 'status=none'], None, None)
     fio = lambda m, x: (['fio', '--name=randread', f'--filename={m}/rand.dat', '--readonly',
                          '--rw=randread', '--bs=4k', '--ioengine=psync', f'--size={rand_mib}M',
@@ -217,6 +222,7 @@ def workloads(a):
     return {
         'find-cold': (tree, 'cold', find), 'find-warm': (tree, 'warm', find),
         'ls-cold': (bigdir, 'cold', ls), 'ls-warm': (bigdir, 'warm', ls),
+        'lssub-cold': (bigsub, 'cold', ls_sub), 'lssub-warm': (bigsub, 'warm', ls_sub),
         'seqread-cold': (big, 'cold', dd), 'seqread-warm': (big, 'warm', dd),
         'randread-warm': (rnd, 'warm', fio),
         'lookup50-cold': (layers, 'cold', look), 'lookup50-warm': (layers, 'warm', look),
