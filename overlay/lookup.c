@@ -26,14 +26,16 @@ static int found_add_layer(struct ovl_found *f, uint32_t layer, size_t *cap)
 	return 0;
 }
 
-/* Whether the directory `name` below parent's i-th layer is opaque. */
-static int child_dir_is_opaque(struct ovl_fs *fs, struct ovl_node *parent, uint32_t i, const char *name)
+/* Whether the directory `name` below parent's i-th layer is opaque.  A
+ * listing has already seen an AUFS ".wh.d" beside "d"; a probe has not. */
+static int child_dir_is_opaque(struct ovl_fs *fs, struct ovl_node *parent, uint32_t i, const char *name,
+			       bool check_whiteout_file)
 {
 	struct ovl_layer *layer = &fs->layers[parent->dir->layers[i]];
 	int pfd = ovl_dir_fd_get(fs, parent, i);
 	if (pfd < 0)
 		return pfd;
-	int res = ovl_has_whiteout_file(layer, pfd, name); /* AUFS: "d" and ".wh.d" side by side */
+	int res = check_whiteout_file ? ovl_has_whiteout_file(layer, pfd, name) : 0;
 	if (res == 0) {
 		int fd = ovl_layer_open(fs, layer, pfd, name, O_RDONLY | O_DIRECTORY);
 		if (fd < 0) {
@@ -87,7 +89,7 @@ static int lookup_probe(struct ovl_fs *fs, struct ovl_node *parent, const char *
 		if (found_add_layer(f, layer->index, &cap) < 0)
 			return -ENOMEM;
 		if (i + 1 < pd->nlayers) {
-			int opq = child_dir_is_opaque(fs, parent, i, name);
+			int opq = child_dir_is_opaque(fs, parent, i, name, true);
 			if (opq < 0)
 				return opq;
 			if (opq)
@@ -113,7 +115,8 @@ static int lookup_listed(struct ovl_fs *fs, struct ovl_node *parent, const char 
 	if (r < 0)
 		return -e;
 	for (uint32_t k = 0; S_ISDIR(f->st.st_mode) && k + 1 < f->nlayers; k++) {
-		int opq = child_dir_is_opaque(fs, parent, (uint32_t)ovl_dir_layer_pos(parent->dir, f->layers[k]), name);
+		int opq = child_dir_is_opaque(fs, parent, (uint32_t)ovl_dir_layer_pos(parent->dir, f->layers[k]), name,
+					      false);
 		if (opq < 0)
 			return opq;
 		if (opq) {
@@ -192,9 +195,13 @@ int ovl_lookup_entry_listed(struct ovl_fs *fs, struct ovl_node *parent, const ch
 	int res = entry_begin(fs, name, e);
 	if (res == 0)
 		res = lookup_listed(fs, parent, name, f);
+	if (res < 0 && res != -ENOMEM && res != -EINVAL) {
+		ovl_found_free(f); /* the listing is out of date: look again */
+		res = ovl_lookup_name(fs, parent, name, f);
+	}
 	if (res < 0) {
 		ovl_found_free(f);
-		return res == -ENOMEM || res == -EINVAL ? res : ovl_lookup_entry(fs, parent, name, e);
+		return res;
 	}
 	return entry_from_found(fs, parent, name, f, e);
 }

@@ -247,7 +247,7 @@ static int sort_listing(struct ovl_listing *l)
 			k++;
 		lcp = k;
 	}
-	struct sort_key *keys = malloc(l->n * sizeof *keys);
+	struct sort_key *keys = malloc(2 * l->n * sizeof *keys); /* and the radix sort's scratch */
 	struct ovl_dirent *sorted = malloc(l->n * sizeof *sorted);
 	if (keys == NULL || sorted == NULL) {
 		free(keys);
@@ -263,13 +263,7 @@ static int sort_listing(struct ovl_listing *l)
 		keys[i] = (struct sort_key){ .key = key, .index = (uint32_t)i, .skip = (uint32_t)(lcp + k),
 					     .name = l->ents[i].name };
 	}
-	struct sort_key *tmp = malloc(l->n * sizeof *tmp);
-	if (tmp == NULL) {
-		free(keys);
-		free(sorted);
-		return -ENOMEM;
-	}
-	radix_sort_keys(keys, tmp, l->n);
+	radix_sort_keys(keys, keys + l->n, l->n);
 	/* names whose keys tie are ordered by the bytes past the key */
 	for (size_t i = 0, j; i < l->n; i = j) {
 		for (j = i + 1; j < l->n && keys[j].key == keys[i].key; j++)
@@ -279,7 +273,6 @@ static int sort_listing(struct ovl_listing *l)
 	}
 	for (size_t i = 0; i < l->n; i++)
 		sorted[i] = l->ents[keys[i].index];
-	free(tmp);
 	free(keys);
 	free(l->ents);
 	l->ents = sorted;
@@ -611,6 +604,14 @@ static void dot_stat(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
 	st->st_ino = ovl_st_ino(fs, n->layer, n->ino);
 }
 
+/* What a plain listing tells of an entry: its inode number and type. */
+static void dirent_attr(struct ovl_fs *fs, const struct ovl_dirent *d, struct stat *st)
+{
+	memset(st, 0, sizeof *st);
+	st->st_ino = ovl_st_ino(fs, d->layer, d->ino);
+	st->st_mode = (mode_t)DTTOIF(d->type);
+}
+
 struct plus_batch {
 	struct ovl_fs *fs;
 	struct ovl_node *dir;
@@ -627,8 +628,7 @@ static void plus_lookup(void *arg, size_t k)
 	if (res < 0) {
 		/* still listed, without attributes: the kernel looks it up later */
 		memset(&b->e[k], 0, sizeof b->e[k]);
-		b->e[k].attr.st_ino = ovl_st_ino(b->fs, d->layer, d->ino);
-		b->e[k].attr.st_mode = (mode_t)DTTOIF(d->type);
+		dirent_attr(b->fs, d, &b->e[k].attr);
 	}
 }
 
@@ -677,10 +677,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 			name = l->ents[i - 2].name;
 			e = looked[i - lo];
 		} else {
-			const struct ovl_dirent *d = &l->ents[i - 2];
-			name = d->name;
-			e.attr.st_ino = ovl_st_ino(fs, d->layer, d->ino);
-			e.attr.st_mode = (mode_t)DTTOIF(d->type);
+			name = l->ents[i - 2].name;
+			dirent_attr(fs, &l->ents[i - 2], &e.attr);
 		}
 		size_t len = plus ? fuse_add_direntry_plus(req, buf + pos, size - pos, name, &e, (off_t)i + 1)
 				  : fuse_add_direntry(req, buf + pos, size - pos, name, &e.attr, (off_t)i + 1);

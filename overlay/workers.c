@@ -51,9 +51,11 @@ static void *worker(void *unused)
 		while (queue == NULL)
 			pthread_cond_wait(&queue_cond, &queue_lock);
 		struct job *j = queue;
-		/* every iteration is claimed: nobody else needs to see the job */
-		if (atomic_load(&j->next) + 1 >= j->n)
-			queue = j->link;
+		if (atomic_load(&j->next) >= j->n) {
+			queue = j->link; /* every iteration claimed: drop it rather than spin on it */
+			pthread_mutex_unlock(&queue_lock);
+			continue;
+		}
 		pthread_mutex_lock(&j->lock);
 		j->users++; /* taken under queue_lock: the caller waits for us */
 		pthread_mutex_unlock(&j->lock);
