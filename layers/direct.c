@@ -23,6 +23,12 @@
 #ifndef SYS_listxattrat
 #define SYS_listxattrat 465
 #endif
+#ifndef SYS_setxattrat
+#define SYS_setxattrat 463
+#endif
+#ifndef SYS_removexattrat
+#define SYS_removexattrat 466
+#endif
 
 struct ovl_xattr_args {
 	uint64_t value;
@@ -133,6 +139,33 @@ static ssize_t direct_listxattrat(struct ovl_layer *l, int dirfd, const char *na
 	return llistxattr(path, buf, size);
 }
 
+static int direct_setxattrat(struct ovl_layer *l, int dirfd, const char *name, const char *xname, const void *value,
+			     size_t size, int flags)
+{
+	(void)l;
+	if (name == NULL)
+		return fsetxattr(dirfd, xname, value, size, flags);
+	if (have_xattrat) {
+		struct ovl_xattr_args args = { .value = (uintptr_t)value, .size = (uint32_t)size, .flags = (uint32_t)flags };
+		return syscall(SYS_setxattrat, dirfd, name, AT_SYMLINK_NOFOLLOW, xname, &args, sizeof args);
+	}
+	char path[PATH_MAX + 32];
+	proc_path(path, sizeof path, dirfd, name);
+	return lsetxattr(path, xname, value, size, flags);
+}
+
+static int direct_removexattrat(struct ovl_layer *l, int dirfd, const char *name, const char *xname)
+{
+	(void)l;
+	if (name == NULL)
+		return fremovexattr(dirfd, xname);
+	if (have_xattrat)
+		return syscall(SYS_removexattrat, dirfd, name, AT_SYMLINK_NOFOLLOW, xname);
+	char path[PATH_MAX + 32];
+	proc_path(path, sizeof path, dirfd, name);
+	return lremovexattr(path, xname);
+}
+
 static int direct_statfs(struct ovl_layer *l, struct statvfs *st)
 {
 	return fstatvfs(l->root_fd, st);
@@ -160,5 +193,7 @@ const struct ovl_layer_ops ovl_direct_layer_ops = {
 	.readlinkat = direct_readlinkat,
 	.getxattrat = direct_getxattrat,
 	.listxattrat = direct_listxattrat,
+	.setxattrat = direct_setxattrat,
+	.removexattrat = direct_removexattrat,
 	.statfs = direct_statfs,
 };

@@ -22,6 +22,10 @@ struct ovl_layer_ops {
 	ssize_t (*getxattrat)(struct ovl_layer *l, int dirfd, const char *name, const char *xname, void *buf,
 			      size_t size);
 	ssize_t (*listxattrat)(struct ovl_layer *l, int dirfd, const char *name, char *buf, size_t size);
+	/* Changes, for the upper layer. */
+	int (*setxattrat)(struct ovl_layer *l, int dirfd, const char *name, const char *xname, const void *value,
+			  size_t size, int flags);
+	int (*removexattrat)(struct ovl_layer *l, int dirfd, const char *name, const char *xname);
 	int (*statfs)(struct ovl_layer *l, struct statvfs *st);
 };
 

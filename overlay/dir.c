@@ -1,61 +1,509 @@
-/* Namespace changes.  Until the writable-overlay issue lands, every one of
- * them answers EROFS, with or without an upper layer. */
+/* Namespace changes: create, mkdir, mknod, symlink, link, unlink, rmdir and
+ * rename.  Parents are copied up first; the change itself happens under
+ * ns_lock (write) after looking again at what the merged directory holds.
+ * A name that replaces a whiteout, or a directory that must be opaque, is
+ * built in work and renamed into place, so no half-made state is ever seen. */
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "ops.h"
+#include "passthrough.h"
 
-static void refuse(fuse_req_t req)
+static int check_new_name(struct ovl_fs *fs, const char *name)
 {
-	fuse_reply_err(req, EROFS);
+	if (!fs->has_upper)
+		return -EROFS;
+	if (ovl_name_is_reserved(name))
+		return -EINVAL; /* COMPAT.md: a .wh. name would become a whiteout */
+	return strlen(name) > ovl_name_max(fs) ? -ENAMETOOLONG : 0;
+}
+
+static struct ovl_node *dir_node(fuse_req_t req, fuse_ino_t ino)
+{
+	struct ovl_node *n = ovl_node_get(ino);
+	if (n == NULL || n->dir == NULL) {
+		fuse_reply_err(req, n ? ENOTDIR : ESTALE);
+		return NULL;
+	}
+	return n;
+}
+
+/* The node at parent/name with a lookup ref (drop it with ovl_node_forget), or NULL. */
+static struct ovl_node *node_at(struct ovl_fs *fs, struct ovl_node *parent, const char *name, int *res)
+{
+	struct fuse_entry_param e;
+	*res = ovl_lookup_entry(fs, parent, name, &e);
+	return *res < 0 ? NULL : ovl_node_get(e.ino);
+}
+
+static void drop(struct ovl_fs *fs, struct ovl_node *n)
+{
+	if (n)
+		ovl_node_forget(fs, n, 1);
+}
+
+/* ---- making objects ---- */
+struct make {
+	mode_t mode;              /* S_IFMT and permission bits */
+	dev_t rdev;
+	const char *target;       /* symlink */
+	struct ovl_node *source;  /* link */
+	int open_flags;           /* create: flags of the open */
+	int fd;                   /* create: the open file */
+};
+
+static int make_at(struct ovl_fs *fs, int dfd, const char *dname, struct make *m)
+{
+	if (m->source) {
+		struct ovl_node *src = m->source;
+		int pfd = ovl_dir_fd_get(fs, src->parent, 0);
+		if (pfd < 0)
+			return pfd;
+		int res = linkat(pfd, src->name, dfd, dname, 0) < 0 ? -errno : 0;
+		ovl_dir_fd_put(src->parent);
+		return res;
+	}
+	switch (m->mode & S_IFMT) {
+	case S_IFREG:
+		m->fd = openat(dfd, dname, (m->open_flags & ~(O_TRUNC | O_NOCTTY)) | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			       m->mode & 07777);
+		return m->fd < 0 ? -errno : 0;
+	case S_IFDIR:
+		return mkdirat(dfd, dname, m->mode & 07777) < 0 ? -errno : 0;
+	case S_IFLNK:
+		return symlinkat(m->target, dfd, dname) < 0 ? -errno : 0;
+	default:
+		return mknodat(dfd, dname, m->mode, m->rdev) < 0 ? -errno : 0;
+	}
+}
+
+/* Creates name in parent's upper directory upfd (ns_lock held for writing). */
+static int make_in_upper(struct ovl_fs *fs, const struct ovl_creds *c, int upfd, const char *name, struct make *m)
+{
+	bool is_dir = S_ISDIR(m->mode) && m->source == NULL;
+	int wh = ovl_upper_whiteout_at(fs, upfd, name);
+	if (wh < 0)
+		return wh;
+	/* A directory replacing a whiteout is opaque (the kernel's rule), so it
+	 * is finished in work first; so is anything replacing a char whiteout. */
+	bool direct = wh == OVL_WH_NONE || (wh == OVL_WH_FILE && !is_dir);
+	char tmp[OVL_TEMPNAME_MAX];
+	if (!direct)
+		ovl_work_tempname(fs, tmp);
+	int dfd = direct ? upfd : fs->work_fd;
+	const char *dname = direct ? name : tmp;
+	int res = make_at(fs, dfd, dname, m);
+	if (res < 0)
+		return res;
+	if (m->source == NULL)
+		res = ovl_creds_fix_owner(c, dfd, dname);
+	if (res == 0 && is_dir && wh != OVL_WH_NONE) {
+		int fd = openat(dfd, dname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		res = fd < 0 ? -errno : ovl_set_opaque(fs, fd);
+		if (fd >= 0)
+			close(fd);
+	}
+	if (res == 0 && !direct) {
+		if (wh == OVL_WH_CHAR && is_dir) {
+			/* rename(2) cannot put a directory over a non-directory: swap, then
+			 * drop the whiteout, now in work */
+			if (renameat2(fs->work_fd, tmp, upfd, name, RENAME_EXCHANGE) < 0)
+				res = -errno;
+			else
+				unlinkat(fs->work_fd, tmp, 0);
+		} else if (renameat2(fs->work_fd, tmp, upfd, name, wh == OVL_WH_CHAR ? 0 : RENAME_NOREPLACE) < 0) {
+			res = -errno;
+		}
+	}
+	if (res < 0) {
+		if (m->fd >= 0)
+			close(m->fd);
+		m->fd = -1;
+		if (direct)
+			unlinkat(upfd, name, is_dir ? AT_REMOVEDIR : 0);
+		else
+			ovl_work_remove(fs, tmp);
+		return res;
+	}
+	if (wh == OVL_WH_FILE)
+		ovl_whiteout_drop_file(fs, upfd, name);
+	return 0;
+}
+
+static int make_object(fuse_req_t req, struct ovl_node *parent, const char *name, struct make *m,
+		       struct fuse_entry_param *e)
+{
+	struct ovl_fs *fs = ovl_fs_of(req);
+	struct ovl_creds c;
+	struct ovl_found f;
+	m->fd = -1;
+	int res = check_new_name(fs, name);
+	if (res == 0 && m->source)
+		res = ovl_copy_up(fs, m->source, true);
+	if (res == 0)
+		res = ovl_copy_up_dirs(fs, parent);
+	if (res < 0)
+		return res;
+	ovl_creds_enter(fs, req, &c);
+	pthread_rwlock_wrlock(&fs->ns_lock);
+	res = ovl_lookup_name(fs, parent, name, &f);
+	if (res == 0) {
+		ovl_found_free(&f);
+		res = -EEXIST;
+	} else if (res == -ENOENT) {
+		int upfd = ovl_dir_fd_get(fs, parent, 0);
+		res = upfd < 0 ? upfd : make_in_upper(fs, &c, upfd, name, m);
+		if (upfd >= 0)
+			ovl_dir_fd_put(parent);
+		if (res == 0) {
+			ovl_dir_changed(parent);
+			res = ovl_lookup_entry(fs, parent, name, e);
+		}
+	}
+	pthread_rwlock_unlock(&fs->ns_lock);
+	ovl_creds_leave(&c);
+	if (res < 0 && m->fd >= 0) {
+		close(m->fd);
+		m->fd = -1;
+	}
+	return res;
+}
+
+static void reply_made(fuse_req_t req, fuse_ino_t parent, const char *name, struct make *m)
+{
+	struct ovl_node *p = dir_node(req, parent);
+	struct fuse_entry_param e;
+	if (p == NULL)
+		return;
+	int res = make_object(req, p, name, m, &e);
+	if (res < 0)
+		fuse_reply_err(req, -res);
+	else if (fuse_reply_entry(req, &e) == -ENOENT)
+		ovl_node_forget(ovl_fs_of(req), ovl_node_get(e.ino), 1);
 }
 
 void ovl_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
-	(void)parent, (void)name, (void)mode, (void)rdev;
-	refuse(req);
+	struct make m = { .mode = mode, .rdev = rdev };
+	reply_made(req, parent, name, &m);
 }
 
 void ovl_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-	(void)parent, (void)name, (void)mode;
-	refuse(req);
-}
-
-void ovl_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-	(void)parent, (void)name;
-	refuse(req);
-}
-
-void ovl_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-	(void)parent, (void)name;
-	refuse(req);
+	struct make m = { .mode = S_IFDIR | (mode & 07777) };
+	reply_made(req, parent, name, &m);
 }
 
 void ovl_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
-	(void)link, (void)parent, (void)name;
-	refuse(req);
+	struct make m = { .mode = S_IFLNK | 0777, .target = link };
+	reply_made(req, parent, name, &m);
+}
+
+void ovl_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct ovl_node *src = ovl_node_get(ino);
+	if (src == NULL || src->dir) {
+		fuse_reply_err(req, src ? EPERM : ESTALE);
+		return;
+	}
+	struct make m = { .mode = src->type, .source = src };
+	reply_made(req, newparent, newname, &m);
+}
+
+void ovl_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
+{
+	struct ovl_node *p = dir_node(req, parent);
+	struct fuse_entry_param e;
+	if (p == NULL)
+		return;
+	struct make m = { .mode = S_IFREG | (mode & 07777), .open_flags = fi->flags };
+	int res = make_object(req, p, name, &m, &e);
+	if (res < 0) {
+		fuse_reply_err(req, -res);
+		return;
+	}
+	ovl_file_reply_create(req, &e, fi, m.fd);
+}
+
+/* ---- removing ---- */
+/* Removes name from parent's upper directory upfd, leaving a whiteout where
+ * a lower layer would show through (ns_lock held for writing). */
+static int remove_in_upper(struct ovl_fs *fs, struct ovl_node *parent, int upfd, const char *name,
+			   const struct ovl_found *f)
+{
+	bool is_dir = S_ISDIR(f->st.st_mode);
+	bool in_upper = f->layer == 0;
+	int lower = in_upper && !(is_dir && f->nlayers > 1) ? ovl_lower_positive(fs, parent, name) : 1;
+	if (lower < 0)
+		return lower;
+	if (lower)
+		return ovl_whiteout_put(fs, upfd, name, in_upper ? f->st.st_mode & S_IFMT : 0);
+	if (!is_dir)
+		return unlinkat(upfd, name, 0) < 0 ? -errno : 0;
+	if (unlinkat(upfd, name, AT_REMOVEDIR) == 0)
+		return 0;
+	if (errno != ENOTEMPTY)
+		return -errno;
+	/* only whiteouts of names that are gone below: out of sight, then away */
+	char tmp[OVL_TEMPNAME_MAX];
+	ovl_work_tempname(fs, tmp);
+	if (renameat(upfd, name, fs->work_fd, tmp) < 0)
+		return -errno;
+	ovl_work_remove(fs, tmp);
+	return 0;
+}
+
+/* An object whose last name went away: its inode number may come back. */
+static void forget_identity(struct ovl_node *n, const struct ovl_found *f)
+{
+	if (S_ISDIR(f->st.st_mode) || (f->layer == 0 && f->st.st_nlink <= 1))
+		ovl_node_unhash(n);
+}
+
+static int remove_object(struct ovl_fs *fs, struct ovl_node *parent, const char *name, bool rmdir)
+{
+	int res = check_new_name(fs, name);
+	if (res == -ENAMETOOLONG)
+		res = 0; /* a long lower name can still be whited out in char mode */
+	if (res == 0)
+		res = ovl_copy_up_dirs(fs, parent);
+	if (res < 0)
+		return res;
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	struct ovl_node *n = node_at(fs, parent, name, &res);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	if (n == NULL)
+		return res;
+	/* a copy-up of the same object must not land after our whiteout */
+	pthread_mutex_t *m = ovl_copy_up_lock(n);
+	pthread_mutex_lock(m);
+	pthread_rwlock_wrlock(&fs->ns_lock);
+	struct ovl_found f;
+	res = ovl_lookup_name(fs, parent, name, &f);
+	if (res == 0) {
+		bool is_dir = S_ISDIR(f.st.st_mode);
+		if (rmdir && !is_dir)
+			res = -ENOTDIR;
+		else if (!rmdir && is_dir)
+			res = -EISDIR;
+		else if (is_dir && n->dir && (res = ovl_dir_is_empty(fs, n)) >= 0)
+			res = res ? 0 : -ENOTEMPTY;
+		int upfd = res == 0 ? ovl_dir_fd_get(fs, parent, 0) : 0;
+		if (upfd < 0)
+			res = upfd;
+		else if (res == 0) {
+			res = remove_in_upper(fs, parent, upfd, name, &f);
+			ovl_dir_fd_put(parent);
+		}
+		if (res == 0) {
+			if (n->dev == f.st.st_dev && n->ino == f.st.st_ino)
+				forget_identity(n, &f);
+			ovl_dir_changed(parent);
+		}
+		ovl_found_free(&f);
+	}
+	pthread_rwlock_unlock(&fs->ns_lock);
+	pthread_mutex_unlock(m);
+	drop(fs, n);
+	return res;
+}
+
+void ovl_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct ovl_node *p = dir_node(req, parent);
+	if (p)
+		fuse_reply_err(req, -remove_object(ovl_fs_of(req), p, name, false));
+}
+
+void ovl_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct ovl_node *p = dir_node(req, parent);
+	if (p)
+		fuse_reply_err(req, -remove_object(ovl_fs_of(req), p, name, true));
+}
+
+/* ---- rename ---- */
+static bool has_lower_parts(const struct ovl_node *n)
+{
+	return n->dir && (n->layer != 0 || n->dir->nlayers > 1);
+}
+
+struct move {
+	struct ovl_node *p, *np;
+	const char *name, *newname;
+	unsigned flags;
+	struct ovl_node *s, *d; /* source and the target it replaces or swaps with */
+};
+
+/* Puts the upper object at p/name to np/newname (ns_lock held for writing). */
+static int move_in_upper(struct ovl_fs *fs, struct move *mv, int up, int unp, const struct ovl_found *dst)
+{
+	if (mv->flags & RENAME_EXCHANGE)
+		return renameat2(up, mv->name, unp, mv->newname, RENAME_EXCHANGE) < 0 ? -errno : 0;
+	bool src_dir = mv->s->dir != NULL;
+	int src_wh = ovl_lower_positive(fs, mv->p, mv->name);
+	int below = src_dir ? ovl_lower_positive(fs, mv->np, mv->newname) : 0;
+	int wh = ovl_upper_whiteout_at(fs, unp, mv->newname);
+	if (src_wh < 0 || below < 0 || wh < 0)
+		return src_wh < 0 ? src_wh : below < 0 ? below : wh;
+	if (dst && S_ISDIR(dst->st.st_mode) && dst->layer == 0) {
+		/* an empty merged directory: its upper part only holds whiteouts */
+		char tmp[OVL_TEMPNAME_MAX];
+		ovl_work_tempname(fs, tmp);
+		if (renameat(unp, mv->newname, fs->work_fd, tmp) < 0)
+			return -errno;
+		ovl_work_remove(fs, tmp);
+		below = 1;
+	}
+	if (src_dir && (below || wh != OVL_WH_NONE || mv->np->dir->nlayers > 1)) {
+		/* it must not merge with what lies, or may later lie, below its new
+		 * name: opaque when moved into a merged directory, as the kernel */
+		int fd = openat(up, mv->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		int res = fd < 0 ? -errno : ovl_set_opaque(fs, fd);
+		if (fd >= 0)
+			close(fd);
+		if (res < 0)
+			return res;
+	}
+	if (src_dir && wh == OVL_WH_CHAR) {
+		if (renameat2(up, mv->name, unp, mv->newname, RENAME_EXCHANGE) < 0)
+			return -errno;
+		/* the whiteout came to the old name: keep it only if it hides something */
+		if (!src_wh)
+			unlinkat(up, mv->name, 0);
+		return 0;
+	}
+	if (src_wh && fs->whiteout_files) {
+		int res = ovl_whiteout_put(fs, up, mv->name, 0);
+		if (res < 0)
+			return res;
+	}
+	bool rename_whiteout = src_wh && !fs->whiteout_files;
+	if (renameat2(up, mv->name, unp, mv->newname, rename_whiteout ? RENAME_WHITEOUT : 0) < 0) {
+		if (!rename_whiteout || errno != EINVAL)
+			return -errno;
+		if (renameat(up, mv->name, unp, mv->newname) < 0)
+			return -errno;
+		int res = ovl_whiteout_put(fs, up, mv->name, 0);
+		if (res < 0)
+			return res;
+	}
+	if (wh == OVL_WH_FILE)
+		ovl_whiteout_drop_file(fs, unp, mv->newname);
+	return 0;
+}
+
+static void node_moved(struct ovl_fs *fs, struct ovl_node *n, struct ovl_node *np, const char *newname)
+{
+	if (ovl_node_move(fs, n, np, newname) == 0 && np->dir->nlayers == 1)
+		n->origin_ino = 0; /* readdir there shows the upper st_ino */
+}
+
+static int do_rename(struct ovl_fs *fs, struct move *mv)
+{
+	int res;
+	struct ovl_found src, dst;
+	bool exchange = mv->flags & RENAME_EXCHANGE;
+	if (mv->s == NULL)
+		return -ENOENT;
+	if (has_lower_parts(mv->s) || (exchange && mv->d && has_lower_parts(mv->d)))
+		return -EXDEV; /* as the kernel overlay with redirect_dir=off */
+	if (exchange && mv->d == NULL)
+		return -ENOENT;
+	if ((mv->flags & RENAME_NOREPLACE) && mv->d)
+		return -EEXIST;
+	res = ovl_copy_up(fs, mv->s, true);
+	if (res == 0 && exchange)
+		res = ovl_copy_up(fs, mv->d, true);
+	if (res == 0)
+		res = ovl_copy_up_dirs(fs, mv->p);
+	if (res == 0)
+		res = ovl_copy_up_dirs(fs, mv->np);
+	if (res < 0)
+		return res;
+	pthread_rwlock_wrlock(&fs->ns_lock);
+	res = ovl_lookup_name(fs, mv->p, mv->name, &src);
+	int dres = res < 0 ? -ENOENT : ovl_lookup_name(fs, mv->np, mv->newname, &dst);
+	bool has_dst = dres == 0;
+	if (res == 0 && dres < 0 && dres != -ENOENT)
+		res = dres;
+	if (res == 0 && (src.layer != 0 || (exchange && (!has_dst || dst.layer != 0))))
+		res = -ESTALE; /* changed since we looked: let the VFS try again */
+	if (res == 0 && has_dst && !exchange) {
+		bool sdir = S_ISDIR(src.st.st_mode), ddir = S_ISDIR(dst.st.st_mode);
+		if (src.st.st_dev == dst.st.st_dev && src.st.st_ino == dst.st.st_ino)
+			res = 1; /* the same object: nothing to do */
+		else if (sdir && !ddir)
+			res = -ENOTDIR;
+		else if (!sdir && ddir)
+			res = -EISDIR;
+		else if ((mv->flags & RENAME_NOREPLACE))
+			res = -EEXIST;
+		else if (ddir && mv->d && mv->d->dir && (res = ovl_dir_is_empty(fs, mv->d)) >= 0)
+			res = res ? 0 : -ENOTEMPTY;
+	}
+	int up = res == 0 ? ovl_dir_fd_get(fs, mv->p, 0) : -1;
+	int unp = up >= 0 ? ovl_dir_fd_get(fs, mv->np, 0) : -1;
+	if (res == 0 && (up < 0 || unp < 0))
+		res = up < 0 ? up : unp;
+	if (res == 0)
+		res = move_in_upper(fs, mv, up, unp, has_dst ? &dst : NULL);
+	if (unp >= 0)
+		ovl_dir_fd_put(mv->np);
+	if (up >= 0)
+		ovl_dir_fd_put(mv->p);
+	if (res == 0) {
+		if (exchange) {
+			struct ovl_node *d = mv->d;
+			node_moved(fs, d, mv->p, mv->name);
+		} else if (has_dst && mv->d && mv->d->dev == dst.st.st_dev && mv->d->ino == dst.st.st_ino) {
+			forget_identity(mv->d, &dst);
+		}
+		node_moved(fs, mv->s, mv->np, mv->newname);
+		ovl_dir_changed(mv->p);
+		if (mv->np != mv->p)
+			ovl_dir_changed(mv->np);
+	}
+	ovl_found_free(&src);
+	if (has_dst)
+		ovl_found_free(&dst);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	return res > 0 ? 0 : res;
 }
 
 void ovl_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname,
 		   unsigned int flags)
 {
-	(void)parent, (void)name, (void)newparent, (void)newname, (void)flags;
-	refuse(req);
-}
-
-void ovl_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
-{
-	(void)ino, (void)newparent, (void)newname;
-	refuse(req);
-}
-
-void ovl_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
-{
-	(void)parent, (void)name, (void)mode, (void)fi;
-	refuse(req);
+	struct ovl_fs *fs = ovl_fs_of(req);
+	struct move mv = { .name = name, .newname = newname, .flags = flags };
+	int res = 0;
+	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+		fuse_reply_err(req, EINVAL); /* RENAME_WHITEOUT too, as the kernel overlay */
+		return;
+	}
+	if ((mv.p = dir_node(req, parent)) == NULL || (mv.np = dir_node(req, newparent)) == NULL)
+		return;
+	res = check_new_name(fs, newname);
+	if (res == 0 && ovl_name_is_reserved(name))
+		res = -EINVAL;
+	if (res == 0) {
+		int dres;
+		pthread_rwlock_rdlock(&fs->ns_lock);
+		mv.s = node_at(fs, mv.p, name, &res);
+		mv.d = node_at(fs, mv.np, newname, &dres);
+		pthread_rwlock_unlock(&fs->ns_lock);
+		if (mv.s && dres < 0 && dres != -ENOENT)
+			res = dres;
+		else if (mv.s)
+			res = do_rename(fs, &mv);
+	}
+	drop(fs, mv.s);
+	drop(fs, mv.d);
+	fuse_reply_err(req, -res);
 }

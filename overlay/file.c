@@ -1,11 +1,16 @@
-/* Open files: where the kernel has FUSE passthrough (root mounts) it reads the
- * backing file itself; elsewhere the daemon holds the backing fd and serves
- * reads from it by splice (fuse_reply_data with an fd buffer), no copy
- * through userspace. */
+/* Open files: where the kernel has FUSE passthrough (root mounts) it reads and
+ * writes the backing file itself; elsewhere the daemon holds the backing fd
+ * and serves reads by splice (fuse_reply_data with an fd buffer) and writes
+ * with fuse_buf_copy into it.  Opening for writing copies the object up
+ * first (without its data when the open truncates).  Data calls take no
+ * namespace lock. */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "ops.h"
@@ -17,6 +22,11 @@
 static int fh_fd(const struct fuse_file_info *fi)
 {
 	return (int)(uint32_t)fi->fh;
+}
+
+int ovl_file_fd(const struct fuse_file_info *fi)
+{
+	return fh_fd(fi);
 }
 
 struct open_call {
@@ -32,38 +42,72 @@ static int open_cb(struct ovl_layer *layer, int dirfd, const char *name, void *a
 	return c->fd < 0 ? -errno : 0;
 }
 
+static bool opens_for_writing(int flags)
+{
+	return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+}
+
+/* Replies to an open (e NULL) or a create of nodeid with the backing fd. */
+static void reply_opened(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi, int fd,
+			 const struct fuse_entry_param *e)
+{
+	struct ovl_fs *fs = ovl_fs_of(req);
+	int backing_id = ovl_passthrough_get(nodeid, fd);
+	int res;
+	if (backing_id < 0) {
+		close(fd);
+		if (e)
+			ovl_node_forget(fs, ovl_node_get(nodeid), 1);
+		fuse_reply_err(req, -backing_id);
+		return;
+	}
+	if (backing_id > 0) {
+		/* Our fd stays open for lseek (SEEK_DATA/SEEK_HOLE come to us). */
+		uint64_t fh = (uint64_t)fd | FH_PASSTHROUGH;
+		res = e ? ovl_passthrough_reply_create(req, e, fh, backing_id)
+			: ovl_passthrough_reply_open(req, fh, backing_id);
+		if (res == -ENOENT)
+			ovl_passthrough_put(nodeid);
+	} else {
+		fi->fh = (uint64_t)fd;
+		/* Everything reaches the files through us: keep the page cache across opens. */
+		fi->keep_cache = fs->timeout > 0;
+		fi->noflush = 1;
+		res = e ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
+	}
+	if (res == -ENOENT) {
+		close(fd); /* interrupted: no release will come */
+		if (e)
+			ovl_node_forget(fs, ovl_node_get(nodeid), 1);
+	}
+}
+
+void ovl_file_reply_create(fuse_req_t req, const struct fuse_entry_param *e, struct fuse_file_info *fi, int fd)
+{
+	reply_opened(req, e->ino, fi, fd, e);
+}
+
 void ovl_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct ovl_fs *fs = ovl_fs_of(req);
 	struct ovl_node *n = ovl_node_get(ino);
 	if (n == NULL || n->dir) {
 		fuse_reply_err(req, n ? EISDIR : ESTALE);
 		return;
 	}
-	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-		fuse_reply_err(req, EROFS); /* writes arrive with the writable-overlay issue */
-		return;
+	int res = 0;
+	if (opens_for_writing(fi->flags))
+		res = ovl_copy_up(fs, n, !(fi->flags & O_TRUNC));
+	struct open_call c = { .fs = fs, .flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY) };
+	if (res == 0) {
+		pthread_rwlock_rdlock(&fs->ns_lock);
+		res = ovl_node_at(fs, n, open_cb, &c);
+		pthread_rwlock_unlock(&fs->ns_lock);
 	}
-	struct open_call c = { .fs = ovl_fs_of(req), .flags = O_RDONLY | (fi->flags & (O_NONBLOCK | O_DIRECT | O_NOATIME)) };
-	int res = ovl_node_at(ovl_fs_of(req), n, open_cb, &c);
-	if (res < 0) {
+	if (res < 0)
 		fuse_reply_err(req, -res);
-		return;
-	}
-	int backing_id = ovl_passthrough_get(ino, c.fd);
-	if (backing_id > 0) {
-		/* Our fd stays open for lseek (SEEK_DATA/SEEK_HOLE come to us). */
-		if (ovl_passthrough_reply_open(req, (uint64_t)c.fd | FH_PASSTHROUGH, backing_id) == -ENOENT) {
-			close(c.fd); /* interrupted: no release will come */
-			ovl_passthrough_put(ino);
-		}
-		return;
-	}
-	fi->fh = (uint64_t)c.fd;
-	/* Lower objects never change under a mount: keep the page cache across opens. */
-	fi->keep_cache = ovl_fs_of(req)->timeout > 0;
-	fi->noflush = 1;
-	if (fuse_reply_open(req, fi) == -ENOENT)
-		close(c.fd);
+	else
+		reply_opened(req, ino, fi, c.fd, NULL);
 }
 
 void ovl_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
@@ -74,6 +118,21 @@ void ovl_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct 
 	buf.buf[0].fd = fh_fd(fi);
 	buf.buf[0].pos = off;
 	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+void ovl_op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bufv, off_t off,
+		      struct fuse_file_info *fi)
+{
+	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(bufv));
+	(void)ino;
+	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	out.buf[0].fd = fh_fd(fi);
+	out.buf[0].pos = off;
+	ssize_t res = fuse_buf_copy(&out, bufv, 0);
+	if (res < 0)
+		fuse_reply_err(req, (int)-res);
+	else
+		fuse_reply_write(req, (size_t)res);
 }
 
 void ovl_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -91,12 +150,37 @@ void ovl_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_err(req, 0);
 }
 
+static int sync_fd(struct ovl_fs *fs, int fd, int datasync)
+{
+	if (!fs->cfg->fsync)
+		return -ENOSYS; /* fsync=0/volatile: the kernel stops asking */
+	return (datasync ? fdatasync(fd) : fsync(fd)) < 0 ? -errno : 0;
+}
+
 void ovl_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	(void)ino;
-	(void)datasync;
+	fuse_reply_err(req, -sync_fd(ovl_fs_of(req), fh_fd(fi), datasync));
+}
+
+void ovl_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct ovl_fs *fs = ovl_fs_of(req);
+	struct ovl_node *n = ovl_node_get(ino);
 	(void)fi;
-	fuse_reply_err(req, 0); /* nothing written through a read-only handle */
+	if (n == NULL || n->dir == NULL) {
+		fuse_reply_err(req, n ? ENOTDIR : ESTALE);
+		return;
+	}
+	if (!ovl_node_is_upper(fs, n)) {
+		fuse_reply_err(req, 0); /* nothing of ours to sync */
+		return;
+	}
+	int fd = ovl_dir_fd_get(fs, n, 0);
+	int res = fd < 0 ? fd : sync_fd(fs, fd, datasync);
+	if (fd >= 0)
+		ovl_dir_fd_put(n);
+	fuse_reply_err(req, -res);
 }
 
 void ovl_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)
@@ -109,23 +193,88 @@ void ovl_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct 
 		fuse_reply_lseek(req, res);
 }
 
-void ovl_op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bufv, off_t off,
-		      struct fuse_file_info *fi)
-{
-	(void)ino;
-	(void)bufv;
-	(void)off;
-	(void)fi;
-	fuse_reply_err(req, EBADF); /* no handle is ever opened for writing yet */
-}
-
 void ovl_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
 		      struct fuse_file_info *fi)
 {
 	(void)ino;
-	(void)mode;
-	(void)offset;
-	(void)length;
+	fuse_reply_err(req, fallocate(fh_fd(fi), mode, offset, length) < 0 ? errno : 0);
+}
+
+void ovl_op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, struct fuse_file_info *fi_in,
+			    fuse_ino_t ino_out, off_t off_out, struct fuse_file_info *fi_out, size_t len, int flags)
+{
+	(void)ino_in;
+	(void)ino_out;
+	/* the handles were opened with their own modes: a destination whose mode
+	 * changed to read-only since stays writable, as on a local filesystem */
+	ssize_t res = copy_file_range(fh_fd(fi_in), &off_in, fh_fd(fi_out), &off_out, len, (unsigned)flags);
+	if (res < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_write(req, (size_t)res);
+}
+
+/* FS_IOC_GETFLAGS/SETFLAGS: read from the object shown; set on its upper copy. */
+void ovl_op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg, struct fuse_file_info *fi,
+		  unsigned flags, const void *in_buf, size_t in_bufsz, size_t out_bufsz)
+{
+	struct ovl_fs *fs = ovl_fs_of(req);
+	struct ovl_node *n = ovl_node_get(ino);
+	(void)arg;
+	(void)flags;
+	if (n == NULL) {
+		fuse_reply_err(req, ESTALE);
+		return;
+	}
+	if (cmd != FS_IOC_GETFLAGS && cmd != FS_IOC_SETFLAGS) {
+		fuse_reply_err(req, ENOTTY);
+		return;
+	}
+	/* the ABI says long, the kernel reads and writes an int */
+	long v = 0;
+	int attr = 0, fd = -1, res = 0;
+	if (cmd == FS_IOC_SETFLAGS) {
+		if (in_bufsz < sizeof(int)) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		memcpy(&attr, in_buf, sizeof attr);
+		res = ovl_copy_up(fs, n, true);
+	} else if (out_bufsz < sizeof(int)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (res == 0) {
+		/* a fresh fd: the open one may be of the lower copy, or write-only */
+		pthread_rwlock_rdlock(&fs->ns_lock);
+		if (n->dir) {
+			int dfd = ovl_dir_fd_get(fs, n, 0);
+			fd = dfd < 0 ? dfd : dup(dfd);
+			if (dfd >= 0)
+				ovl_dir_fd_put(n);
+			if (dfd >= 0 && fd < 0)
+				fd = -errno;
+		} else {
+			struct open_call c = { .fs = fs, .flags = O_RDONLY | O_NONBLOCK };
+			res = ovl_node_at(fs, n, open_cb, &c);
+			fd = res < 0 ? res : c.fd;
+		}
+		pthread_rwlock_unlock(&fs->ns_lock);
+		res = fd < 0 ? fd : 0;
+	}
 	(void)fi;
-	fuse_reply_err(req, EBADF);
+	if (res == 0 && ioctl(fd, cmd, &attr) < 0)
+		res = -errno;
+	if (fd >= 0)
+		close(fd);
+	if (res < 0) {
+		fuse_reply_err(req, -res);
+		return;
+	}
+	if (cmd == FS_IOC_SETFLAGS) {
+		fuse_reply_ioctl(req, 0, NULL, 0);
+		return;
+	}
+	memcpy(&v, &attr, sizeof attr);
+	fuse_reply_ioctl(req, 0, &v, out_bufsz < sizeof v ? out_bufsz : sizeof v);
 }

@@ -2,7 +2,6 @@
  * the scratch directory <workdir>/work. */
 #include "config.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -77,6 +76,12 @@ int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t e
 	fs->has_upper = cfg->upperdir != NULL;
 	fs->nlayers = (uint32_t)nlowers + fs->has_upper;
 	fs->workdir_fd = fs->work_fd = -1;
+	pthread_rwlockattr_t rwa;
+	pthread_rwlockattr_init(&rwa);
+	/* writers must not starve behind a stream of lookups */
+	pthread_rwlockattr_setkind_np(&rwa, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&fs->ns_lock, &rwa);
+	pthread_rwlockattr_destroy(&rwa);
 	fs->layers = calloc(fs->nlayers, sizeof *fs->layers);
 	uint32_t *all = calloc(fs->nlayers, sizeof *all);
 	if (fs->layers == NULL || all == NULL)
@@ -125,43 +130,6 @@ fail:
 	return -1;
 }
 
-/* Removes everything below dirfd without following any symlink. */
-static int empty_dir_at(int dirfd)
-{
-	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	int res = 0;
-	if (d == NULL) {
-		if (fd >= 0)
-			close(fd);
-		return -errno;
-	}
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		if (unlinkat(dirfd, de->d_name, 0) == 0)
-			continue;
-		if (errno != EISDIR && errno != EPERM) {
-			res = -errno;
-			continue;
-		}
-		int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (sub < 0 && errno == EACCES && fchmodat(dirfd, de->d_name, 0700, 0) == 0)
-			sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (sub < 0) {
-			res = -errno;
-			continue;
-		}
-		int r = empty_dir_at(sub);
-		close(sub);
-		if (r < 0 || unlinkat(dirfd, de->d_name, AT_REMOVEDIR) < 0)
-			res = r < 0 ? r : -errno;
-	}
-	closedir(d);
-	return res;
-}
-
 int ovl_fs_prepare_workdir(struct ovl_fs *fs, char *err, size_t errlen)
 {
 	if (!fs->has_upper)
@@ -171,11 +139,13 @@ int ovl_fs_prepare_workdir(struct ovl_fs *fs, char *err, size_t errlen)
 		return -1;
 	}
 	fs->work_fd = openat(fs->workdir_fd, "work", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	int res = fs->work_fd < 0 ? -errno : empty_dir_at(fs->work_fd);
+	int res = fs->work_fd < 0 ? -errno : ovl_work_empty_dir(fs->work_fd);
 	if (res < 0) {
 		snprintf(err, errlen, "%s/work: workdir: cannot empty: %s", fs->cfg->workdir, strerror(-res));
 		return -1;
 	}
+	ovl_whiteout_setup(fs);
+	ovl_creds_setup(fs);
 	return 0;
 }
 

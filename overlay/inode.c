@@ -4,7 +4,9 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ops.h"
 
@@ -34,6 +36,13 @@ void ovl_present_stat(struct ovl_fs *fs, uint32_t layer, uint32_t nlayers, struc
 		st->st_gid = (gid_t)cfg->squash_to_gid;
 }
 
+void ovl_node_present(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
+{
+	ovl_present_stat(fs, node->layer, node->dir ? node->dir->nlayers : 1, st);
+	if (node->origin_ino)
+		st->st_ino = node->origin_ino;
+}
+
 int ovl_node_at(struct ovl_fs *fs, struct ovl_node *node, ovl_at_fn fn, void *arg)
 {
 	struct ovl_node *parent = node->parent;
@@ -56,20 +65,34 @@ static int stat_cb(struct ovl_layer *layer, int pfd, const char *name, void *arg
 int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 {
 	int res;
-	uint32_t nlayers = 1;
 	if (node->dir) {
 		int fd = ovl_dir_fd_get(fs, node, 0);
 		if (fd < 0)
 			return fd;
 		res = fstat(fd, st) < 0 ? -errno : 0;
 		ovl_dir_fd_put(node);
-		nlayers = node->dir->nlayers;
 	} else {
 		res = ovl_node_at(fs, node, stat_cb, st);
 	}
 	if (res == 0)
-		ovl_present_stat(fs, node->layer, nlayers, st);
+		ovl_node_present(fs, node, st);
 	return res;
+}
+
+/* The attributes of node, through its open file if there is one (it may
+ * have no name left). */
+static int stat_node_or_file(struct ovl_fs *fs, struct ovl_node *n, struct fuse_file_info *fi, struct stat *st)
+{
+	if (fi == NULL || n->dir) {
+		pthread_rwlock_rdlock(&fs->ns_lock);
+		int res = ovl_node_stat(fs, n, st);
+		pthread_rwlock_unlock(&fs->ns_lock);
+		return res;
+	}
+	if (fstat(ovl_file_fd(fi), st) < 0)
+		return -errno;
+	ovl_node_present(fs, n, st);
+	return 0;
 }
 
 void ovl_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -77,25 +100,106 @@ void ovl_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct ovl_fs *fs = ovl_fs_of(req);
 	struct ovl_node *n = ovl_node_get(ino);
 	struct stat st;
-	(void)fi;
 	if (n == NULL) {
 		fuse_reply_err(req, ESTALE);
 		return;
 	}
-	int res = ovl_node_stat(fs, n, &st);
+	int res = stat_node_or_file(fs, n, fi, &st);
 	if (res < 0)
 		fuse_reply_err(req, -res);
 	else
 		fuse_reply_attr(req, &st, fs->timeout);
 }
 
+struct setattr_call {
+	const struct stat *attr;
+	int to_set;
+	int fd; /* an open file of the object, or -1 */
+};
+
+static int setattr_cb(struct ovl_layer *layer, int dirfd, const char *name, void *arg)
+{
+	struct setattr_call *c = arg;
+	const struct stat *a = c->attr;
+	struct stat st;
+	(void)layer;
+	/* by fd where there is one; else by name, never following a symlink */
+	if (c->fd < 0 && fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	bool is_link = c->fd < 0 && S_ISLNK(st.st_mode);
+	if (c->to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		uid_t uid = (c->to_set & FUSE_SET_ATTR_UID) ? a->st_uid : (uid_t)-1;
+		gid_t gid = (c->to_set & FUSE_SET_ATTR_GID) ? a->st_gid : (gid_t)-1;
+		if ((c->fd >= 0 ? fchown(c->fd, uid, gid) : fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW)) < 0)
+			return -errno;
+	}
+	if (c->to_set & FUSE_SET_ATTR_MODE) {
+		if (is_link)
+			return -EOPNOTSUPP;
+		/* a name here is not a symlink (checked): fchmodat cannot follow one */
+		if ((c->fd >= 0 ? fchmod(c->fd, a->st_mode & 07777) : fchmodat(dirfd, name, a->st_mode & 07777, 0)) < 0)
+			return -errno;
+	}
+	if (c->to_set & FUSE_SET_ATTR_SIZE) {
+		int fd = c->fd >= 0 ? c->fd : openat(dirfd, name, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		int res = fd < 0 || ftruncate(fd, a->st_size) < 0 ? -errno : 0;
+		if (fd >= 0 && fd != c->fd)
+			close(fd);
+		if (res < 0)
+			return res;
+	}
+	if (c->to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+		struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
+		if (c->to_set & FUSE_SET_ATTR_ATIME_NOW)
+			ts[0].tv_nsec = UTIME_NOW;
+		else if (c->to_set & FUSE_SET_ATTR_ATIME)
+			ts[0] = a->st_atim;
+		if (c->to_set & FUSE_SET_ATTR_MTIME_NOW)
+			ts[1].tv_nsec = UTIME_NOW;
+		else if (c->to_set & FUSE_SET_ATTR_MTIME)
+			ts[1] = a->st_mtim;
+		if ((c->fd >= 0 ? futimens(c->fd, ts) : utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW)) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
 void ovl_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
-	(void)ino;
-	(void)attr;
-	(void)to_set;
-	(void)fi;
-	fuse_reply_err(req, EROFS); /* writes arrive with the writable-overlay issue */
+	struct ovl_fs *fs = ovl_fs_of(req);
+	struct ovl_node *n = ovl_node_get(ino);
+	struct stat st;
+	if (n == NULL) {
+		fuse_reply_err(req, ESTALE);
+		return;
+	}
+	bool truncates = (to_set & FUSE_SET_ATTR_SIZE) && attr->st_size == 0;
+	int res = ovl_copy_up(fs, n, !truncates);
+	struct setattr_call c = { .attr = attr, .to_set = to_set, .fd = -1 };
+	if (res == 0 && fi && !n->dir && ovl_node_is_upper(fs, n))
+		c.fd = ovl_file_fd(fi);
+	if (res == 0) {
+		pthread_rwlock_rdlock(&fs->ns_lock);
+		if (c.fd >= 0) {
+			res = setattr_cb(&fs->layers[0], -1, NULL, &c);
+		} else if (n->dir) {
+			int fd = ovl_dir_fd_get(fs, n, 0);
+			c.fd = fd;
+			res = fd < 0 ? fd : setattr_cb(&fs->layers[0], -1, NULL, &c);
+			if (fd >= 0)
+				ovl_dir_fd_put(n);
+			c.fd = -1;
+		} else {
+			res = ovl_node_at(fs, n, setattr_cb, &c);
+		}
+		pthread_rwlock_unlock(&fs->ns_lock);
+	}
+	if (res == 0)
+		res = stat_node_or_file(fs, n, c.fd >= 0 ? fi : NULL, &st);
+	if (res < 0)
+		fuse_reply_err(req, -res);
+	else
+		fuse_reply_attr(req, &st, fs->timeout);
 }
 
 struct link_buf {
@@ -118,7 +222,10 @@ void ovl_op_readlink(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_err(req, n ? EINVAL : ESTALE);
 		return;
 	}
-	int res = ovl_node_at(ovl_fs_of(req), n, readlink_cb, &b);
+	struct ovl_fs *fs = ovl_fs_of(req);
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	int res = ovl_node_at(fs, n, readlink_cb, &b);
+	pthread_rwlock_unlock(&fs->ns_lock);
 	if (res < 0) {
 		fuse_reply_err(req, -res);
 		return;
@@ -136,5 +243,7 @@ void ovl_op_statfs(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_err(req, errno);
 		return;
 	}
+	if (fs->has_upper && st.f_namemax > ovl_name_max(fs))
+		st.f_namemax = ovl_name_max(fs);
 	fuse_reply_statfs(req, &st);
 }

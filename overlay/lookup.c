@@ -49,13 +49,14 @@ static int child_dir_is_opaque(struct ovl_fs *fs, struct ovl_node *parent, uint3
 	return res;
 }
 
-/* Probes each layer of parent in turn. */
-static int lookup_probe(struct ovl_fs *fs, struct ovl_node *parent, const char *name, struct ovl_found *f)
+/* Probes each layer of parent in turn, from its first-th. */
+static int lookup_probe(struct ovl_fs *fs, struct ovl_node *parent, const char *name, struct ovl_found *f,
+			uint32_t first)
 {
 	struct ovl_dir *pd = parent->dir;
 	bool found = false;
 	size_t cap = 0;
-	for (uint32_t i = 0; i < pd->nlayers; i++) {
+	for (uint32_t i = first; i < pd->nlayers; i++) {
 		struct ovl_layer *layer = &fs->layers[pd->layers[i]];
 		struct stat st;
 		int pfd = ovl_dir_fd_get(fs, parent, i);
@@ -149,10 +150,20 @@ int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *parent, const char *name
 		ovl_found_free(f);
 		memset(f, 0, sizeof *f);
 	}
-	int res = lookup_probe(fs, parent, name, f);
+	int res = lookup_probe(fs, parent, name, f, 0);
 	if (res < 0)
 		ovl_found_free(f);
 	return res;
+}
+
+int ovl_lower_positive(struct ovl_fs *fs, struct ovl_node *parent, const char *name)
+{
+	struct ovl_found f;
+	memset(&f, 0, sizeof f);
+	uint32_t first = fs->has_upper && parent->dir->layers[0] == 0;
+	int res = lookup_probe(fs, parent, name, &f, first);
+	ovl_found_free(&f);
+	return res == -ENOENT ? 0 : res < 0 ? res : 1;
 }
 
 /* Makes (or finds) the node for what was found and fills the entry; frees f. */
@@ -164,8 +175,23 @@ static int entry_from_found(struct ovl_fs *fs, struct ovl_node *parent, const ch
 		ovl_found_free(f);
 		return -ENOMEM;
 	}
+	/* a copied-up object shows its origin's st_ino (read where readdir does) */
+	ino_t origin;
+	if (fs->has_upper && f->layer == 0 && parent->dir->nlayers > 1 && node->origin_ino == 0) {
+		int pfd = ovl_dir_fd_get(fs, parent, 0);
+		if (pfd >= 0) {
+			if (ovl_origin_ino(fs, pfd, name, &origin))
+				node->origin_ino = origin;
+			ovl_dir_fd_put(parent);
+		}
+	}
 	e->attr = f->st;
-	ovl_present_stat(fs, f->layer, node->dir ? node->dir->nlayers : 1, &e->attr);
+	ovl_node_present(fs, node, &e->attr);
+	/* The names of a lower hard link share a node, but a copy-up breaks the
+	 * link for the name written to, which the kernel does not send: it
+	 * looks the name up each time, and the node follows (ovl_op_lookup). */
+	if (fs->has_upper && f->layer != 0 && !S_ISDIR(f->st.st_mode) && f->st.st_nlink > 1)
+		e->entry_timeout = 0;
 	e->ino = node->nodeid;
 	e->generation = node->generation;
 	ovl_found_free(f);
@@ -215,7 +241,16 @@ void ovl_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, ESTALE);
 		return;
 	}
+	pthread_rwlock_rdlock(&fs->ns_lock);
 	int res = ovl_lookup_entry(fs, p, name, &e);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	struct ovl_node *n = res == 0 && fs->has_upper && e.entry_timeout == 0 ? ovl_node_get(e.ino) : NULL;
+	if (n && n->dir == NULL && n->layer != 0 && e.attr.st_nlink > 1) {
+		pthread_rwlock_wrlock(&fs->ns_lock);
+		if (n->layer != 0 && (n->parent != p || strcmp(n->name, name) != 0))
+			ovl_node_move(fs, n, p, name);
+		pthread_rwlock_unlock(&fs->ns_lock);
+	}
 	if (res == -ENOENT) {
 		e.ino = 0; /* a negative entry the kernel may cache */
 		fuse_reply_entry(req, &e);

@@ -125,6 +125,19 @@ static struct id_shard *shard_of(const struct ovl_node *n)
 	return &id_shards[id_hash(n->dev, n->ino) % ID_SHARDS];
 }
 
+/* Locks the shard guarding n's counts.  That is the shard of its identity,
+ * which a copy-up may change (under both shards' locks): check after locking. */
+static struct id_shard *lock_node_shard(const struct ovl_node *n)
+{
+	for (;;) {
+		struct id_shard *s = shard_of(n);
+		pthread_mutex_lock(&s->lock);
+		if (s == shard_of(n))
+			return s;
+		pthread_mutex_unlock(&s->lock);
+	}
+}
+
 static struct ovl_node **bucket_of(struct id_shard *s, dev_t dev, ino_t ino)
 {
 	return &s->buckets[(id_hash(dev, ino) / ID_SHARDS) & (s->nbuckets - 1)];
@@ -394,8 +407,7 @@ static void node_destroy(struct ovl_fs *fs, struct ovl_node *n)
 
 void ovl_node_ref(struct ovl_node *node)
 {
-	struct id_shard *s = shard_of(node);
-	pthread_mutex_lock(&s->lock);
+	struct id_shard *s = lock_node_shard(node);
 	node->refs++;
 	pthread_mutex_unlock(&s->lock);
 }
@@ -404,9 +416,8 @@ void ovl_node_ref(struct ovl_node *node)
 static void node_release(struct ovl_fs *fs, struct ovl_node *n, uint64_t nlookup, uint32_t refs)
 {
 	while (n) {
-		struct id_shard *s = shard_of(n);
+		struct id_shard *s = lock_node_shard(n);
 		bool dead = false;
-		pthread_mutex_lock(&s->lock);
 		if (nlookup) {
 			n->nlookup = nlookup > n->nlookup ? 0 : n->nlookup - nlookup;
 			if (n->nlookup == 0)
@@ -414,7 +425,8 @@ static void node_release(struct ovl_fs *fs, struct ovl_node *n, uint64_t nlookup
 		}
 		n->refs -= refs;
 		if (n->refs == 0) {
-			id_remove(s, n);
+			if (n->hashed)
+				id_remove(s, n);
 			dead = true;
 		}
 		pthread_mutex_unlock(&s->lock);
@@ -467,6 +479,7 @@ struct ovl_node *ovl_node_lookup_or_create(struct ovl_fs *fs, struct ovl_node *p
 	pthread_mutex_lock(&s->lock);
 	struct ovl_node *raced = id_find(s, st->st_dev, st->st_ino);
 	if (raced == NULL && id_insert(s, n) == 0) {
+		n->hashed = true;
 		n->nlookup = 1;
 		n->refs = 1;
 		pthread_mutex_unlock(&s->lock);
@@ -497,6 +510,7 @@ struct ovl_node *ovl_node_new_root(struct ovl_fs *fs, const struct stat *st, con
 	struct id_shard *s = shard_of(n);
 	pthread_mutex_lock(&s->lock);
 	int res = id_insert(s, n);
+	n->hashed = res == 0;
 	pthread_mutex_unlock(&s->lock);
 	return res < 0 ? NULL : n;
 }
@@ -514,4 +528,91 @@ void ovl_nodes_counters(long *nodes, long *dirs)
 {
 	*nodes = atomic_load(&nodes_alive);
 	*dirs = atomic_load(&dirs_alive);
+}
+
+/* ---- changes to the namespace ---- */
+void ovl_node_rehash(struct ovl_node *node, dev_t dev, ino_t ino)
+{
+	struct id_shard *from = lock_node_shard(node);
+	struct id_shard *to = &id_shards[id_hash(dev, ino) % ID_SHARDS];
+	if (to != from) {
+		/* both locks, in address order; `from` stays ours: only we rehash */
+		pthread_mutex_unlock(&from->lock);
+		pthread_mutex_lock(from < to ? &from->lock : &to->lock);
+		pthread_mutex_lock(from < to ? &to->lock : &from->lock);
+	}
+	if (node->hashed)
+		id_remove(from, node);
+	node->dev = dev;
+	node->ino = ino;
+	if (id_find(to, dev, ino) == NULL && id_insert(to, node) == 0)
+		node->hashed = true;
+	else
+		node->hashed = false;
+	pthread_mutex_unlock(&from->lock);
+	if (to != from)
+		pthread_mutex_unlock(&to->lock);
+}
+
+void ovl_node_unhash(struct ovl_node *node)
+{
+	struct id_shard *s = lock_node_shard(node);
+	if (node->hashed)
+		id_remove(s, node);
+	node->hashed = false;
+	pthread_mutex_unlock(&s->lock);
+}
+
+int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newparent, const char *newname)
+{
+	char *name = strdup(newname);
+	if (name == NULL)
+		return -ENOMEM;
+	struct ovl_node *old = node->parent;
+	free(node->name);
+	node->name = name;
+	if (old != newparent) {
+		ovl_node_ref(newparent);
+		node->parent = newparent;
+		ovl_node_unref(fs, old);
+	}
+	return 0;
+}
+
+int ovl_dir_add_upper(struct ovl_fs *fs, struct ovl_node *node, int upper_fd)
+{
+	struct ovl_dir *d = node->dir;
+	uint32_t *layers = malloc((d->nlayers + 1) * sizeof *layers);
+	int *fds = malloc((d->nlayers + 1) * sizeof *fds);
+	if (layers == NULL || fds == NULL) {
+		free(layers);
+		free(fds);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&d->fd_lock);
+	layers[0] = 0;
+	fds[0] = upper_fd;
+	memcpy(layers + 1, d->layers, d->nlayers * sizeof *layers);
+	memcpy(fds + 1, d->fds, d->nlayers * sizeof *fds);
+	free(d->layers);
+	free(d->fds);
+	d->layers = layers;
+	d->fds = fds;
+	d->nlayers++;
+	node->layer = 0;
+	if (upper_fd >= 0)
+		atomic_fetch_add(&fs->dir_fds_open, 1);
+	pthread_mutex_unlock(&d->fd_lock);
+	return 0;
+}
+
+void ovl_dir_changed(struct ovl_node *dir)
+{
+	struct ovl_dir *d = dir->dir;
+	pthread_rwlock_wrlock(&d->lock);
+	struct ovl_listing *l = d->listing;
+	d->listing = NULL;
+	pthread_rwlock_unlock(&d->lock);
+	if (l)
+		ovl_listing_unref(l);
 }

@@ -12,8 +12,12 @@ static void ovl_init(void *userdata, struct fuse_conn_info *conn)
 			FUSE_CAP_ASYNC_READ;
 	if (!fs->cfg->noacl)
 		want |= FUSE_CAP_POSIX_ACL;
+	/* the caller's umask comes to us: the upper filesystem applies it, or a
+	 * default ACL instead (creds.c) */
+	want |= FUSE_CAP_DONT_MASK | FUSE_CAP_IOCTL_DIR;
 	conn->want |= want & conn->capable;
-	/* Nothing is written through the mount yet. */
+	/* No writeback cache: passthrough excludes it, and without it every
+	 * write reaches the upper file in order. */
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 	conn->max_readahead = conn->max_readahead ? conn->max_readahead : 1 << 20;
 	/* Last: passthrough depends on the final want (no writeback cache). */
@@ -53,4 +57,7 @@ const struct fuse_lowlevel_ops ovl_ops = {
 	.create = ovl_op_create,
 	.fallocate = ovl_op_fallocate,
 	.lseek = ovl_op_lseek,
+	.fsyncdir = ovl_op_fsyncdir,
+	.copy_file_range = ovl_op_copy_file_range,
+	.ioctl = ovl_op_ioctl,
 };

@@ -30,6 +30,11 @@ void ovl_op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bufv, 
 		      struct fuse_file_info *fi);
 void ovl_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
 		      struct fuse_file_info *fi);
+void ovl_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+void ovl_op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, struct fuse_file_info *fi_in,
+			    fuse_ino_t ino_out, off_t off_out, struct fuse_file_info *fi_out, size_t len, int flags);
+void ovl_op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg, struct fuse_file_info *fi,
+		  unsigned flags, const void *in_buf, size_t in_bufsz, size_t out_bufsz);
 /* xattr.c */
 void ovl_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
 void ovl_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);

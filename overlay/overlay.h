@@ -101,6 +101,8 @@ struct ovl_node {
 	ino_t ino;
 	struct ovl_dir *dir;         /* directories only */
 	struct ovl_node *hash_next;
+	ino_t origin_ino;            /* st_ino shown for a copied-up object, 0: its own */
+	bool hashed;                 /* found by identity; false once its object is gone */
 };
 
 /* ---- the mount ---- */
@@ -117,6 +119,14 @@ struct ovl_fs {
 	long dir_fd_budget;
 	atomic_long dir_fds_open;
 	atomic_long stat_lookups, stat_forgets, stat_listings;
+	/* Read: anything that resolves a node to a layer path (lookup, getattr,
+	 * open, listing).  Write: anything that changes a layer's namespace or a
+	 * node's place in it.  Taken by handlers only, never nested. */
+	pthread_rwlock_t ns_lock;
+	bool whiteout_files;         /* write .wh.NAME, not char 0/0 */
+	bool keep_caps;              /* fsuid switches keep our capabilities */
+	bool trusted_xattrs;         /* the upper takes trusted.* xattrs */
+	atomic_ulong temp_counter;
 };
 
 /* fs.c: set up and tear down the layer stack */
@@ -145,6 +155,22 @@ int ovl_layer_open(struct ovl_fs *fs, struct ovl_layer *layer, int dirfd, const 
 /* Index of `layer` in dir->layers, or -1. */
 int ovl_dir_layer_pos(const struct ovl_dir *dir, uint32_t layer);
 void ovl_nodes_counters(long *nodes, long *dirs);
+/* The node now stands for another backing object (after a copy-up). */
+void ovl_node_rehash(struct ovl_node *node, dev_t dev, ino_t ino);
+/* Its backing object is gone: a later lookup of the same identity (a reused
+ * inode number) must make a new node. */
+void ovl_node_unhash(struct ovl_node *node);
+/* Moves the node to newparent/newname (the caller holds ns_lock for writing). */
+int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newparent, const char *newname);
+/* A directory copied up: the upper layer joins its layers, on top. */
+int ovl_dir_add_upper(struct ovl_fs *fs, struct ovl_node *node, int upper_fd);
+/* Drops the cached merged listing (the directory changed). */
+void ovl_dir_changed(struct ovl_node *dir);
+/* Whether the node's object is in the upper layer. */
+static inline bool ovl_node_is_upper(const struct ovl_fs *fs, const struct ovl_node *n)
+{
+	return fs->has_upper && n->layer == 0;
+}
 
 /* lookup.c */
 struct ovl_found {
@@ -161,18 +187,42 @@ int ovl_lookup_entry(struct ovl_fs *fs, struct ovl_node *parent, const char *nam
 int ovl_lookup_entry_listed(struct ovl_fs *fs, struct ovl_node *parent, const char *name, struct ovl_found *f,
 			    struct fuse_entry_param *e);
 
+/* Whether a layer below the upper one shows name in parent: 1, 0, or -errno. */
+int ovl_lower_positive(struct ovl_fs *fs, struct ovl_node *parent, const char *name);
+
+/* copyup.c */
+/* Makes node an object of the upper layer (parents first).  -ESTALE: the
+ * name got a new node (see copyup.c), the caller answers ESTALE. */
+int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, bool with_data);
+/* Makes a directory (and its parents) part of the upper layer. */
+int ovl_copy_up_dirs(struct ovl_fs *fs, struct ovl_node *dir);
+/* The lock under which node is copied up; taken before ns_lock. */
+pthread_mutex_t *ovl_copy_up_lock(struct ovl_node *node);
+/* The st_ino a copied-up upper object dirfd/name (name NULL: dirfd) shows. */
+bool ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name, ino_t *shown);
+
 /* inode.c */
 typedef int (*ovl_at_fn)(struct ovl_layer *layer, int dirfd, const char *name, void *arg);
 /* Runs fn on (directory fd, name) of a non-directory node's backing object. */
 int ovl_node_at(struct ovl_fs *fs, struct ovl_node *node, ovl_at_fn fn, void *arg);
 int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
+/* The stat of node's backing object as the merged view shows it. */
+void ovl_node_present(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
 void ovl_present_stat(struct ovl_fs *fs, uint32_t layer, uint32_t nlayers, struct stat *st);
 ino_t ovl_st_ino(const struct ovl_fs *fs, uint32_t layer, ino_t ino);
+
+/* file.c */
+/* The backing fd of an open file. */
+int ovl_file_fd(const struct fuse_file_info *fi);
+/* Replies to a create that made the entry e and opened fd. */
+void ovl_file_reply_create(fuse_req_t req, const struct fuse_entry_param *e, struct fuse_file_info *fi, int fd);
 
 /* readdir.c */
 void ovl_listing_unref(struct ovl_listing *l);
 /* Builds and caches dir's merged listing if it has none. */
 int ovl_dir_load_listing(struct ovl_fs *fs, struct ovl_node *dir);
+/* 1 if the merged directory shows no entry, 0 if it does, or -errno. */
+int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *dir);
 /* Finds name in the cached listing of dir (if any): 1 found, 0 absent, -1 no listing. */
 int ovl_listing_find(struct ovl_node *dir, const char *name, struct ovl_found *f);
 
@@ -184,10 +234,48 @@ bool ovl_stat_is_whiteout(const struct stat *st);
 bool ovl_opaque_xattr_name(const char *xname);
 int ovl_layer_dir_is_opaque(struct ovl_layer *layer, int dirfd);
 int ovl_has_whiteout_file(struct ovl_layer *layer, int dirfd, const char *name);
+enum { OVL_WH_NONE, OVL_WH_CHAR, OVL_WH_FILE };
+/* Chooses the format we write (probes mknod in work). */
+void ovl_whiteout_setup(struct ovl_fs *fs);
+/* The longest name that can be created (and later whited out). */
+size_t ovl_name_max(const struct ovl_fs *fs);
+/* Which whiteout the upper directory dirfd holds for name: OVL_WH_*, or -errno. */
+int ovl_upper_whiteout_at(struct ovl_fs *fs, int dirfd, const char *name);
+/* Makes name in the upper directory dirfd a whiteout.  present: the S_IFMT of
+ * the upper object there now (0: none), replaced where the format allows it
+ * atomically. */
+int ovl_whiteout_put(struct ovl_fs *fs, int dirfd, const char *name, mode_t present);
+/* Removes a .wh.NAME once NAME itself was put in its place. */
+int ovl_whiteout_drop_file(struct ovl_fs *fs, int dirfd, const char *name);
+/* Marks an upper directory opaque. */
+int ovl_set_opaque(struct ovl_fs *fs, int dirfd);
 
 /* xattr.c */
 bool ovl_xattr_is_internal(const char *name);
 size_t ovl_xattr_filter_list(char *list, size_t len);
+
+/* creds.c: the caller's owner and umask for what we create */
+struct ovl_creds {
+	uid_t uid;
+	gid_t gid;
+	bool switched;
+	bool umask_set;
+};
+void ovl_creds_setup(struct ovl_fs *fs);
+void ovl_creds_enter(struct ovl_fs *fs, fuse_req_t req, struct ovl_creds *c);
+void ovl_creds_leave(struct ovl_creds *c);
+/* Gives dirfd/name (or dirfd itself, name NULL) the caller's owner if the
+ * thread could not create it as the caller. */
+int ovl_creds_fix_owner(const struct ovl_creds *c, int dirfd, const char *name);
+
+/* work.c: the scratch directory */
+#define OVL_TEMPNAME_MAX 32
+/* Removes everything below dirfd without following any symlink. */
+int ovl_work_empty_dir(int dirfd);
+/* A name for a new temporary in work ("#ovl.N"). */
+void ovl_work_tempname(struct ovl_fs *fs, char buf[OVL_TEMPNAME_MAX]);
+/* Removes work/name, whatever it is; logs what it cannot remove. */
+int ovl_work_remove(struct ovl_fs *fs, const char *name);
 
 /* grow.c: makes *ptr (an array of *cap elements) hold at least need elements. */
 int ovl_grow(void *ptr, size_t *cap, size_t need, size_t elem_size, size_t initial);

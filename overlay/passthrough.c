@@ -186,6 +186,8 @@ void ovl_passthrough_init(const struct fuse_conn_info *conn)
 
 struct backing {
 	fuse_ino_t nodeid;
+	dev_t dev; /* the backing file: an open of another one must not share the id */
+	ino_t ino;
 	int id;
 	unsigned refs;
 	struct backing *next;
@@ -210,9 +212,15 @@ int ovl_passthrough_get(fuse_ino_t nodeid, int fd)
 	if (!atomic_load_explicit(&pt.enabled, memory_order_relaxed))
 		return 0;
 	int id = 0;
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
 	pthread_mutex_lock(&backing_lock);
 	struct backing **slot = backing_slot(nodeid);
-	if (*slot != NULL) {
+	if (*slot != NULL && ((*slot)->dev != st.st_dev || (*slot)->ino != st.st_ino)) {
+		id = -EIO; /* a copy-up must have made a new node: never share */
+		ovl_log(OVL_ERR, "passthrough: nodeid %lu: open of another backing file", (unsigned long)nodeid);
+	} else if (*slot != NULL) {
 		(*slot)->refs++;
 		id = (*slot)->id;
 	} else {
@@ -223,7 +231,7 @@ int ovl_passthrough_get(fuse_ino_t nodeid, int fd)
 		struct backing *b = malloc(sizeof *b);
 		id = b ? ioctl(pt.devfd, FUSE_DEV_IOC_BACKING_OPEN, &map) : -1;
 		if (id > 0) {
-			*b = (struct backing){ .nodeid = nodeid, .id = id, .refs = 1 };
+			*b = (struct backing){ .nodeid = nodeid, .dev = st.st_dev, .ino = st.st_ino, .id = id, .refs = 1 };
 			*slot = b;
 			ovl_log(OVL_DEBUG, "passthrough: nodeid %lu: backing id %d opened", (unsigned long)nodeid, id);
 		} else {
@@ -242,6 +250,14 @@ int ovl_passthrough_get(fuse_ino_t nodeid, int fd)
 	}
 	pthread_mutex_unlock(&backing_lock);
 	return id;
+}
+
+bool ovl_passthrough_active(fuse_ino_t nodeid)
+{
+	pthread_mutex_lock(&backing_lock);
+	bool active = *backing_slot(nodeid) != NULL;
+	pthread_mutex_unlock(&backing_lock);
+	return active;
 }
 
 void ovl_passthrough_put(fuse_ino_t nodeid)
@@ -267,5 +283,44 @@ int ovl_passthrough_reply_open(fuse_req_t req, uint64_t fh, int backing_id)
 	/* No FOPEN_KEEP_CACHE: the kernel refuses it with FOPEN_PASSTHROUGH
 	 * (no page cache of ours is used). */
 	struct pt_open_out out = { .fh = fh, .open_flags = FOPEN_PASSTHROUGH | FOPEN_NOFLUSH, .backing_id = backing_id };
+	return fuse_reply_buf(req, (const char *)&out, sizeof out);
+}
+
+static uint64_t timeout_sec(double t)
+{
+	return t <= 0 ? 0 : t >= 1.8e19 ? UINT64_MAX : (uint64_t)t;
+}
+
+static uint32_t timeout_nsec(double t)
+{
+	double frac = t - (double)timeout_sec(t);
+	return frac <= 0 ? 0 : frac >= 0.999999999 ? 999999999 : (uint32_t)(frac * 1e9);
+}
+
+int ovl_passthrough_reply_create(fuse_req_t req, const struct fuse_entry_param *e, uint64_t fh, int backing_id)
+{
+	/* libfuse 3.14 builds this reply only without a backing id: the same
+	 * fuse_entry_out + fuse_open_out, by hand */
+	struct {
+		struct fuse_entry_out entry;
+		struct pt_open_out open;
+	} out;
+	const struct stat *st = &e->attr;
+	memset(&out, 0, sizeof out);
+	out.entry.nodeid = e->ino;
+	out.entry.generation = e->generation;
+	out.entry.entry_valid = timeout_sec(e->entry_timeout);
+	out.entry.entry_valid_nsec = timeout_nsec(e->entry_timeout);
+	out.entry.attr_valid = timeout_sec(e->attr_timeout);
+	out.entry.attr_valid_nsec = timeout_nsec(e->attr_timeout);
+	out.entry.attr = (struct fuse_attr){ .ino = st->st_ino, .size = (uint64_t)st->st_size,
+					     .blocks = (uint64_t)st->st_blocks, .atime = (uint64_t)st->st_atim.tv_sec,
+					     .mtime = (uint64_t)st->st_mtim.tv_sec, .ctime = (uint64_t)st->st_ctim.tv_sec,
+					     .atimensec = (uint32_t)st->st_atim.tv_nsec,
+					     .mtimensec = (uint32_t)st->st_mtim.tv_nsec,
+					     .ctimensec = (uint32_t)st->st_ctim.tv_nsec, .mode = st->st_mode,
+					     .nlink = (uint32_t)st->st_nlink, .uid = st->st_uid, .gid = st->st_gid,
+					     .rdev = (uint32_t)st->st_rdev, .blksize = (uint32_t)st->st_blksize };
+	out.open = (struct pt_open_out){ .fh = fh, .open_flags = FOPEN_PASSTHROUGH | FOPEN_NOFLUSH, .backing_id = backing_id };
 	return fuse_reply_buf(req, (const char *)&out, sizeof out);
 }

@@ -14,10 +14,14 @@ int ovl_passthrough_setup(struct fuse_session *se);
 void ovl_passthrough_init(const struct fuse_conn_info *conn);
 /* A backing id (> 0) for an open of nodeid whose backing fd is fd, shared by
  * all opens of nodeid until the last ovl_passthrough_put; 0: serve this open
- * through the daemon. */
+ * through the daemon; -EIO: nodeid has a backing id for another file. */
 int ovl_passthrough_get(fuse_ino_t nodeid, int fd);
+/* Whether some open of nodeid is in passthrough now. */
+bool ovl_passthrough_active(fuse_ino_t nodeid);
 void ovl_passthrough_put(fuse_ino_t nodeid);
 /* fuse_reply_open for a passthrough open; returns what fuse_reply_buf does. */
 int ovl_passthrough_reply_open(fuse_req_t req, uint64_t fh, int backing_id);
+/* fuse_reply_create for a passthrough open. */
+int ovl_passthrough_reply_create(fuse_req_t req, const struct fuse_entry_param *e, uint64_t fh, int backing_id);
 
 #endif

@@ -25,6 +25,7 @@ struct merge_ent {
 	ino_t ino;
 	uint8_t type;
 	uint8_t state;
+	bool ino_shown;
 	bool closed; /* a directory that takes no more lower layers */
 	uint32_t nlower;
 	size_t lower_cap;
@@ -48,6 +49,7 @@ struct ovl_dirent {
 	uint32_t name_len;
 	uint32_t layer;
 	uint8_t type;
+	bool ino_shown;
 	ino_t ino;
 	uint32_t nlower;
 	uint32_t *lower;
@@ -129,7 +131,7 @@ static struct merge_ent *merge_find(struct ovl_merge *m, const char *name, size_
 }
 
 static int merge_insert(struct ovl_merge *m, uint32_t *slot, const char *name, size_t len, uint32_t layer,
-			uint8_t type, ino_t ino, uint8_t state)
+			const struct ovl_raw_entry *raw, uint8_t state)
 {
 	if (ovl_grow(&m->ents, &m->cap, m->n + 1, sizeof *m->ents, 64) < 0 ||
 	    ovl_grow(&m->pool, &m->pool_cap, m->pool_len + len + 1, 1, 4096) < 0)
@@ -139,8 +141,9 @@ static int merge_insert(struct ovl_merge *m, uint32_t *slot, const char *name, s
 	m->ents[m->n] = (struct merge_ent){ .name_off = (uint32_t)m->pool_len,
 					    .name_len = (uint32_t)len,
 					    .layer = layer,
-					    .ino = ino,
-					    .type = type,
+					    .ino = raw->ino,
+					    .ino_shown = raw->ino_shown,
+					    .type = raw->type,
 					    .state = state };
 	m->pool_len += len + 1;
 	*slot = (uint32_t)++m->n;
@@ -182,8 +185,7 @@ int ovl_merge_layer(struct ovl_merge *m, uint32_t layer, const struct ovl_raw_en
 			if (e == NULL && slot == NULL)
 				return -ENOMEM;
 			if (e == NULL) {
-				if (merge_insert(m, slot, key, len, layer, raw[i].type, raw[i].ino,
-						 hidden ? ENT_HIDDEN : ENT_VISIBLE) < 0)
+				if (merge_insert(m, slot, key, len, layer, &raw[i], hidden ? ENT_HIDDEN : ENT_VISIBLE) < 0)
 					return -ENOMEM;
 				continue;
 			}
@@ -305,6 +307,7 @@ struct ovl_listing *ovl_merge_finish(struct ovl_merge *m)
 						       .name_len = e->name_len,
 						       .layer = e->layer,
 						       .type = e->type,
+						       .ino_shown = e->ino_shown,
 						       .ino = e->ino,
 						       .nlower = e->nlower,
 						       .lower = e->lower };
@@ -461,6 +464,22 @@ static int read_layer(struct ovl_fs *fs, struct ovl_layer *layer, int dirfd, str
 	return res;
 }
 
+/* Copied-up objects show their origin's st_ino: so must d_ino (lookup.c reads
+ * the origin in the same directories). */
+static void upper_origins(struct ovl_fs *fs, int dirfd, struct raw_layer *r)
+{
+	for (size_t i = 0; i < r->n; i++) {
+		struct ovl_raw_entry *e = &r->v[i];
+		ino_t shown;
+		if (e->whiteout || ovl_name_is_reserved(e->name) || strcmp(e->name, ".") == 0 || strcmp(e->name, "..") == 0)
+			continue;
+		if (ovl_origin_ino(fs, dirfd, e->name, &shown)) {
+			e->ino = shown;
+			e->ino_shown = true;
+		}
+	}
+}
+
 static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_listing **out)
 {
 	struct ovl_dir *d = node->dir;
@@ -477,6 +496,8 @@ static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_li
 			break;
 		}
 		res = read_layer(fs, layer, fd, &r, buf, bufsize);
+		if (res == 0 && layer->is_upper && d->nlayers > 1)
+			upper_origins(fs, fd, &r);
 		ovl_dir_fd_put(node);
 		if (res == 0) {
 			int opaque = ovl_merge_layer(m, layer->index, r.v, r.n);
@@ -578,7 +599,10 @@ void ovl_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, n ? ENOTDIR : ESTALE);
 		return;
 	}
-	int res = dir_listing(ovl_fs_of(req), n, &l);
+	struct ovl_fs *fs = ovl_fs_of(req);
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	int res = dir_listing(fs, n, &l);
+	pthread_rwlock_unlock(&fs->ns_lock);
 	if (res < 0) {
 		fuse_reply_err(req, -res);
 		return;
@@ -601,14 +625,14 @@ static void dot_stat(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
 {
 	memset(st, 0, sizeof *st);
 	st->st_mode = S_IFDIR;
-	st->st_ino = ovl_st_ino(fs, n->layer, n->ino);
+	st->st_ino = n->origin_ino ? n->origin_ino : ovl_st_ino(fs, n->layer, n->ino);
 }
 
 /* What a plain listing tells of an entry: its inode number and type. */
 static void dirent_attr(struct ovl_fs *fs, const struct ovl_dirent *d, struct stat *st)
 {
 	memset(st, 0, sizeof *st);
-	st->st_ino = ovl_st_ino(fs, d->layer, d->ino);
+	st->st_ino = d->ino_shown ? d->ino : ovl_st_ino(fs, d->layer, d->ino);
 	st->st_mode = (mode_t)DTTOIF(d->type);
 }
 
@@ -693,10 +717,27 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 
 void ovl_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
+	struct ovl_fs *fs = ovl_fs_of(req);
+	pthread_rwlock_rdlock(&fs->ns_lock);
 	do_readdir(req, ino, size, off, fi, false);
+	pthread_rwlock_unlock(&fs->ns_lock);
 }
 
 void ovl_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
+	struct ovl_fs *fs = ovl_fs_of(req);
+	pthread_rwlock_rdlock(&fs->ns_lock);
 	do_readdir(req, ino, size, off, fi, true);
+	pthread_rwlock_unlock(&fs->ns_lock);
+}
+
+int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *dir)
+{
+	struct ovl_listing *l;
+	int res = dir_listing(fs, dir, &l);
+	if (res < 0)
+		return res;
+	res = l->n == 0;
+	ovl_listing_unref(l);
+	return res;
 }

@@ -13,6 +13,7 @@ struct ovl_raw_entry {
 	uint8_t type;   /* DT_* */
 	ino_t ino;
 	bool whiteout;  /* a char 0/0 device */
+	bool ino_shown; /* ino is the st_ino to show (a copied-up object's origin) */
 };
 
 struct ovl_merge;

@@ -1,5 +1,6 @@
 /* Every whiteout and opaque-directory format (COMPAT.md): recognised here, in
- * one place, in every layer.  Writing them belongs to issue "writable". */
+ * one place, in every layer; and written here, in the one format we write
+ * (char 0/0, or .wh.NAME where mknod is refused or the environment asks). */
 #include "config.h"
 
 #include <errno.h>
@@ -7,7 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
 
 #include "overlay.h"
 
@@ -105,4 +109,121 @@ int ovl_has_whiteout_file(struct ovl_layer *layer, int dirfd, const char *name)
 	if (layer->ops->statat(layer, dirfd, wh, &st) == 0)
 		return 1;
 	return (errno == ENOENT || errno == ENAMETOOLONG) ? 0 : -errno;
+}
+
+/* ---- writing ---- */
+void ovl_whiteout_setup(struct ovl_fs *fs)
+{
+	char tmp[OVL_TEMPNAME_MAX];
+	fs->trusted_xattrs = true;
+	fs->whiteout_files = getenv("FUSE_OVERLAYFS_DISABLE_OVL_WHITEOUT") != NULL;
+	if (fs->whiteout_files || fs->work_fd < 0)
+		return;
+	ovl_work_tempname(fs, tmp);
+	if (mknodat(fs->work_fd, tmp, S_IFCHR | 0, makedev(0, 0)) == 0)
+		unlinkat(fs->work_fd, tmp, 0);
+	else
+		fs->whiteout_files = errno == EPERM;
+	ovl_log(OVL_DEBUG, "whiteouts: %s", fs->whiteout_files ? ".wh. files" : "char 0/0");
+}
+
+size_t ovl_name_max(const struct ovl_fs *fs)
+{
+	/* a name must be able to get a whiteout: .wh.NAME costs four bytes */
+	return fs->whiteout_files ? NAME_MAX - (sizeof WH_PREFIX - 1) : NAME_MAX;
+}
+
+static int whiteout_file_name(const char *name, char wh[NAME_MAX + 1])
+{
+	if ((size_t)snprintf(wh, NAME_MAX + 1, WH_PREFIX "%s", name) > NAME_MAX)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+int ovl_upper_whiteout_at(struct ovl_fs *fs, int dirfd, const char *name)
+{
+	struct ovl_layer *upper = &fs->layers[0];
+	struct stat st;
+	if (upper->ops->statat(upper, dirfd, name, &st) == 0)
+		return ovl_stat_is_whiteout(&st) ? OVL_WH_CHAR : OVL_WH_NONE;
+	if (errno != ENOENT)
+		return -errno;
+	int res = ovl_has_whiteout_file(upper, dirfd, name);
+	return res < 0 ? res : res ? OVL_WH_FILE : OVL_WH_NONE;
+}
+
+/* Moves dirfd/name into work, leaving a char whiteout behind, and removes it. */
+static int replace_by_char_whiteout(struct ovl_fs *fs, int dirfd, const char *name, bool is_dir)
+{
+	char tmp[OVL_TEMPNAME_MAX];
+	ovl_work_tempname(fs, tmp);
+	if (renameat2(dirfd, name, fs->work_fd, tmp, RENAME_WHITEOUT) == 0)
+		return ovl_work_remove(fs, tmp), 0;
+	if (errno != EINVAL)
+		return -errno;
+	/* no RENAME_WHITEOUT here: build the whiteout in work and swap it in */
+	if (mknodat(fs->work_fd, tmp, S_IFCHR | 0, makedev(0, 0)) < 0)
+		return -errno;
+	if (renameat2(fs->work_fd, tmp, dirfd, name, is_dir ? RENAME_EXCHANGE : 0) < 0) {
+		int e = errno;
+		unlinkat(fs->work_fd, tmp, 0);
+		return -e;
+	}
+	if (is_dir)
+		ovl_work_remove(fs, tmp);
+	return 0;
+}
+
+int ovl_whiteout_put(struct ovl_fs *fs, int dirfd, const char *name, mode_t present)
+{
+	if (!fs->whiteout_files) {
+		if (present)
+			return replace_by_char_whiteout(fs, dirfd, name, S_ISDIR(present));
+		return mknodat(dirfd, name, S_IFCHR | 0, makedev(0, 0)) < 0 ? -errno : 0;
+	}
+	/* .wh.NAME first: a crash in between leaves NAME shown, as before */
+	char wh[NAME_MAX + 1];
+	int res = whiteout_file_name(name, wh);
+	if (res < 0)
+		return res;
+	int fd = openat(dirfd, wh, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	close(fd);
+	if (!present)
+		return 0;
+	if (!S_ISDIR(present))
+		return unlinkat(dirfd, name, 0) < 0 ? -errno : 0;
+	char tmp[OVL_TEMPNAME_MAX];
+	ovl_work_tempname(fs, tmp);
+	if (renameat(dirfd, name, fs->work_fd, tmp) < 0)
+		return -errno;
+	ovl_work_remove(fs, tmp);
+	return 0;
+}
+
+int ovl_whiteout_drop_file(struct ovl_fs *fs, int dirfd, const char *name)
+{
+	char wh[NAME_MAX + 1];
+	(void)fs;
+	if (whiteout_file_name(name, wh) < 0)
+		return 0;
+	if (unlinkat(dirfd, wh, 0) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int ovl_set_opaque(struct ovl_fs *fs, int dirfd)
+{
+	if (fs->trusted_xattrs) {
+		if (fsetxattr(dirfd, opaque_xattrs[0], "y", 1, 0) == 0)
+			return 0;
+		if (errno != EPERM && errno != ENOTSUP)
+			return -errno;
+		fs->trusted_xattrs = false; /* rootless: the user.* spellings */
+	}
+	for (size_t i = 1; i < sizeof opaque_xattrs / sizeof opaque_xattrs[0]; i++)
+		if (fsetxattr(dirfd, opaque_xattrs[i], "y", 1, 0) < 0)
+			return -errno;
+	return 0;
 }

@@ -55,13 +55,17 @@ static int xattr_cb(struct ovl_layer *layer, int dirfd, const char *name, void *
 
 static int node_xattr(struct ovl_fs *fs, struct ovl_node *node, struct xattr_call *c)
 {
-	if (node->dir == NULL)
-		return ovl_node_at(fs, node, xattr_cb, c);
-	int fd = ovl_dir_fd_get(fs, node, 0);
-	if (fd < 0)
-		return fd;
-	int res = xattr_cb(&fs->layers[node->layer], fd, NULL, c);
-	ovl_dir_fd_put(node);
+	int res;
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	if (node->dir == NULL) {
+		res = ovl_node_at(fs, node, xattr_cb, c);
+	} else {
+		int fd = ovl_dir_fd_get(fs, node, 0);
+		res = fd < 0 ? fd : xattr_cb(&fs->layers[node->layer], fd, NULL, c);
+		if (fd >= 0)
+			ovl_dir_fd_put(node);
+	}
+	pthread_rwlock_unlock(&fs->ns_lock);
 	return res;
 }
 
@@ -141,19 +145,56 @@ void ovl_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	free(c.buf);
 }
 
+struct xattr_change {
+	const char *xname;
+	const char *value; /* NULL: remove */
+	size_t size;
+	int flags;
+};
+
+static int change_cb(struct ovl_layer *layer, int dirfd, const char *name, void *arg)
+{
+	struct xattr_change *c = arg;
+	int r = c->value ? layer->ops->setxattrat(layer, dirfd, name, c->xname, c->value, c->size, c->flags)
+			 : layer->ops->removexattrat(layer, dirfd, name, c->xname);
+	return r < 0 ? -errno : 0;
+}
+
+/* Sets or removes an xattr on the upper copy of the node. */
+static void change_xattr(fuse_req_t req, fuse_ino_t ino, struct xattr_change *c)
+{
+	struct ovl_fs *fs = ovl_fs_of(req);
+	struct ovl_node *n = xattr_node(req, ino);
+	if (n == NULL)
+		return;
+	if (ovl_xattr_is_internal(c->xname)) {
+		fuse_reply_err(req, c->value ? EPERM : ENODATA);
+		return;
+	}
+	int res = ovl_copy_up(fs, n, true);
+	if (res == 0) {
+		pthread_rwlock_rdlock(&fs->ns_lock);
+		if (n->dir) {
+			int fd = ovl_dir_fd_get(fs, n, 0);
+			res = fd < 0 ? fd : change_cb(&fs->layers[0], fd, NULL, c);
+			if (fd >= 0)
+				ovl_dir_fd_put(n);
+		} else {
+			res = ovl_node_at(fs, n, change_cb, c);
+		}
+		pthread_rwlock_unlock(&fs->ns_lock);
+	}
+	fuse_reply_err(req, -res);
+}
+
 void ovl_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags)
 {
-	(void)ino;
-	(void)name;
-	(void)value;
-	(void)size;
-	(void)flags;
-	fuse_reply_err(req, EROFS); /* writes arrive with the writable-overlay issue */
+	struct xattr_change c = { .xname = name, .value = value ? value : "", .size = size, .flags = flags };
+	change_xattr(req, ino, &c);
 }
 
 void ovl_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	(void)ino;
-	(void)name;
-	fuse_reply_err(req, EROFS);
+	struct xattr_change c = { .xname = name };
+	change_xattr(req, ino, &c);
 }

@@ -234,8 +234,8 @@ t_read_only_erofs() {
 	done
 	sh -c "echo x >> $T/m/low" 2>/dev/null && { fail "append succeeded"; r=1; }
 	unmount_and_wait "$T/m" || r=1
-	# with an upper layer, writes answer EROFS too until the writable overlay lands
-	"$BIN" -o "lowerdir=$T/l1:$T/l2,upperdir=$T/u,workdir=$T/w" "$T/m" || fail "mount failed"
+	# with an upper layer and -o ro as well
+	"$BIN" -o "ro,lowerdir=$T/l1:$T/l2,upperdir=$T/u,workdir=$T/w" "$T/m" || fail "mount failed"
 	for op in "touch $T/m/new" "mkdir $T/m/nd" "rm $T/m/top" "chmod 600 $T/m/top"; do
 		out=$($op 2>&1) && { fail "'$op' succeeded with upper"; r=1; continue; }
 		[[ $out == *"Read-only file system"* ]] || { fail "'$op' with upper: $out"; r=1; }

@@ -1,0 +1,386 @@
+/* Copy-up (DESIGN.md §3): an object of a lower layer is rebuilt in
+ * <workdir>/work under a temporary name (data by FICLONE, else by
+ * copy_file_range keeping holes; xattrs, owner, mode, times last), synced,
+ * then renamed into the upper layer.  A crash leaves the old state or the
+ * new one.  Parents are copied up first, top-down.  The data is copied with
+ * no namespace lock held; only the rename takes ns_lock. */
+#include "config.h"
+
+#include <attr/libattr.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "ops.h"
+#include "passthrough.h"
+
+/* Where a copied-up object keeps its origin's identity ("DEV:INO"), so that
+ * st_ino stays the same across copy-up and remount.  Under the overlay's own
+ * prefixes, which both we and the kernel overlay hide. */
+#define ORIGIN_XATTR_TRUSTED "trusted.overlay.fuseoverlayfs.origin"
+#define ORIGIN_XATTR_USER "user.overlay.fuseoverlayfs.origin"
+
+/* ---- origin ---- */
+static int origin_set(struct ovl_fs *fs, int fd, const char *name, const struct stat *lower)
+{
+	char v[64];
+	int len = snprintf(v, sizeof v, "%" PRIu64 ":%" PRIu64, (uint64_t)lower->st_dev, (uint64_t)lower->st_ino);
+	struct ovl_layer *upper = &fs->layers[0];
+	if (fs->trusted_xattrs &&
+	    upper->ops->setxattrat(upper, fd, name, ORIGIN_XATTR_TRUSTED, v, (size_t)len, 0) == 0)
+		return 0;
+	if (upper->ops->setxattrat(upper, fd, name, ORIGIN_XATTR_USER, v, (size_t)len, 0) == 0)
+		return 0;
+	/* without xattrs st_ino merely changes at copy-up, as with 1.10 */
+	return errno == ENOTSUP || errno == EPERM ? 0 : -errno;
+}
+
+bool ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name, ino_t *shown)
+{
+	struct ovl_layer *upper = &fs->layers[0];
+	char v[64];
+	ssize_t len = upper->ops->getxattrat(upper, dirfd, name, ORIGIN_XATTR_TRUSTED, v, sizeof v - 1);
+	if (len < 0)
+		len = upper->ops->getxattrat(upper, dirfd, name, ORIGIN_XATTR_USER, v, sizeof v - 1);
+	if (len <= 0)
+		return false;
+	v[len] = '\0';
+	uint64_t dev, ino;
+	char tail;
+	if (sscanf(v, "%" SCNu64 ":%" SCNu64 "%c", &dev, &ino, &tail) != 2)
+		return false; /* not ours: ignore */
+	for (uint32_t i = 1; i < fs->nlayers; i++)
+		if ((uint64_t)fs->layers[i].dev == dev) {
+			*shown = ovl_st_ino(fs, i, (ino_t)ino);
+			return true;
+		}
+	return false;
+}
+
+/* ---- building the copy in work ---- */
+static int copy_range_rw(int src, int dst, off_t in, off_t end)
+{
+	char buf[1 << 16];
+	while (in < end) {
+		ssize_t n = pread(src, buf, (size_t)(end - in) < sizeof buf ? (size_t)(end - in) : sizeof buf, in);
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		for (ssize_t done = 0; done < n;) {
+			ssize_t w = pwrite(dst, buf + done, (size_t)(n - done), in + done);
+			if (w < 0)
+				return -errno;
+			done += w;
+		}
+		in += n;
+	}
+	return 0;
+}
+
+/* Copies size bytes, leaving holes where the source has them. */
+static int copy_data(int src, int dst, off_t size)
+{
+	if (size == 0 || ioctl(dst, FICLONE, src) == 0)
+		return 0;
+	for (off_t pos = 0; pos < size;) {
+		off_t data = lseek(src, pos, SEEK_DATA);
+		if (data < 0 && errno == ENXIO)
+			break; /* a hole to the end */
+		if (data < 0)
+			data = pos; /* no SEEK_DATA here: copy it all */
+		off_t hole = lseek(src, data, SEEK_HOLE);
+		if (hole < 0 || hole > size)
+			hole = size;
+		off_t in = data, out = data;
+		while (in < hole) {
+			ssize_t n = copy_file_range(src, &in, dst, &out, (size_t)(hole - in), 0);
+			if (n < 0) {
+				if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+					return -errno;
+				int res = copy_range_rw(src, dst, in, hole);
+				if (res < 0)
+					return res;
+				break;
+			}
+			if (n == 0)
+				break;
+		}
+		pos = hole;
+	}
+	return ftruncate(dst, size) < 0 ? -errno : 0;
+}
+
+static int xattr_copy_check(const char *name, struct error_context *ctx)
+{
+	(void)ctx;
+	return !ovl_xattr_is_internal(name);
+}
+
+static int copy_xattrs(int src_dirfd, const char *src_name, int src_fd, int dst_dirfd, const char *dst_name,
+		       int dst_fd)
+{
+	char sp[PATH_MAX], dp[PATH_MAX];
+	int res;
+	if (src_fd >= 0 && dst_fd >= 0) {
+		res = attr_copy_fd(NULL, src_fd, NULL, dst_fd, xattr_copy_check, NULL);
+	} else {
+		/* symlinks and special files cannot be opened: their names, through
+		 * our own directory fds (the l* calls do not follow the last name) */
+		snprintf(sp, sizeof sp, "/proc/self/fd/%d/%s", src_dirfd, src_name);
+		snprintf(dp, sizeof dp, "/proc/self/fd/%d/%s", dst_dirfd, dst_name);
+		res = attr_copy_file(sp, dp, xattr_copy_check, NULL);
+	}
+	if (res < 0 && (errno == ENOTSUP || errno == ENOSYS))
+		return 0;
+	return res < 0 ? -errno : 0;
+}
+
+/* Builds in work/tmp a copy of the object `name` below the lower directory
+ * fd pfd; *st gets its lower stat. */
+static int build_copy(struct ovl_fs *fs, struct ovl_layer *lower, int pfd, const char *name, const char *tmp,
+		      bool with_data, struct stat *st)
+{
+	int src = -1, dst = -1, res = 0;
+	int wfd = fs->work_fd;
+	if (lower->ops->statat(lower, pfd, name, st) < 0)
+		return -errno;
+	mode_t type = st->st_mode & S_IFMT;
+	const struct timespec times[2] = { st->st_atim, st->st_mtim };
+	if (S_ISREG(type)) {
+		src = lower->ops->openat(lower, pfd, name, O_RDONLY | O_NONBLOCK, 0);
+		dst = openat(wfd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (src < 0 || dst < 0)
+			res = -errno;
+		else if (with_data)
+			res = copy_data(src, dst, st->st_size);
+	} else if (S_ISLNK(type)) {
+		char target[PATH_MAX + 1];
+		ssize_t len = lower->ops->readlinkat(lower, pfd, name, target, sizeof target - 1);
+		if (len < 0)
+			return -errno;
+		target[len] = '\0';
+		if (symlinkat(target, wfd, tmp) < 0)
+			return -errno;
+	} else if (mknodat(wfd, tmp, type | 0600, st->st_rdev) < 0) {
+		return -errno; /* fifo, socket, device: recreated as what they are */
+	}
+	if (res == 0 && fchownat(wfd, tmp, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+		res = -errno;
+	if (res == 0)
+		res = copy_xattrs(pfd, name, src, wfd, tmp, dst);
+	if (res == 0 && st->st_nlink == 1)
+		res = origin_set(fs, wfd, tmp, st);
+	if (res == 0 && !S_ISLNK(type) &&
+	    (dst >= 0 ? fchmod(dst, st->st_mode & 07777) : fchmodat(wfd, tmp, st->st_mode & 07777, 0)) < 0)
+		res = -errno;
+	if (res == 0 && utimensat(wfd, tmp, times, AT_SYMLINK_NOFOLLOW) < 0)
+		res = -errno;
+	/* the kernel overlay syncs every data copy-up: a crash must not leave an
+	 * empty upper file hiding intact lower data */
+	if (res == 0 && dst >= 0 && fs->cfg->fsync && fsync(dst) < 0)
+		res = -errno;
+	if (src >= 0)
+		close(src);
+	if (dst >= 0)
+		close(dst);
+	if (res < 0)
+		ovl_work_remove(fs, tmp);
+	return res;
+}
+
+/* Puts work/tmp at upfd/name.  A copy-up is no change the user made: the
+ * parent keeps its times, as on the kernel overlay. */
+static int rename_into_upper(struct ovl_fs *fs, const char *tmp, int upfd, const char *name)
+{
+	struct stat pst;
+	if (fstat(upfd, &pst) < 0 || renameat2(fs->work_fd, tmp, upfd, name, RENAME_NOREPLACE) < 0)
+		return -errno;
+	const struct timespec times[2] = { pst.st_atim, pst.st_mtim };
+	futimens(upfd, times);
+	return 0;
+}
+
+/* ---- directories (ns_lock held for writing) ---- */
+static int copy_up_one_dir(struct ovl_fs *fs, struct ovl_node *d)
+{
+	struct ovl_node *parent = d->parent;
+	char tmp[OVL_TEMPNAME_MAX];
+	struct stat st, ust;
+	int src = ovl_dir_fd_get(fs, d, 0);
+	if (src < 0)
+		return src;
+	int upfd = ovl_dir_fd_get(fs, parent, 0);
+	if (upfd < 0) {
+		ovl_dir_fd_put(d);
+		return upfd;
+	}
+	ovl_work_tempname(fs, tmp);
+	int fd = -1, res = 0;
+	if (fstat(src, &st) < 0 || mkdirat(fs->work_fd, tmp, 0700) < 0) {
+		res = -errno;
+		goto out;
+	}
+	fd = openat(fs->work_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	const struct timespec times[2] = { st.st_atim, st.st_mtim };
+	if (fd < 0 || fchown(fd, st.st_uid, st.st_gid) < 0)
+		res = -errno;
+	if (res == 0)
+		res = copy_xattrs(-1, NULL, src, -1, NULL, fd);
+	if (res == 0)
+		res = origin_set(fs, fd, NULL, &st);
+	if (res == 0 && (fchmod(fd, st.st_mode & 07777) < 0 || futimens(fd, times) < 0 || fstat(fd, &ust) < 0))
+		res = -errno;
+	if (res == 0)
+		res = rename_into_upper(fs, tmp, upfd, d->name);
+	if (res < 0) {
+		ovl_work_remove(fs, tmp);
+		goto out;
+	}
+	ino_t shown = ovl_st_ino(fs, d->layer, d->ino);
+	res = ovl_dir_add_upper(fs, d, fd);
+	if (res == 0) {
+		fd = -1; /* the directory's upper fd now */
+		d->origin_ino = shown;
+		ovl_node_rehash(d, ust.st_dev, ust.st_ino);
+		ovl_dir_changed(parent);
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	ovl_dir_fd_put(parent);
+	ovl_dir_fd_put(d);
+	return res;
+}
+
+static int copy_up_dirs_locked(struct ovl_fs *fs, struct ovl_node *dir)
+{
+	while (!ovl_node_is_upper(fs, dir)) {
+		struct ovl_node *top = dir;
+		while (top->parent && !ovl_node_is_upper(fs, top->parent))
+			top = top->parent;
+		if (top->parent == NULL)
+			return -EIO; /* the root is always in the upper layer */
+		int res = copy_up_one_dir(fs, top);
+		if (res < 0)
+			return res;
+	}
+	return 0;
+}
+
+int ovl_copy_up_dirs(struct ovl_fs *fs, struct ovl_node *dir)
+{
+	if (!fs->has_upper)
+		return -EROFS;
+	if (ovl_node_is_upper(fs, dir))
+		return 0;
+	pthread_rwlock_wrlock(&fs->ns_lock);
+	int res = copy_up_dirs_locked(fs, dir);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	return res;
+}
+
+/* ---- other objects ---- */
+#define COPYUP_LOCKS 64
+static pthread_mutex_t copyup_locks[COPYUP_LOCKS];
+static pthread_once_t copyup_once = PTHREAD_ONCE_INIT;
+
+static void copyup_locks_init(void)
+{
+	for (size_t i = 0; i < COPYUP_LOCKS; i++)
+		pthread_mutex_init(&copyup_locks[i], NULL);
+}
+
+pthread_mutex_t *ovl_copy_up_lock(struct ovl_node *node)
+{
+	pthread_once(&copyup_once, copyup_locks_init);
+	return &copyup_locks[((uintptr_t)node >> 6) % COPYUP_LOCKS];
+}
+
+static int copy_up_file(struct ovl_fs *fs, struct ovl_node *node, bool with_data)
+{
+	struct ovl_node *parent = node->parent;
+	struct ovl_layer *lower = &fs->layers[node->layer];
+	char tmp[OVL_TEMPNAME_MAX];
+	struct stat st, ust;
+	int res = ovl_copy_up_dirs(fs, parent);
+	if (res < 0)
+		return res;
+	/* the node cannot move meanwhile (a rename copies it up first, under
+	 * our lock), and a lower layer does not change */
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	int pos = ovl_dir_layer_pos(parent->dir, node->layer);
+	int pfd = pos < 0 ? -EIO : ovl_dir_fd_get(fs, parent, (uint32_t)pos);
+	int upfd = pfd < 0 ? pfd : ovl_dir_fd_get(fs, parent, 0);
+	if (upfd >= 0) {
+		/* copied up already under another node (a lower hard link, or a
+		 * passthrough reader's): the name is that node's now */
+		if (fstatat(upfd, node->name, &ust, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT)
+			upfd = -ESTALE;
+		else
+			ovl_dir_fd_put(parent);
+	}
+	pthread_rwlock_unlock(&fs->ns_lock);
+	if (upfd < 0 && pfd >= 0)
+		ovl_dir_fd_put(parent);
+	if (pfd < 0 || upfd < 0)
+		return pfd < 0 ? pfd : upfd;
+	ovl_work_tempname(fs, tmp);
+	res = build_copy(fs, lower, pfd, node->name, tmp, with_data, &st);
+	if (res == 0 && fstatat(fs->work_fd, tmp, &ust, AT_SYMLINK_NOFOLLOW) < 0) {
+		res = -errno;
+		ovl_work_remove(fs, tmp);
+	}
+	ovl_dir_fd_put(parent);
+	if (res < 0)
+		return res;
+
+	pthread_rwlock_wrlock(&fs->ns_lock);
+	upfd = ovl_dir_fd_get(fs, parent, 0);
+	if (upfd < 0) {
+		res = upfd;
+	} else {
+		res = rename_into_upper(fs, tmp, upfd, node->name);
+		ovl_dir_fd_put(parent);
+	}
+	if (res < 0) {
+		ovl_work_remove(fs, tmp);
+	} else if (st.st_nlink > 1 || ovl_passthrough_active(node->nodeid)) {
+		/* The node stays what it was for the other names of a lower hard
+		 * link, and for the kernel's passthrough readers of the lower file;
+		 * the name gets a new node: ESTALE makes the VFS look it up again. */
+		res = -ESTALE;
+	} else {
+		node->origin_ino = ovl_st_ino(fs, node->layer, st.st_ino);
+		node->layer = 0;
+		ovl_node_rehash(node, ust.st_dev, ust.st_ino);
+	}
+	if (res == 0 || res == -ESTALE)
+		ovl_dir_changed(parent);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	return res;
+}
+
+int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, bool with_data)
+{
+	if (!fs->has_upper)
+		return -EROFS;
+	if (node->dir)
+		return ovl_copy_up_dirs(fs, node);
+	if (ovl_node_is_upper(fs, node))
+		return 0;
+	pthread_mutex_t *m = ovl_copy_up_lock(node);
+	pthread_mutex_lock(m);
+	/* done once: a concurrent copy-up of the same node waited for us */
+	int res = ovl_node_is_upper(fs, node) ? 0 : copy_up_file(fs, node, with_data);
+	pthread_mutex_unlock(m);
+	return res;
+}

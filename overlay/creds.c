@@ -1,0 +1,65 @@
+/* New objects get the caller's owner and umask from their first instant, as
+ * on the kernel overlay: the request's thread switches its fsuid/fsgid (our
+ * capabilities are kept, SECBIT_NO_SETUID_FIXUP) and its own umask (after
+ * unsharing its fs attributes), so the upper filesystem applies setgid
+ * directories and default ACLs itself. */
+#include "config.h"
+
+#include <errno.h>
+#include <linux/securebits.h>
+#include <sched.h>
+#include <sys/fsuid.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ops.h"
+
+static __thread bool fs_attrs_private;
+
+void ovl_creds_setup(struct ovl_fs *fs)
+{
+	umask(0);
+	int bits = prctl(PR_GET_SECUREBITS);
+	fs->keep_caps = geteuid() == 0 && bits >= 0 &&
+			prctl(PR_SET_SECUREBITS, (unsigned long)bits | SECBIT_NO_SETUID_FIXUP) == 0;
+	if (!fs->keep_caps)
+		ovl_log(OVL_DEBUG, "creating objects as ourselves, then chown (no SECBIT_NO_SETUID_FIXUP)");
+}
+
+void ovl_creds_enter(struct ovl_fs *fs, fuse_req_t req, struct ovl_creds *c)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	c->uid = ctx->uid;
+	c->gid = ctx->gid;
+	c->switched = false;
+	if (!fs_attrs_private)
+		fs_attrs_private = unshare(CLONE_FS) == 0;
+	c->umask_set = fs_attrs_private;
+	if (c->umask_set)
+		umask(ctx->umask);
+	if (fs->keep_caps) {
+		setfsgid(c->gid);
+		setfsuid(c->uid);
+		c->switched = true;
+	}
+}
+
+void ovl_creds_leave(struct ovl_creds *c)
+{
+	if (c->switched) {
+		setfsuid(0);
+		setfsgid(0);
+	}
+	if (c->umask_set)
+		umask(0);
+}
+
+int ovl_creds_fix_owner(const struct ovl_creds *c, int dirfd, const char *name)
+{
+	if (c->switched)
+		return 0;
+	if (name == NULL)
+		return fchown(dirfd, c->uid, c->gid) < 0 ? -errno : 0;
+	return fchownat(dirfd, name, c->uid, c->gid, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+}

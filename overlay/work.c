@@ -1,0 +1,74 @@
+/* The scratch directory <workdir>/work: every multi-step change to the upper
+ * layer is built here under a temporary name and renamed into place, so a
+ * crash leaves either the old state or the new one, plus litter here that
+ * the next mount removes. */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "overlay.h"
+
+/* Removes everything below dirfd without following any symlink. */
+int ovl_work_empty_dir(int dirfd)
+{
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	int res = 0;
+	if (d == NULL) {
+		if (fd >= 0)
+			close(fd);
+		return -errno;
+	}
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (unlinkat(dirfd, de->d_name, 0) == 0)
+			continue;
+		if (errno != EISDIR && errno != EPERM) {
+			res = -errno;
+			continue;
+		}
+		int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sub < 0 && errno == EACCES && fchmodat(dirfd, de->d_name, 0700, 0) == 0)
+			sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sub < 0) {
+			res = -errno;
+			continue;
+		}
+		int r = ovl_work_empty_dir(sub);
+		close(sub);
+		if (r < 0 || unlinkat(dirfd, de->d_name, AT_REMOVEDIR) < 0)
+			res = r < 0 ? r : -errno;
+	}
+	closedir(d);
+	return res;
+}
+
+void ovl_work_tempname(struct ovl_fs *fs, char buf[OVL_TEMPNAME_MAX])
+{
+	snprintf(buf, OVL_TEMPNAME_MAX, "#ovl.%lu", atomic_fetch_add(&fs->temp_counter, 1));
+}
+
+int ovl_work_remove(struct ovl_fs *fs, const char *name)
+{
+	if (unlinkat(fs->work_fd, name, 0) == 0)
+		return 0;
+	if (errno != EISDIR && errno != EPERM)
+		return errno == ENOENT ? 0 : -errno;
+	int fd = openat(fs->work_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int res = ovl_work_empty_dir(fd);
+	close(fd);
+	if (res == 0 && unlinkat(fs->work_fd, name, AT_REMOVEDIR) < 0)
+		res = -errno;
+	if (res < 0)
+		ovl_log(OVL_WARN, "workdir: cannot remove %s: %s", name, strerror(-res));
+	return res;
+}
