@@ -344,7 +344,13 @@ static int copy_up_file(struct ovl_fs *fs, struct ovl_node *node, bool with_data
 		return res;
 
 	pthread_rwlock_wrlock(&fs->ns_lock);
-	upfd = ovl_dir_fd_get(fs, parent, 0);
+	/* still shown where it was? (it may have been removed meanwhile) */
+	struct ovl_found now;
+	res = ovl_lookup_name(fs, parent, node->name, &now);
+	if (res == 0 && (now.layer != node->layer || now.st.st_ino != st.st_ino || now.st.st_dev != st.st_dev))
+		res = -ESTALE;
+	ovl_found_free(&now);
+	upfd = res < 0 ? res : ovl_dir_fd_get(fs, parent, 0);
 	if (upfd < 0) {
 		res = upfd;
 	} else {

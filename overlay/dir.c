@@ -135,6 +135,27 @@ static int make_in_upper(struct ovl_fs *fs, const struct ovl_creds *c, int upfd,
 	return 0;
 }
 
+/* The entry of what was just made: no lower layer merges with it (a lower
+ * directory of that name was hidden, or it would have been found). */
+static int entry_of_new(struct ovl_fs *fs, struct ovl_node *parent, int upfd, const char *name,
+			struct fuse_entry_param *e)
+{
+	struct stat st;
+	const uint32_t upper_only[1] = { 0 };
+	if (fstatat(upfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	memset(e, 0, sizeof *e);
+	e->entry_timeout = e->attr_timeout = fs->timeout;
+	struct ovl_node *n = ovl_node_lookup_or_create(fs, parent, name, 0, &st, upper_only, 1);
+	if (n == NULL)
+		return -ENOMEM;
+	e->attr = st;
+	ovl_node_present(fs, n, &e->attr);
+	e->ino = n->nodeid;
+	e->generation = n->generation;
+	return 0;
+}
+
 static int make_object(fuse_req_t req, struct ovl_node *parent, const char *name, struct make *m,
 		       struct fuse_entry_param *e)
 {
@@ -151,19 +172,20 @@ static int make_object(fuse_req_t req, struct ovl_node *parent, const char *name
 		return res;
 	ovl_creds_enter(fs, req, &c);
 	pthread_rwlock_wrlock(&fs->ns_lock);
-	res = ovl_lookup_name(fs, parent, name, &f);
+	/* only the upper layer: creating there finds an existing name */
+	res = parent->dir->nlayers == 1 ? -ENOENT : ovl_lookup_name(fs, parent, name, &f);
 	if (res == 0) {
 		ovl_found_free(&f);
 		res = -EEXIST;
 	} else if (res == -ENOENT) {
 		int upfd = ovl_dir_fd_get(fs, parent, 0);
 		res = upfd < 0 ? upfd : make_in_upper(fs, &c, upfd, name, m);
-		if (upfd >= 0)
-			ovl_dir_fd_put(parent);
 		if (res == 0) {
 			ovl_dir_changed(parent);
-			res = ovl_lookup_entry(fs, parent, name, e);
+			res = entry_of_new(fs, parent, upfd, name, e);
 		}
+		if (upfd >= 0)
+			ovl_dir_fd_put(parent);
 	}
 	pthread_rwlock_unlock(&fs->ns_lock);
 	ovl_creds_leave(&c);
@@ -260,10 +282,10 @@ static int remove_in_upper(struct ovl_fs *fs, struct ovl_node *parent, int upfd,
 }
 
 /* An object whose last name went away: its inode number may come back. */
-static void forget_identity(struct ovl_node *n, const struct ovl_found *f)
+static void forget_identity(const struct ovl_found *f)
 {
 	if (S_ISDIR(f->st.st_mode) || (f->layer == 0 && f->st.st_nlink <= 1))
-		ovl_node_unhash(n);
+		ovl_node_unhash_id(f->st.st_dev, f->st.st_ino);
 }
 
 static int remove_object(struct ovl_fs *fs, struct ovl_node *parent, const char *name, bool rmdir)
@@ -275,24 +297,19 @@ static int remove_object(struct ovl_fs *fs, struct ovl_node *parent, const char 
 		res = ovl_copy_up_dirs(fs, parent);
 	if (res < 0)
 		return res;
-	pthread_rwlock_rdlock(&fs->ns_lock);
-	struct ovl_node *n = node_at(fs, parent, name, &res);
-	pthread_rwlock_unlock(&fs->ns_lock);
-	if (n == NULL)
-		return res;
-	/* a copy-up of the same object must not land after our whiteout */
-	pthread_mutex_t *m = ovl_copy_up_lock(n);
-	pthread_mutex_lock(m);
 	pthread_rwlock_wrlock(&fs->ns_lock);
 	struct ovl_found f;
 	res = ovl_lookup_name(fs, parent, name, &f);
 	if (res == 0) {
 		bool is_dir = S_ISDIR(f.st.st_mode);
+		struct ovl_node *n = is_dir ? ovl_node_lookup_or_create(fs, parent, name, f.layer, &f.st, f.layers,
+									 f.nlayers)
+					    : NULL;
 		if (rmdir && !is_dir)
 			res = -ENOTDIR;
 		else if (!rmdir && is_dir)
 			res = -EISDIR;
-		else if (is_dir && n->dir && (res = ovl_dir_is_empty(fs, n)) >= 0)
+		else if (n && (res = ovl_dir_is_empty(fs, n)) >= 0)
 			res = res ? 0 : -ENOTEMPTY;
 		int upfd = res == 0 ? ovl_dir_fd_get(fs, parent, 0) : 0;
 		if (upfd < 0)
@@ -302,15 +319,14 @@ static int remove_object(struct ovl_fs *fs, struct ovl_node *parent, const char 
 			ovl_dir_fd_put(parent);
 		}
 		if (res == 0) {
-			if (n->dev == f.st.st_dev && n->ino == f.st.st_ino)
-				forget_identity(n, &f);
+			forget_identity(&f);
 			ovl_dir_changed(parent);
 		}
+		if (n)
+			ovl_node_forget(fs, n, 1);
 		ovl_found_free(&f);
 	}
 	pthread_rwlock_unlock(&fs->ns_lock);
-	pthread_mutex_unlock(m);
-	drop(fs, n);
 	return res;
 }
 
@@ -462,8 +478,8 @@ static int do_rename(struct ovl_fs *fs, struct move *mv)
 		if (exchange) {
 			struct ovl_node *d = mv->d;
 			node_moved(fs, d, mv->p, mv->name);
-		} else if (has_dst && mv->d && mv->d->dev == dst.st.st_dev && mv->d->ino == dst.st.st_ino) {
-			forget_identity(mv->d, &dst);
+		} else if (has_dst) {
+			forget_identity(&dst);
 		}
 		node_moved(fs, mv->s, mv->np, mv->newname);
 		ovl_dir_changed(mv->p);

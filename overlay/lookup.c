@@ -134,13 +134,6 @@ int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *parent, const char *name
 	if (parent->dir == NULL)
 		return -ENOTDIR;
 	int listed = ovl_listing_find(parent, name, f);
-	if (listed < 0 && parent->dir->nlayers > 1) {
-		/* Probing costs two calls a layer for every name; one getdents pass per
-		 * layer answers them all.  List once probes have cost about as much. */
-		uint32_t cost = atomic_fetch_add(&parent->dir->probe_cost, parent->dir->nlayers);
-		if (cost + parent->dir->nlayers >= LIST_AFTER_PROBE_COST && ovl_dir_load_listing(fs, parent) == 0)
-			listed = ovl_listing_find(parent, name, f);
-	}
 	if (listed == 0)
 		return -ENOENT;
 	if (listed > 0) {
@@ -154,6 +147,20 @@ int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *parent, const char *name
 	if (res < 0)
 		ovl_found_free(f);
 	return res;
+}
+
+/* Probing costs two calls a layer for every name; one getdents pass per layer
+ * answers them all.  The kernel's lookups list a directory once probes have
+ * cost about as much (the daemon's own lookups never do: a directory being
+ * changed would be listed again and again). */
+static void list_if_probed_enough(struct ovl_fs *fs, struct ovl_node *parent)
+{
+	struct ovl_dir *d = parent->dir;
+	if (d == NULL || d->nlayers < 2 || __atomic_load_n(&d->listing, __ATOMIC_RELAXED) != NULL)
+		return;
+	uint32_t cost = atomic_fetch_add(&d->probe_cost, d->nlayers);
+	if (cost + d->nlayers >= LIST_AFTER_PROBE_COST)
+		ovl_dir_load_listing(fs, parent);
 }
 
 int ovl_lower_positive(struct ovl_fs *fs, struct ovl_node *parent, const char *name)
@@ -242,6 +249,8 @@ void ovl_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	pthread_rwlock_rdlock(&fs->ns_lock);
+	if (p->dir)
+		list_if_probed_enough(fs, p);
 	int res = ovl_lookup_entry(fs, p, name, &e);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	struct ovl_node *n = res == 0 && fs->has_upper && e.entry_timeout == 0 ? ovl_node_get(e.ino) : NULL;

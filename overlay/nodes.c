@@ -563,6 +563,18 @@ void ovl_node_unhash(struct ovl_node *node)
 	pthread_mutex_unlock(&s->lock);
 }
 
+void ovl_node_unhash_id(dev_t dev, ino_t ino)
+{
+	struct id_shard *s = &id_shards[id_hash(dev, ino) % ID_SHARDS];
+	pthread_mutex_lock(&s->lock);
+	struct ovl_node *n = id_find(s, dev, ino);
+	if (n) {
+		id_remove(s, n);
+		n->hashed = false;
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
 int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newparent, const char *newname)
 {
 	char *name = strdup(newname);
@@ -609,6 +621,7 @@ int ovl_dir_add_upper(struct ovl_fs *fs, struct ovl_node *node, int upper_fd)
 void ovl_dir_changed(struct ovl_node *dir)
 {
 	struct ovl_dir *d = dir->dir;
+	atomic_fetch_add(&d->version, 1);
 	pthread_rwlock_wrlock(&d->lock);
 	struct ovl_listing *l = d->listing;
 	d->listing = NULL;

@@ -77,6 +77,7 @@ struct ovl_listing;
 struct ovl_dir {
 	pthread_rwlock_t lock;        /* guards listing */
 	struct ovl_listing *listing;  /* merged snapshot, or NULL */
+	atomic_uint version;          /* grows with every change made through us */
 	uint32_t nlayers;             /* layers holding this dir, top first */
 	uint32_t *layers;
 	pthread_mutex_t fd_lock;      /* guards fds against eviction */
@@ -160,6 +161,7 @@ void ovl_node_rehash(struct ovl_node *node, dev_t dev, ino_t ino);
 /* Its backing object is gone: a later lookup of the same identity (a reused
  * inode number) must make a new node. */
 void ovl_node_unhash(struct ovl_node *node);
+void ovl_node_unhash_id(dev_t dev, ino_t ino);
 /* Moves the node to newparent/newname (the caller holds ns_lock for writing). */
 int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newparent, const char *newname);
 /* A directory copied up: the upper layer joins its layers, on top. */

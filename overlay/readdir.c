@@ -57,6 +57,7 @@ struct ovl_dirent {
 
 struct ovl_listing {
 	atomic_int refs;
+	unsigned version;  /* of the directory when it was read */
 	size_t n;
 	struct ovl_dirent *ents;
 	char *pool;
@@ -485,6 +486,7 @@ static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_li
 	struct ovl_dir *d = node->dir;
 	struct ovl_merge *m = ovl_merge_new();
 	struct raw_layer r = { 0 };
+	unsigned version = atomic_load(&d->version);
 	size_t bufsize = 64 * 1024;
 	char *buf = malloc(bufsize);
 	int res = (m && buf) ? 0 : -ENOMEM;
@@ -514,6 +516,8 @@ static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_li
 		return res;
 	}
 	*out = ovl_merge_finish(m);
+	if (*out)
+		(*out)->version = version;
 	atomic_fetch_add(&fs->stat_listings, 1);
 	return *out ? 0 : -ENOMEM;
 }
@@ -639,6 +643,7 @@ static void dirent_attr(struct ovl_fs *fs, const struct ovl_dirent *d, struct st
 struct plus_batch {
 	struct ovl_fs *fs;
 	struct ovl_node *dir;
+	bool stale; /* the directory changed since the snapshot: look names up afresh */
 	const struct ovl_dirent *ents;
 	struct fuse_entry_param *e;
 };
@@ -648,7 +653,9 @@ static void plus_lookup(void *arg, size_t k)
 	struct plus_batch *b = arg;
 	const struct ovl_dirent *d = &b->ents[k];
 	struct ovl_found f;
-	int res = found_from_dirent(d, &f) < 0 ? -ENOMEM : ovl_lookup_entry_listed(b->fs, b->dir, d->name, &f, &b->e[k]);
+	int res = b->stale		       ? ovl_lookup_entry(b->fs, b->dir, d->name, &b->e[k])
+		  : found_from_dirent(d, &f) < 0 ? -ENOMEM
+						 : ovl_lookup_entry_listed(b->fs, b->dir, d->name, &f, &b->e[k]);
 	if (res < 0) {
 		/* still listed, without attributes: the kernel looks it up later */
 		memset(&b->e[k], 0, sizeof b->e[k]);
@@ -687,7 +694,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 			fuse_reply_err(req, ENOMEM);
 			return;
 		}
-		struct plus_batch b = { .fs = fs, .dir = n, .ents = &l->ents[lo - 2], .e = looked };
+		struct plus_batch b = { .fs = fs, .dir = n, .ents = &l->ents[lo - 2], .e = looked,
+					.stale = l->version != atomic_load(&n->dir->version) };
 		ovl_parallel_for(end - lo, plus_lookup, &b);
 	}
 	for (size_t i = first; i < end; i++) {

@@ -112,19 +112,50 @@ int ovl_has_whiteout_file(struct ovl_layer *layer, int dirfd, const char *name)
 }
 
 /* ---- writing ---- */
-void ovl_whiteout_setup(struct ovl_fs *fs)
+/* One whiteout inode linked wherever a whiteout is needed, as the kernel
+ * overlay does: making a new one per deletion costs ext4 an inode search
+ * that dominated rm -rf.  It lives beside work/, which stays empty. */
+#define SHARED_WHITEOUT "fuse-overlayfs.whiteout"
+
+static int make_shared_whiteout(struct ovl_fs *fs)
 {
 	char tmp[OVL_TEMPNAME_MAX];
+	ovl_work_tempname(fs, tmp);
+	if (mknodat(fs->work_fd, tmp, S_IFCHR | 0, makedev(0, 0)) < 0)
+		return -errno;
+	if (renameat(fs->work_fd, tmp, fs->workdir_fd, SHARED_WHITEOUT) < 0) {
+		int e = errno;
+		unlinkat(fs->work_fd, tmp, 0);
+		return -e;
+	}
+	return 0;
+}
+
+void ovl_whiteout_setup(struct ovl_fs *fs)
+{
 	fs->trusted_xattrs = true;
 	fs->whiteout_files = getenv("FUSE_OVERLAYFS_DISABLE_OVL_WHITEOUT") != NULL;
 	if (fs->whiteout_files || fs->work_fd < 0)
 		return;
-	ovl_work_tempname(fs, tmp);
-	if (mknodat(fs->work_fd, tmp, S_IFCHR | 0, makedev(0, 0)) == 0)
-		unlinkat(fs->work_fd, tmp, 0);
-	else
-		fs->whiteout_files = errno == EPERM;
+	int res = make_shared_whiteout(fs);
+	fs->whiteout_files = res == -EPERM;
 	ovl_log(OVL_DEBUG, "whiteouts: %s", fs->whiteout_files ? ".wh. files" : "char 0/0");
+}
+
+/* Links the shared whiteout as dirfd/name; makes a new one when it has
+ * as many links as the filesystem allows. */
+static int link_whiteout(struct ovl_fs *fs, int dirfd, const char *name)
+{
+	for (int tries = 0; tries < 2; tries++) {
+		if (linkat(fs->workdir_fd, SHARED_WHITEOUT, dirfd, name, 0) == 0)
+			return 0;
+		if (errno != EMLINK && errno != ENOENT)
+			break;
+		if (make_shared_whiteout(fs) < 0)
+			break;
+	}
+	/* no links here (another fs, or a lost shared whiteout): a new inode */
+	return mknodat(dirfd, name, S_IFCHR | 0, makedev(0, 0)) < 0 ? -errno : 0;
 }
 
 size_t ovl_name_max(const struct ovl_fs *fs)
@@ -152,22 +183,19 @@ int ovl_upper_whiteout_at(struct ovl_fs *fs, int dirfd, const char *name)
 	return res < 0 ? res : res ? OVL_WH_FILE : OVL_WH_NONE;
 }
 
-/* Moves dirfd/name into work, leaving a char whiteout behind, and removes it. */
+/* Replaces dirfd/name by a char whiteout in one step: it is built in work
+ * and renamed over the object (swapped with a directory, then removed). */
 static int replace_by_char_whiteout(struct ovl_fs *fs, int dirfd, const char *name, bool is_dir)
 {
 	char tmp[OVL_TEMPNAME_MAX];
 	ovl_work_tempname(fs, tmp);
-	if (renameat2(dirfd, name, fs->work_fd, tmp, RENAME_WHITEOUT) == 0)
-		return ovl_work_remove(fs, tmp), 0;
-	if (errno != EINVAL)
-		return -errno;
-	/* no RENAME_WHITEOUT here: build the whiteout in work and swap it in */
-	if (mknodat(fs->work_fd, tmp, S_IFCHR | 0, makedev(0, 0)) < 0)
-		return -errno;
+	int res = link_whiteout(fs, fs->work_fd, tmp);
+	if (res < 0)
+		return res;
 	if (renameat2(fs->work_fd, tmp, dirfd, name, is_dir ? RENAME_EXCHANGE : 0) < 0) {
-		int e = errno;
+		res = -errno;
 		unlinkat(fs->work_fd, tmp, 0);
-		return -e;
+		return res;
 	}
 	if (is_dir)
 		ovl_work_remove(fs, tmp);
@@ -179,7 +207,7 @@ int ovl_whiteout_put(struct ovl_fs *fs, int dirfd, const char *name, mode_t pres
 	if (!fs->whiteout_files) {
 		if (present)
 			return replace_by_char_whiteout(fs, dirfd, name, S_ISDIR(present));
-		return mknodat(dirfd, name, S_IFCHR | 0, makedev(0, 0)) < 0 ? -errno : 0;
+		return link_whiteout(fs, dirfd, name);
 	}
 	/* .wh.NAME first: a crash in between leaves NAME shown, as before */
 	char wh[NAME_MAX + 1];
