@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "ops.h"
@@ -82,25 +83,63 @@ static int make_at(struct ovl_fs *fs, int dfd, const char *dname, struct make *m
 	}
 }
 
+#define ACL_DEFAULT_XATTR "system.posix_acl_default"
+
+/* work/tmp as a directory with the default ACL of upfd, or -1 if it has none. */
+static int acl_stage(struct ovl_fs *fs, int upfd, const char *tmp)
+{
+	char acl[4096];
+	if (fs->cfg->noacl)
+		return -1;
+	ssize_t len = fgetxattr(upfd, ACL_DEFAULT_XATTR, acl, sizeof acl);
+	if (len <= 0 || mkdirat(fs->work_fd, tmp, 0700) < 0)
+		return -1;
+	int fd = openat(fs->work_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd >= 0 && fsetxattr(fd, ACL_DEFAULT_XATTR, acl, (size_t)len, 0) == 0)
+		return fd;
+	if (fd >= 0)
+		close(fd);
+	unlinkat(fs->work_fd, tmp, AT_REMOVEDIR);
+	return -1;
+}
+
 /* Creates name in parent's upper directory upfd (ns_lock held for writing). */
-static int make_in_upper(struct ovl_fs *fs, const struct ovl_creds *c, int upfd, const char *name, struct make *m)
+static int make_in_upper(struct ovl_fs *fs, const struct ovl_creds *c, struct ovl_node *parent, int upfd,
+			 const char *name, struct make *m)
 {
 	bool is_dir = S_ISDIR(m->mode) && m->source == NULL;
-	int wh = ovl_upper_whiteout_at(fs, upfd, name);
-	if (wh < 0)
+	int wh = OVL_WH_NONE;
+	if (parent->dir->nlayers == 1) {
+		/* Nothing below: a whiteout here hides nothing, so try the name
+		 * directly and look for one only if the name is taken. */
+		int res = make_at(fs, upfd, name, m);
+		if (res != -EEXIST)
+			return res < 0 ? res : m->source ? 0 : ovl_creds_fix_owner(c, upfd, name);
+		if ((wh = ovl_upper_whiteout_at(fs, upfd, name)) != OVL_WH_CHAR)
+			return wh < 0 ? wh : -EEXIST;
+	} else if ((wh = ovl_upper_whiteout_at(fs, upfd, name)) < 0) {
 		return wh;
+	}
 	/* A directory replacing a whiteout is opaque (the kernel's rule), so it
 	 * is finished in work first; so is anything replacing a char whiteout. */
 	bool direct = wh == OVL_WH_NONE || (wh == OVL_WH_FILE && !is_dir);
 	char tmp[OVL_TEMPNAME_MAX];
-	if (!direct)
+	int dfd = upfd, stage = -1;
+	const char *dname = name;
+	if (!direct) {
 		ovl_work_tempname(fs, tmp);
-	int dfd = direct ? upfd : fs->work_fd;
-	const char *dname = direct ? name : tmp;
+		dfd = fs->work_fd;
+		dname = tmp;
+		/* In a directory with a default ACL the object is made in a staging
+		 * directory of work that has the same one, so that the filesystem
+		 * gives it the ACL it would get in place. */
+		if (m->source == NULL && (stage = acl_stage(fs, upfd, tmp)) >= 0) {
+			dfd = stage;
+			dname = "o";
+		}
+	}
 	int res = make_at(fs, dfd, dname, m);
-	if (res < 0)
-		return res;
-	if (m->source == NULL)
+	if (res == 0 && m->source == NULL)
 		res = ovl_creds_fix_owner(c, dfd, dname);
 	if (res == 0 && is_dir && wh != OVL_WH_NONE) {
 		int fd = openat(dfd, dname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -109,25 +148,22 @@ static int make_in_upper(struct ovl_fs *fs, const struct ovl_creds *c, int upfd,
 			close(fd);
 	}
 	if (res == 0 && !direct) {
-		if (wh == OVL_WH_CHAR && is_dir) {
-			/* rename(2) cannot put a directory over a non-directory: swap, then
-			 * drop the whiteout, now in work */
-			if (renameat2(fs->work_fd, tmp, upfd, name, RENAME_EXCHANGE) < 0)
-				res = -errno;
-			else
-				unlinkat(fs->work_fd, tmp, 0);
-		} else if (renameat2(fs->work_fd, tmp, upfd, name, wh == OVL_WH_CHAR ? 0 : RENAME_NOREPLACE) < 0) {
+		/* rename(2) cannot put a directory over a non-directory: swap, and
+		 * the whiteout goes with what is left in work */
+		unsigned how = wh != OVL_WH_CHAR ? RENAME_NOREPLACE : is_dir ? RENAME_EXCHANGE : 0;
+		if (renameat2(dfd, dname, upfd, name, how) < 0)
 			res = -errno;
-		}
 	}
+	if (stage >= 0)
+		close(stage);
+	if (!direct)
+		ovl_work_remove(fs, tmp);
 	if (res < 0) {
 		if (m->fd >= 0)
 			close(m->fd);
 		m->fd = -1;
 		if (direct)
 			unlinkat(upfd, name, is_dir ? AT_REMOVEDIR : 0);
-		else
-			ovl_work_remove(fs, tmp);
 		return res;
 	}
 	if (wh == OVL_WH_FILE)
@@ -179,7 +215,7 @@ static int make_object(fuse_req_t req, struct ovl_node *parent, const char *name
 		res = -EEXIST;
 	} else if (res == -ENOENT) {
 		int upfd = ovl_dir_fd_get(fs, parent, 0);
-		res = upfd < 0 ? upfd : make_in_upper(fs, &c, upfd, name, m);
+		res = upfd < 0 ? upfd : make_in_upper(fs, &c, parent, upfd, name, m);
 		if (res == 0) {
 			ovl_dir_changed(parent);
 			res = entry_of_new(fs, parent, upfd, name, e);
