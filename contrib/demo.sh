@@ -31,3 +31,15 @@ echo "== merged view"
 echo "== etc/os-release: $(cat "$mnt/etc/os-release")"
 fusermount3 -u "$mnt"
 echo "== unmounted"
+
+mkdir -p "$demo"/upper "$demo"/work
+echo "== the same layers under a writable upper: change, delete, create"
+"$top/fuse-overlayfs" -o "lowerdir=$demo/app:$demo/base,upperdir=$demo/upper,workdir=$demo/work" "$mnt"
+echo "edited" >>"$mnt/etc/os-release"     # copy-up
+rm "$mnt/usr/bin/hello"                   # a whiteout, no data copied
+mkdir "$mnt/srv/new" && echo new >"$mnt/srv/new/file"
+(cd "$mnt" && find . -mindepth 1 -print0 | sort -z | xargs -0 ls -ld --time-style=+)
+fusermount3 -u "$mnt"
+echo "== the upper layer holds only the changes"
+(cd "$demo/upper" && find . -mindepth 1 -print0 | sort -z | xargs -0 ls -ld --time-style=+)
+echo "== unmounted"
