@@ -63,6 +63,7 @@ int main(int argc, char *argv[])
 	    fuse_opt_add_arg(&args, cfg.kernel_opts) < 0 || (cfg.debug && fuse_opt_add_arg(&args, "-d") < 0))
 		return fail(strerror(ENOMEM));
 	struct fuse_session *se = fuse_session_new(&args, &ovl_ops, sizeof ovl_ops, fs);
+	fs->se = se;
 	fuse_opt_free_args(&args);
 	if (se == NULL)
 		return fail("cannot create the FUSE session");

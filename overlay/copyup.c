@@ -177,6 +177,7 @@ static int build_copy(struct ovl_fs *fs, struct ovl_layer *lower, int pfd, const
 		res = -errno;
 	if (res == 0)
 		res = copy_xattrs(pfd, name, src, wfd, tmp, dst);
+	/* not for a lower hard link: the copy is a new inode (kernel, index=off) */
 	if (res == 0 && st->st_nlink == 1)
 		res = origin_set(fs, wfd, tmp, st);
 	if (res == 0 && !S_ISLNK(type) &&
@@ -359,13 +360,15 @@ static int copy_up_file(struct ovl_fs *fs, struct ovl_node *node, bool with_data
 	}
 	if (res < 0) {
 		ovl_work_remove(fs, tmp);
-	} else if (st.st_nlink > 1 || ovl_passthrough_active(node->nodeid)) {
-		/* The node stays what it was for the other names of a lower hard
-		 * link, and for the kernel's passthrough readers of the lower file;
-		 * the name gets a new node: ESTALE makes the VFS look it up again. */
+	} else if (ovl_passthrough_active(node->nodeid)) {
+		/* The kernel's passthrough readers keep the lower file as this
+		 * node's backing file, so the name gets a new node: ESTALE (and an
+		 * invalidation, ovl_copy_up_stale) makes the VFS look it up again. */
 		res = -ESTALE;
 	} else {
-		node->origin_ino = ovl_st_ino(fs, node->layer, st.st_ino);
+		/* The other names of a lower hard link shared this node: they are
+		 * looked up at each use (entry timeout 0) and get a node of their own. */
+		node->origin_ino = st.st_nlink == 1 ? ovl_st_ino(fs, node->layer, st.st_ino) : 0;
 		node->layer = 0;
 		ovl_node_rehash(node, ust.st_dev, ust.st_ino);
 	}
@@ -389,4 +392,15 @@ int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, bool with_data)
 	int res = ovl_node_is_upper(fs, node) ? 0 : copy_up_file(fs, node, with_data);
 	pthread_mutex_unlock(m);
 	return res;
+}
+
+void ovl_copy_up_stale(struct ovl_fs *fs, struct ovl_node *node)
+{
+	char name[NAME_MAX + 1];
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	fuse_ino_t parent = node->parent ? node->parent->nodeid : 0;
+	snprintf(name, sizeof name, "%s", node->name);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	if (parent && fs->se)
+		fuse_lowlevel_notify_inval_entry(fs->se, parent, name, strlen(name));
 }

@@ -96,8 +96,8 @@ void ovl_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	int res = 0;
-	if (opens_for_writing(fi->flags))
-		res = ovl_copy_up(fs, n, !(fi->flags & O_TRUNC));
+	if (opens_for_writing(fi->flags) && (res = ovl_copy_up(fs, n, !(fi->flags & O_TRUNC))) == -ESTALE)
+		ovl_copy_up_stale(fs, n);
 	struct open_call c = { .fs = fs, .flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY) };
 	if (res == 0) {
 		pthread_rwlock_rdlock(&fs->ns_lock);
@@ -239,7 +239,8 @@ void ovl_op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg, s
 			return;
 		}
 		memcpy(&attr, in_buf, sizeof attr);
-		res = ovl_copy_up(fs, n, true);
+		if ((res = ovl_copy_up(fs, n, true)) == -ESTALE)
+			ovl_copy_up_stale(fs, n);
 	} else if (out_bufsz < sizeof(int)) {
 		fuse_reply_err(req, EINVAL);
 		return;

@@ -128,6 +128,7 @@ struct ovl_fs {
 	bool keep_caps;              /* fsuid switches keep our capabilities */
 	bool trusted_xattrs;         /* the upper takes trusted.* xattrs */
 	atomic_ulong temp_counter;
+	struct fuse_session *se;     /* for invalidations */
 };
 
 /* fs.c: set up and tear down the layer stack */
@@ -198,6 +199,9 @@ int ovl_lower_positive(struct ovl_fs *fs, struct ovl_node *parent, const char *n
 int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, bool with_data);
 /* Makes a directory (and its parents) part of the upper layer. */
 int ovl_copy_up_dirs(struct ovl_fs *fs, struct ovl_node *dir);
+/* After ovl_copy_up answered -ESTALE: makes the kernel drop node's name, so
+ * that its retry looks the name up (a handler holding no directory lock). */
+void ovl_copy_up_stale(struct ovl_fs *fs, struct ovl_node *node);
 /* The lock under which node is copied up; taken before ns_lock. */
 pthread_mutex_t *ovl_copy_up_lock(struct ovl_node *node);
 /* The st_ino a copied-up upper object dirfd/name (name NULL: dirfd) shows. */
