@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/xattr.h>
@@ -248,6 +249,10 @@ static void reply_made(fuse_req_t req, fuse_ino_t parent, const char *name, stru
 void ovl_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	struct make m = { .mode = mode, .rdev = rdev };
+	if (S_ISCHR(mode) && rdev == 0) {
+		fuse_reply_err(req, EPERM); /* it would read as a whiteout: refused, as the kernel overlay */
+		return;
+	}
 	reply_made(req, parent, name, &m);
 }
 
@@ -317,6 +322,20 @@ static int remove_in_upper(struct ovl_fs *fs, struct ovl_node *parent, int upfd,
 	return 0;
 }
 
+/* An upper object about to lose its last name while open stays reachable
+ * for fstat through an O_PATH fd (ns_lock held for writing). */
+static void keep_if_open(struct ovl_fs *fs, int upfd, const char *name, const struct ovl_found *f)
+{
+	if (f->layer != 0 || S_ISDIR(f->st.st_mode) || f->st.st_nlink > 1)
+		return;
+	struct ovl_node *n = ovl_node_find(f->st.st_dev, f->st.st_ino);
+	if (n == NULL)
+		return;
+	if (atomic_load(&n->opens) > 0 && n->orphan_fd < 0)
+		n->orphan_fd = openat(upfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	ovl_node_unref(fs, n);
+}
+
 /* An object whose last name went away: its inode number may come back. */
 static void forget_identity(const struct ovl_found *f)
 {
@@ -327,8 +346,8 @@ static void forget_identity(const struct ovl_found *f)
 static int remove_object(struct ovl_fs *fs, struct ovl_node *parent, const char *name, bool rmdir)
 {
 	int res = check_new_name(fs, name);
-	if (res == -ENAMETOOLONG)
-		res = 0; /* a long lower name can still be whited out in char mode */
+	if (res == -ENAMETOOLONG && strlen(name) <= NAME_MAX && !fs->whiteout_files)
+		res = 0; /* whiteouts of long lower names are char devices */
 	if (res == 0)
 		res = ovl_copy_up_dirs(fs, parent);
 	if (res < 0)
@@ -351,6 +370,7 @@ static int remove_object(struct ovl_fs *fs, struct ovl_node *parent, const char 
 		if (upfd < 0)
 			res = upfd;
 		else if (res == 0) {
+			keep_if_open(fs, upfd, name, &f);
 			res = remove_in_upper(fs, parent, upfd, name, &f);
 			ovl_dir_fd_put(parent);
 		}
@@ -504,6 +524,8 @@ static int do_rename(struct ovl_fs *fs, struct move *mv)
 	int unp = up >= 0 ? ovl_dir_fd_get(fs, mv->np, 0) : -1;
 	if (res == 0 && (up < 0 || unp < 0))
 		res = up < 0 ? up : unp;
+	if (res == 0 && has_dst && !exchange)
+		keep_if_open(fs, unp, mv->newname, &dst);
 	if (res == 0)
 		res = move_in_upper(fs, mv, up, unp, has_dst ? &dst : NULL);
 	if (unp >= 0)

@@ -52,6 +52,7 @@ static void reply_opened(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_inf
 			 const struct fuse_entry_param *e)
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
+	struct ovl_node *node = ovl_node_get(nodeid);
 	int backing_id = ovl_passthrough_get(nodeid, fd);
 	int res;
 	if (backing_id < 0) {
@@ -78,7 +79,9 @@ static void reply_opened(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_inf
 	if (res == -ENOENT) {
 		close(fd); /* interrupted: no release will come */
 		if (e)
-			ovl_node_forget(fs, ovl_node_get(nodeid), 1);
+			ovl_node_forget(fs, node, 1);
+	} else if (node) {
+		atomic_fetch_add(&node->opens, 1);
 	}
 }
 
@@ -137,6 +140,9 @@ void ovl_op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bufv, 
 
 void ovl_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct ovl_node *n = ovl_node_get(ino);
+	if (n)
+		atomic_fetch_sub(&n->opens, 1);
 	close(fh_fd(fi));
 	if (fi->fh & FH_PASSTHROUGH)
 		ovl_passthrough_put(ino);

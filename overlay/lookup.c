@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -210,6 +211,8 @@ static int entry_begin(struct ovl_fs *fs, const char *name, struct fuse_entry_pa
 	memset(e, 0, sizeof *e);
 	e->entry_timeout = e->attr_timeout = fs->timeout;
 	atomic_fetch_add(&fs->stat_lookups, 1);
+	if (strlen(name) > NAME_MAX)
+		return -ENAMETOOLONG;
 	return ovl_name_is_reserved(name) ? -EINVAL : 0;
 }
 

@@ -342,6 +342,7 @@ static struct ovl_node *node_alloc(struct ovl_node *parent, const char *name, ui
 		return NULL;
 	n->name = strdup(name);
 	n->parent = parent;
+	n->orphan_fd = -1;
 	n->layer = layer;
 	n->type = st->st_mode & S_IFMT;
 	n->dev = st->st_dev;
@@ -401,6 +402,8 @@ static void node_destroy(struct ovl_fs *fs, struct ovl_node *n)
 		free(d);
 		atomic_fetch_sub(&dirs_alive, 1);
 	}
+	if (n->orphan_fd >= 0)
+		close(n->orphan_fd);
 	free(n->name);
 	free(n);
 }
@@ -561,6 +564,17 @@ void ovl_node_unhash(struct ovl_node *node)
 		id_remove(s, node);
 	node->hashed = false;
 	pthread_mutex_unlock(&s->lock);
+}
+
+struct ovl_node *ovl_node_find(dev_t dev, ino_t ino)
+{
+	struct id_shard *s = &id_shards[id_hash(dev, ino) % ID_SHARDS];
+	pthread_mutex_lock(&s->lock);
+	struct ovl_node *n = id_find(s, dev, ino);
+	if (n)
+		n->refs++;
+	pthread_mutex_unlock(&s->lock);
+	return n;
 }
 
 void ovl_node_unhash_id(dev_t dev, ino_t ino)

@@ -104,6 +104,8 @@ struct ovl_node {
 	struct ovl_node *hash_next;
 	ino_t origin_ino;            /* st_ino shown for a copied-up object, 0: its own */
 	bool hashed;                 /* found by identity; false once its object is gone */
+	atomic_int opens;            /* open files */
+	int orphan_fd;               /* O_PATH fd of an upper object unlinked while open, or -1 */
 };
 
 /* ---- the mount ---- */
@@ -163,6 +165,8 @@ void ovl_node_rehash(struct ovl_node *node, dev_t dev, ino_t ino);
  * inode number) must make a new node. */
 void ovl_node_unhash(struct ovl_node *node);
 void ovl_node_unhash_id(dev_t dev, ino_t ino);
+/* The node of a backing object, with a ref (ovl_node_unref), or NULL. */
+struct ovl_node *ovl_node_find(dev_t dev, ino_t ino);
 /* Moves the node to newparent/newname (the caller holds ns_lock for writing). */
 int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newparent, const char *newname);
 /* A directory copied up: the upper layer joins its layers, on top. */
