@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Time the same read-path workloads on the kernel overlay, the reference
-fuse-overlayfs and ours.  Run through bench/run.sh (needs root)."""
-import argparse, json, os, random, shutil, signal, statistics, subprocess, sys, time
+"""Time the same workloads on the kernel overlay, the reference fuse-overlayfs
+and ours: the read path on read-only mounts, the write path on read-write
+mounts.  Run through bench/run.sh (needs root)."""
+import argparse, errno, json, os, random, select, shutil, signal, statistics, subprocess, sys, time
 
 FS = ('kernel', 'ref', 'ours')
 LABEL = {'kernel': 'kernel', 'ref': 'ref 1.10', 'ours': 'ours'}
@@ -31,16 +32,35 @@ def build(path, fill):
     return path
 
 
+def build_tar(data, name):
+    """DATA/NAME.tar: a tarball of the data set DATA/NAME (members NAME/...)."""
+    tar = os.path.join(data, name + '.tar')
+    if not os.path.exists(tar):
+        log(f'# generating {tar}')
+        subprocess.run(['tar', '-cf', tar + '.tmp', '--sort=name', '-C', data, name], check=True)
+        os.sync()
+        os.rename(tar + '.tmp', tar)
+    return tar
+
+
+def tree_dir(i):
+    return os.path.join(f'd{i // 1000:03d}', f's{i // 100 % 10}')
+
+
+def tree_size(i):
+    return (i * 37) % 4096
+
+
 def fill_tree(nfiles):
     # 10 subdirs per dir, 100 files per leaf dir, small files of varied size
     def fill(root):
         blob = random.Random(1).randbytes(8192)
         for i in range(nfiles):
-            d = os.path.join(root, f'd{i // 1000:03d}', f's{i // 100 % 10}')
+            d = os.path.join(root, tree_dir(i))
             if i % 100 == 0:
                 os.makedirs(d, exist_ok=True)
             with open(os.path.join(d, f'f{i:06d}'), 'wb') as f:
-                f.write(blob[:(i * 37) % 4096])
+                f.write(blob[:tree_size(i)])
     return fill
 
 
@@ -81,45 +101,74 @@ def fill_layers(nnames):
 
 # ---------------------------------------------------------------- mounts
 
-class Mounts:
-    def __init__(self, bins, mntdir):
-        self.bins, self.mntdir, self.live = bins, mntdir, {}   # mnt -> (fs, pid)
+class Fail(Exception):
+    """A workload failed on one overlay: .short goes in the table, str() in the log."""
+    def __init__(self, short, detail):
+        super().__init__(detail)
+        self.short = short
 
-    def mount(self, fs, cwd, lowerdir):
+
+class Mounts:
+    def __init__(self, bins, mntdir, rwdir):
+        self.bins, self.mntdir, self.rwdir = bins, mntdir, rwdir
+        self.live = {}            # mnt -> (fs, daemon pid, upper+work base dir)
+        self.kernel_rw_opts = None   # what the kernel reports for its read-write mounts
+
+    def mount(self, fs, cwd, lowerdir, rw=False):
+        """Mount; rw adds a fresh upperdir and workdir in RWDIR/FS (same fs as the data)."""
         mnt = os.path.join(self.mntdir, fs)
         os.makedirs(mnt, exist_ok=True)
+        opts, base = f'lowerdir={lowerdir}', None
+        if rw:
+            base = os.path.join(self.rwdir, fs)
+            rm_rf(base)
+            os.makedirs(os.path.join(base, 'upper'))
+            os.makedirs(os.path.join(base, 'work'))
+            opts += f',upperdir={base}/upper,workdir={base}/work'
         if fs == 'kernel':
-            cmd = ['mount', '-t', 'overlay', 'overlay', '-o', f'lowerdir={lowerdir}', mnt]
+            cmd = ['mount', '-t', 'overlay', 'overlay', '-o', opts, mnt]
         else:
-            cmd = [self.bins[fs], '-o', f'lowerdir={lowerdir}', mnt]
+            cmd = [self.bins[fs], '-o', opts, mnt]
         with open(os.path.join(self.mntdir, 'mount.err'), 'w+') as err:   # a file, not a pipe:
             p = subprocess.run(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stderr=err)   # the daemon inherits it
             if p.returncode:
                 err.seek(0)
-                raise RuntimeError(f'{" ".join(cmd)} (cwd {cwd}) failed: {err.read()[-500:]}')
-        self.live[mnt] = (fs, None)
-        for _ in range(500):
-            if is_mounted(mnt):
-                break
-            time.sleep(0.01)
-        else:
-            raise RuntimeError(f'{mnt} did not appear in /proc/self/mountinfo')
-        if fs != 'kernel':
-            self.live[mnt] = (fs, daemon_pid(mnt))
+                if base:
+                    rm_rf(base)
+                raise Fail('mount failed', f'{" ".join(cmd)} (cwd {cwd}) failed: {err.read()[-500:]}')
+        self.live[mnt] = (fs, None, base)
+        try:
+            for _ in range(500):
+                if is_mounted(mnt):
+                    break
+                time.sleep(0.01)
+            else:
+                raise Fail('mount failed', f'{mnt} did not appear in /proc/self/mountinfo')
+            if fs != 'kernel':
+                self.live[mnt] = (fs, daemon_pid(mnt), base)
+            elif rw and self.kernel_rw_opts is None:
+                self.kernel_rw_opts = ','.join(o for o in super_opts(mnt).split(',')
+                                               if o.split('=')[0] not in ('lowerdir', 'upperdir', 'workdir'))
+        except BaseException:
+            self.umount(mnt)
+            raise
         return mnt
 
     def hwm(self, mnt):
         pid = self.live[mnt][1]
         if pid is None:
             return None
-        with open(f'/proc/{pid}/status') as f:
-            for line in f:
-                if line.startswith('VmHWM:'):
-                    return int(line.split()[1])      # kB
+        try:
+            with open(f'/proc/{pid}/status') as f:
+                for line in f:
+                    if line.startswith('VmHWM:'):
+                        return int(line.split()[1])      # kB
+        except OSError:   # the daemon is gone (it crashed)
+            pass
         return None
 
     def umount(self, mnt):
-        fs, pid = self.live.pop(mnt)
+        fs, pid, base = self.live.pop(mnt)
         cmd = ['umount', mnt] if fs == 'kernel' else ['fusermount3', '-u', mnt]
         if subprocess.run(cmd, stderr=subprocess.DEVNULL).returncode != 0:
             log(f'# {mnt}: busy, lazy unmount')
@@ -139,6 +188,8 @@ class Mounts:
                 else:
                     continue
                 break
+        if base:   # the upper and work dirs live only as long as the mount
+            rm_rf(base)
 
     def umount_all(self):
         for mnt in list(self.live):
@@ -151,6 +202,20 @@ class Mounts:
 def is_mounted(mnt):
     with open('/proc/self/mountinfo') as f:
         return any(line.split()[4] == mnt for line in f)
+
+
+def super_opts(mnt):
+    with open('/proc/self/mountinfo') as f:
+        for line in f:
+            v = line.split()
+            if v[4] == mnt:
+                return v[v.index('-') + 3]
+    return ''
+
+
+def rm_rf(path):
+    if os.path.lexists(path):
+        subprocess.run(['rm', '-rf', '--one-file-system', path], check=True)
 
 
 def daemon_pid(mnt):
@@ -166,7 +231,7 @@ def daemon_pid(mnt):
             continue
         if mnt.encode() in argv:
             return int(p)
-    raise RuntimeError(f'no daemon process found for {mnt}')
+    raise Fail('mount failed', f'no daemon process found for {mnt}')
 
 
 def drop_caches():
@@ -176,12 +241,62 @@ def drop_caches():
 
 
 # ---------------------------------------------------------------- workloads
+# A command fn returns (argv, cwd, parse); argv is either a command line or a
+# python callable, which runs in a forked child of this process (no ~60 ms
+# interpreter start-up in the timed part).  Helpers for those callables:
+
+def mkfiles(n, d='.'):
+    for i in range(n):
+        os.close(os.open(os.path.join(d, f'f{i:06d}'), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+
+
+def rmfiles(n, d='.'):
+    for i in range(n):
+        os.unlink(os.path.join(d, f'f{i:06d}'))
+
+
+def par_create_stat(nproc, n):
+    """nproc processes at once, each creates n files in its own new dir, then stats them."""
+    pids = []
+    for p in range(nproc):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                d = f'p{p}'
+                os.mkdir(d)
+                mkfiles(n, d)
+                for i in range(n):
+                    os.stat(os.path.join(d, f'f{i:06d}'))
+                code = 0
+            except BaseException as e:
+                os.write(2, f'worker {p}: {e}\n'.encode())
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    bad = [pid for pid in pids if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0]
+    if bad:
+        raise RuntimeError(f'{len(bad)} of {nproc} workers failed')
+
+
+class W:
+    """A workload: ds() -> (cwd, lowerdir, extra); mode 'cold' or 'warm';
+    cmd(mnt, extra) -> (argv, cwd, parse), timed; rw: read-write mount (fresh
+    upper and workdir); setup(mnt, extra): untimed, run on the mount just
+    before cmd; verify(mnt, extra): untimed check of the result, raises if wrong;
+    ok_rc: a non-zero exit status is expected, not a failure."""
+    def __init__(self, ds, mode, cmd, rw=False, setup=None, verify=None, ok_rc=False):
+        self.ds, self.mode, self.cmd, self.rw = ds, mode, cmd, rw
+        self.setup, self.verify, self.ok_rc = setup, verify, ok_rc
+
 
 def workloads(a):
-    """name -> (dataset fn, cache mode, command fn(mnt, ds) -> (argv, cwd, parse))."""
+    """name -> W."""
     f = a.size
     n_tree, n_dir = max(100, round(30000 * f)), max(100, round(100000 * f))
     big_mib, rand_mib, n_look = max(8, round(2048 * f)), max(4, round(256 * f)), max(100, round(10000 * f))
+    n_chmod, n_files, n_par = max(100, round(10000 * f)), max(100, round(5000 * f)), max(100, round(2000 * f))
+    app_mib, seq_mib = max(8, round(1024 * f)), max(8, round(2048 * f))
     data = os.path.join(a.dir, 'data')
 
     def top_over(name, fill):   # two lowers: an empty top layer over the data set
@@ -219,62 +334,296 @@ def workloads(a):
                          '--rw=randread', '--bs=4k', '--ioengine=psync', f'--size={rand_mib}M',
                          '--loops=4', '--randrepeat=1', '--invalidate=0', '--output-format=json'], None, fio_time)
     look = lambda m, names: (['xargs', '-a', names, '-d', '\n', 'stat', '-c', '%i'], m, None)
+
+    # ---- write path: read-write mounts over ONE lower layer (the data set
+    # itself; the upper layer is the writable top), extra = the lower's path
+    def lower(name, fill):
+        def ds():
+            return data, name, build(os.path.join(data, name), fill)
+        return ds
+
+    def tarball():
+        name = f'tree-{n_tree}'
+        build(os.path.join(data, name), fill_tree(n_tree))
+        build(os.path.join(data, 'empty'), lambda p: None)
+        return data, 'empty', build_tar(data, name)
+
+    def chtree():
+        cwd, low, root = lower(f'tree-{n_chmod}', fill_tree(n_chmod))()
+        for p in (root, os.path.join(root, tree_dir(0)), os.path.join(root, tree_dir(0), 'f000000')):
+            if os.stat(p).st_mode & 0o020:
+                raise RuntimeError(f'{p} is already group-writable: chmod -R g+w would change nothing')
+        return cwd, low, root
+
+    def expect(ok, what):
+        if not ok:
+            raise RuntimeError(f'wrong result: {what}')
+
+    def count(d):
+        return len(os.listdir(d))
+
+    empty1 = lower('empty', lambda p: None)
+    rmtree = lower(f'tree-{n_tree}', fill_tree(n_tree))
+    big1 = lower(f'big-{app_mib}M', fill_file('big.dat', app_mib))
+    last, clast = n_tree - 1, n_chmod - 1
+
+    def v_untar(m, tar):
+        p = os.path.join(m, f'tree-{n_tree}', tree_dir(last), f'f{last:06d}')
+        expect(os.path.getsize(p) == tree_size(last), f'{p} size')
+
+    def v_append(m, x):
+        with open(os.path.join(m, 'big.dat'), 'rb') as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(-1, os.SEEK_END)
+            expect(size == (app_mib << 20) + 1 and fh.read(1) == b'x', f'big.dat size {size}')
+
+    def v_chmod(m, x):
+        for p in (m, os.path.join(m, tree_dir(clast)), os.path.join(m, tree_dir(clast), f'f{clast:06d}')):
+            expect(os.stat(p).st_mode & 0o020, f'{p} mode')
+
     return {
-        'find-cold': (tree, 'cold', find), 'find-warm': (tree, 'warm', find),
-        'ls-cold': (bigdir, 'cold', ls), 'ls-warm': (bigdir, 'warm', ls),
-        'lssub-cold': (bigsub, 'cold', ls_sub), 'lssub-warm': (bigsub, 'warm', ls_sub),
-        'seqread-cold': (big, 'cold', dd), 'seqread-warm': (big, 'warm', dd),
-        'randread-warm': (rnd, 'warm', fio),
-        'lookup50-cold': (layers, 'cold', look), 'lookup50-warm': (layers, 'warm', look),
+        'find-cold': W(tree, 'cold', find), 'find-warm': W(tree, 'warm', find),
+        'ls-cold': W(bigdir, 'cold', ls), 'ls-warm': W(bigdir, 'warm', ls),
+        'lssub-cold': W(bigsub, 'cold', ls_sub), 'lssub-warm': W(bigsub, 'warm', ls_sub),
+        'seqread-cold': W(big, 'cold', dd), 'seqread-warm': W(big, 'warm', dd),
+        'randread-warm': W(rnd, 'warm', fio),
+        'lookup50-cold': W(layers, 'cold', look, ok_rc=True),   # stat of missing names fails by design
+        'lookup50-warm': W(layers, 'warm', look, ok_rc=True),
+        # ---- write path (all cold: fresh caches, mount, upper and workdir per rep)
+        'untar': W(tarball, 'cold', lambda m, tar: (['tar', '-xf', tar, '-C', m], None, None),
+                   rw=True, verify=v_untar),
+        'create5k': W(empty1, 'cold', lambda m, x: (lambda: mkfiles(n_files), m, None),
+                      rw=True, verify=lambda m, x: expect(count(m) == n_files, 'file count')),
+        'remove5k': W(empty1, 'cold', lambda m, x: (lambda: rmfiles(n_files), m, None), rw=True,
+                      setup=lambda m, x: (lambda: mkfiles(n_files), m, None),
+                      verify=lambda m, x: expect(count(m) == 0, 'files left')),
+        'append1': W(big1, 'cold', lambda m, x: (['sh', '-c', 'printf x >> "$1"', 'sh', f'{m}/big.dat'], None, None),
+                     rw=True, verify=v_append),
+        'chmodR': W(chtree, 'cold', lambda m, x: (['chmod', '-R', 'g+w', m], None, None),
+                    rw=True, verify=v_chmod),
+        'seqwrite': W(empty1, 'cold', lambda m, x: (['dd', 'if=/dev/zero', f'of={m}/out', 'bs=1M',
+                                                     f'count={seq_mib}', 'conv=fsync', 'status=none'], None, None),
+                      rw=True, verify=lambda m, x: expect(os.path.getsize(f'{m}/out') == seq_mib << 20, 'size')),
+        'rmrf': W(rmtree, 'cold', lambda m, root: (['rm', '-rf'] + [os.path.join(m, e) for e in sorted(os.listdir(root))],
+                                                  None, None),
+                  rw=True, verify=lambda m, x: expect(count(m) == 0, 'entries left')),
+        'par4': W(empty1, 'cold', lambda m, x: (lambda: par_create_stat(4, n_par), m, None),
+                  rw=True, verify=lambda m, x: expect(all(count(f'{m}/p{p}') == n_par for p in range(4)), 'file count')),
     }
 
 
-def run_once(cmdfn, mnt, extra, check):
-    argv, cwd, parse = cmdfn(mnt, extra)
+# ---------------------------------------------------------------- running
+
+_ERRS = [(os.strerror(c), n) for c, n in errno.errorcode.items()
+         if not os.strerror(c).startswith('Unknown error')]
+
+
+def errname(text):
+    """Symbolic name of the first strerror() message in text (EROFS, ENOTCONN...)."""
+    hits = [(text.find(s), -len(s), n) for s, n in _ERRS if s in text]
+    return min(hits)[2] if hits else None
+
+
+def kill_group(pid):   # the session we started for the command (it may have forked)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class _Alarm(Exception):
+    pass
+
+
+def _alarm(*_):
+    raise _Alarm
+
+
+def run_exec(argv, cwd, timeout, want_out, want_err):
+    # The timeout is a SIGALRM timer around a blocking communicate():
+    # communicate(timeout=) waits for the child by polling with sleeps of up
+    # to 50 ms, which would add milliseconds to every timed command.
     t = time.perf_counter()
-    p = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE if check else subprocess.DEVNULL,
-                       stdout=subprocess.PIPE if parse else subprocess.DEVNULL)
-    dt = time.perf_counter() - t
-    if check and p.returncode != 0:
-        raise RuntimeError(f'{argv[0]} on {mnt} failed ({p.returncode}): {p.stderr.decode()[-500:]}')
-    return parse(p.stdout.decode()) if parse else dt
+    p = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, start_new_session=True,
+                         stdout=subprocess.PIPE if want_out else subprocess.DEVNULL,
+                         stderr=subprocess.PIPE if want_err else subprocess.DEVNULL)
+    old = signal.signal(signal.SIGALRM, _alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        out, err = p.communicate()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        dt = time.perf_counter() - t
+    except BaseException as e:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        if p.returncode is None:   # not reaped yet: its pid (= its group) is still ours
+            kill_group(p.pid)
+        p.wait()
+        for fh in (p.stdout, p.stderr):
+            if fh:
+                fh.close()
+        if isinstance(e, _Alarm):
+            return None, b'', b'', None
+        raise
+    finally:
+        signal.signal(signal.SIGALRM, old)
+    return p.returncode, out or b'', err or b'', dt
 
 
-def bench(a, name, spec, mounts, fss, res, rss):
-    dsfn, mode, cmdfn = spec
-    cwd, lowerdir, extra = dsfn()
-    check = not name.startswith('lookup')   # stat of missing names exits non-zero by design
+def run_fork(fn, cwd, timeout):
+    """Run fn() in a forked child (own session) with stderr to a pipe."""
+    r, w = os.pipe()
+    t = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setsid()
+            os.close(r)
+            os.dup2(w, 2)
+            nul = os.open(os.devnull, os.O_RDWR)
+            os.dup2(nul, 0)
+            os.dup2(nul, 1)
+            if cwd:
+                os.chdir(cwd)
+            fn()
+            code = 0
+        except BaseException as e:
+            os.write(2, f'{type(e).__name__}: {e}\n'.encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+    err, deadline = b'', t + timeout
+    try:
+        while True:   # EOF when the child and any workers it forked have exited
+            left = deadline - time.perf_counter()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                kill_group(pid)
+                os.waitpid(pid, 0)
+                return None, b'', err, None
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            err += chunk
+        st = os.waitpid(pid, 0)[1]
+    except BaseException:
+        kill_group(pid)
+        os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(r)
+    return os.waitstatus_to_exitcode(st), b'', err, time.perf_counter() - t
+
+
+def run_once(cmdfn, mnt, extra, ok_rc=False, timeout=600, what=''):
+    """Run one command on mnt; its wall time (or parsed time), or raise Fail."""
+    argv, cwd, parse = cmdfn(mnt, extra)
+    if callable(argv):
+        rc, out, err, dt = run_fork(argv, cwd, timeout)
+        name = what or 'workload'
+    else:
+        rc, out, err, dt = run_exec(argv, cwd, timeout, parse is not None, not ok_rc)
+        name = what or argv[0]
+    err = err.decode(errors='replace').strip()
+    lines = err.splitlines()   # the first lines name the cause; the rest is often the same
+    msg = '\n'.join(l[:300] for l in lines[:3]) + (f'\n[{len(lines) - 3} more lines]' if len(lines) > 3 else '')
+    if rc is None:
+        raise Fail(f'{what} timeout'.strip(), f'{name} on {mnt}: killed after {timeout:g}s' + (f'\n{msg}' if msg else ''))
+    if rc != 0 and not ok_rc:
+        short = errname(err) or (f'rc {rc}' if rc > 0 else f'signal {-rc}')
+        raise Fail(f'{what} {short}'.strip(), f'{name} on {mnt} failed ({rc}):\n{msg}')
+    return parse(out.decode()) if parse else dt
+
+
+def bench(a, name, w, mounts, fss, res, rss, fails):
+    cwd, lowerdir, extra = w.ds()
     times = {fs: [] for fs in fss}
     hwm = {fs: [] for fs in fss if fs != 'kernel'}
-    log(f'# {name}: {a.reps} reps, {mode}')
+    failed = {}   # fs -> short reason; a failed fs gets no more reps of this workload
+    log(f'# {name}: {a.reps} reps, {mode_desc(w)}')
 
     def take_hwm(fs, mnt):
         if fs != 'kernel':
             hwm[fs].append(mounts.hwm(mnt))
 
-    if mode == 'cold':   # fresh caches and a fresh mount for every rep
+    def fail(fs, e):
+        failed[fs] = e.short
+        log(f'#   {fs}: FAIL: {e.short}: {e}')
+
+    def verify(fs, mnt):
+        if w.verify:
+            try:
+                run_once(lambda m, x: (lambda: w.verify(m, x), None, None), mnt, extra,
+                         timeout=a.timeout, what='verify')
+            except Fail as e:
+                short = e.short if errname(str(e)) or 'timeout' in e.short else 'wrong result'
+                raise Fail(short, str(e)) from None
+
+    if w.mode == 'cold':   # fresh caches and a fresh mount (and upper) for every rep
         for _ in range(a.reps):
             for fs in fss:
+                if fs in failed:
+                    continue
                 drop_caches()
-                mnt = mounts.mount(fs, cwd, lowerdir)
-                times[fs].append(run_once(cmdfn, mnt, extra, check))
-                take_hwm(fs, mnt)
-                mounts.umount(mnt)
+                mnt = None
+                try:
+                    mnt = mounts.mount(fs, cwd, lowerdir, w.rw)
+                    if w.setup:
+                        run_once(w.setup, mnt, extra, timeout=a.timeout, what='setup')
+                        os.sync()
+                    dt = run_once(w.cmd, mnt, extra, w.ok_rc, a.timeout)
+                    verify(fs, mnt)
+                    times[fs].append(dt)
+                except Fail as e:
+                    fail(fs, e)
+                finally:
+                    if mnt:
+                        take_hwm(fs, mnt)
+                        mounts.umount(mnt)
     else:                # one mount per fs, one untimed run, then reps interleaved
-        mnts = {fs: mounts.mount(fs, cwd, lowerdir) for fs in fss}
+        mnts = {}
         for fs in fss:
-            run_once(cmdfn, mnts[fs], extra, check)
+            try:
+                mnts[fs] = mounts.mount(fs, cwd, lowerdir, w.rw)
+            except Fail as e:
+                fail(fs, e)
+        for fs in mnts:
+            try:
+                run_once(w.cmd, mnts[fs], extra, w.ok_rc, a.timeout)
+            except Fail as e:
+                fail(fs, e)
         for _ in range(a.reps):
-            for fs in fss:
-                times[fs].append(run_once(cmdfn, mnts[fs], extra, check))
-        for fs in fss:
+            for fs in mnts:
+                if fs not in failed:
+                    try:
+                        times[fs].append(run_once(w.cmd, mnts[fs], extra, w.ok_rc, a.timeout))
+                    except Fail as e:
+                        fail(fs, e)
+        for fs in mnts:
             take_hwm(fs, mnts[fs])
             mounts.umount(mnts[fs])
-    res[name] = {fs: statistics.median(v) for fs, v in times.items()}
-    rss[name] = {fs: max(v) for fs, v in hwm.items()}
-    log('#   ' + '  '.join(f'{fs}={res[name][fs]:.4g}s' for fs in fss))
-    return {'mode': mode, 'times': times, 'hwm_kb': hwm}
+    res[name] = {fs: statistics.median(v) if v and fs not in failed else None for fs, v in times.items()}
+    fails[name] = failed
+    rss[name] = {fs: None if fs in failed else max((x for x in v if x is not None), default=None)
+                 for fs, v in hwm.items()}
+    log('#   ' + '  '.join(f'{fs}=' + (f'FAIL: {failed[fs]}' if fs in failed else f'{res[name][fs]:.4g}s')
+                          for fs in fss))
+    return {'mode': w.mode, 'rw': w.rw, 'times': times, 'hwm_kb': hwm, 'failed': failed}
+
+
+def kernel_defaults():
+    """The overlay module parameters that set the defaults of a mount without options."""
+    d, out = '/sys/module/overlay/parameters', []
+    for p in ('redirect_dir', 'index', 'metacopy', 'xino_auto', 'nfs_export'):
+        try:
+            with open(os.path.join(d, p)) as f:
+                out.append(f'{p}={f.read().strip()}')
+        except OSError:
+            pass
+    return ' '.join(out)
+
+
+def mode_desc(w):
+    return w.mode + (', read-write' if w.rw else '')
 
 
 # ---------------------------------------------------------------- report
@@ -283,15 +632,19 @@ def ratio(x, y):
     return f'{x / y:.2f}' if x is not None and y else '-'
 
 
-def report(a, fss, res, rss, bins):
+def report(a, fss, res, rss, fails, bins, kopts):
     g = lambda d, fs: d.get(fs)
-    print(f'\nfuse-overlayfs read-path bench: size {a.size}, median of {a.reps} reps, seconds\n')
+    print(f'\nfuse-overlayfs bench: size {a.size}, median of {a.reps} reps, seconds\n')
     print(f'ref = {bins["ref"]}  \nours = {bins["ours"]}\n')
+    if kopts is not None:
+        print(f'kernel read-write mounts: `-o lowerdir=..,upperdir=..,workdir=..` only; mountinfo shows '
+              f'`{kopts}`; module defaults: `{kernel_defaults()}`\n')
     print('| workload | kernel | ref 1.10 | ours | ours/ref | ours/kernel |')
     print('|---|---:|---:|---:|---:|---:|')
     fmt = lambda v: f'{v:.4g}' if v is not None else '-'
     for w, r in res.items():
-        print(f'| {w} | {fmt(g(r, "kernel"))} | {fmt(g(r, "ref"))} | {fmt(g(r, "ours"))} '
+        cell = lambda fs: f'FAIL: {fails[w][fs]}' if fs in fails.get(w, {}) else fmt(g(r, fs))
+        print(f'| {w} | {cell("kernel")} | {cell("ref")} | {cell("ours")} '
               f'| {ratio(g(r, "ours"), g(r, "ref"))} | {ratio(g(r, "ours"), g(r, "kernel"))} |')
     if any(fs != 'kernel' for fs in fss):
         print('\nDaemon peak RSS (VmHWM before unmount, max over mounts), MiB\n')
@@ -308,10 +661,13 @@ def main():
     ap.add_argument('--reps', type=int, default=5)
     ap.add_argument('--size', type=float, default=1.0, help='scale data set sizes (0.1 = smoke run)')
     ap.add_argument('--only', action='append', default=[],
-                    help='workload name or prefix (comma list, repeatable), e.g. find,seqread-warm')
+                    help='workload name or prefix (comma list, repeatable), e.g. find,seqread-warm; '
+                         '"read" or "write" selects a whole group')
     ap.add_argument('--fs', default=','.join(FS), help='subset of kernel,ref,ours')
     ap.add_argument('--dir', default='/var/tmp/ovlbench', help='work dir (data sets are kept here)')
     ap.add_argument('--json', help='also write raw per-rep results to this file')
+    ap.add_argument('--timeout', type=float, default=600,
+                    help='seconds before one command is killed and counted as a failure (default 600)')
     ap.add_argument('--list', action='store_true', help='list workloads and exit')
     a = ap.parse_args()
     a.dir = os.path.abspath(a.dir)
@@ -323,7 +679,8 @@ def main():
         print('\n'.join(wl))
         return
     only = [s for o in a.only for s in o.split(',') if s]
-    sel = [w for w in wl if not only or any(w == o or w.startswith(o) for o in only)]
+    group = lambda w: 'write' if wl[w].rw else 'read'
+    sel = [w for w in wl if not only or any(w == o or w.startswith(o) or o == group(w) for o in only)]
     if not sel:
         sys.exit(f'no workload matches {only}; try --list')
     fss = [fs for fs in FS if fs in a.fs.split(',')]
@@ -333,20 +690,31 @@ def main():
             fss.remove(fs)
     if os.geteuid() != 0:
         sys.exit('needs root (mount, drop_caches)')
-    mounts = Mounts(bins, os.path.join(a.dir, 'mnt'))
+    os.umask(0o022)   # data sets, upper files: the same modes whoever runs it
+    data, rwdir = os.path.join(a.dir, 'data'), os.path.join(a.dir, 'rw')
+    if any(wl[w].rw for w in sel):
+        os.makedirs(data, exist_ok=True)
+        os.makedirs(rwdir, exist_ok=True)
+        if os.stat(data).st_dev != os.stat(rwdir).st_dev:
+            log(f'# WARNING: {rwdir} (upper, work) and {data} (lower) are on different filesystems')
+    mounts = Mounts(bins, os.path.join(a.dir, 'mnt'), rwdir)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    res, rss, raw = {}, {}, {}
+    res, rss, fails, raw = {}, {}, {}, {}
     try:
         for w in sel:
-            raw[w] = bench(a, w, wl[w], mounts, fss, res, rss)
+            raw[w] = bench(a, w, wl[w], mounts, fss, res, rss, fails)
     finally:
         mounts.umount_all()
+        if os.path.isdir(rwdir):   # an upper whose removal an interrupt cut short
+            for e in os.listdir(rwdir):
+                rm_rf(os.path.join(rwdir, e))
         if res:
-            report(a, fss, res, rss, bins)
+            report(a, fss, res, rss, fails, bins, mounts.kernel_rw_opts)
         if a.json:
             with open(a.json, 'w') as f:
                 json.dump({'size': a.size, 'reps': a.reps, 'bins': bins, 'fs': fss,
-                           'median_s': res, 'peak_rss_kb': rss, 'raw': raw}, f, indent=1)
+                           'median_s': res, 'failures': fails, 'peak_rss_kb': rss, 'raw': raw,
+                           'kernel_rw_opts': mounts.kernel_rw_opts}, f, indent=1)
 
 
 if __name__ == '__main__':

@@ -1,7 +1,7 @@
 #!/bin/bash
-# Read-path bench: kernel overlay vs reference fuse-overlayfs vs ours.
+# Read- and write-path bench: kernel overlay vs reference fuse-overlayfs vs ours.
 # Usage: bench/run.sh [--size F] [--reps N] [--only NAME[,NAME]] [--fs kernel,ref,ours]
-#                     [--dir DIR] [--json FILE] [--list]      (needs root)
+#                     [--dir DIR] [--json FILE] [--timeout S] [--list]   (needs root)
 here=$(cd "$(dirname "$0")" && pwd)
 export FUSE_OVERLAYFS=${FUSE_OVERLAYFS:-$here/../fuse-overlayfs}
 export REF_FUSE_OVERLAYFS=${REF_FUSE_OVERLAYFS:-/usr/bin/fuse-overlayfs}

@@ -84,6 +84,15 @@ static int make_at(struct ovl_fs *fs, int dfd, const char *dname, struct make *m
 	}
 }
 
+static int set_opaque_at(struct ovl_fs *fs, int dirfd, const char *name)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int res = fd < 0 ? -errno : ovl_set_opaque(fs, fd);
+	if (fd >= 0)
+		close(fd);
+	return res;
+}
+
 #define ACL_DEFAULT_XATTR "system.posix_acl_default"
 
 /* work/tmp as a directory with the default ACL of upfd, or -1 if it has none. */
@@ -142,12 +151,8 @@ static int make_in_upper(struct ovl_fs *fs, const struct ovl_creds *c, struct ov
 	int res = make_at(fs, dfd, dname, m);
 	if (res == 0 && m->source == NULL)
 		res = ovl_creds_fix_owner(c, dfd, dname);
-	if (res == 0 && is_dir && wh != OVL_WH_NONE) {
-		int fd = openat(dfd, dname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		res = fd < 0 ? -errno : ovl_set_opaque(fs, fd);
-		if (fd >= 0)
-			close(fd);
-	}
+	if (res == 0 && is_dir && wh != OVL_WH_NONE)
+		res = set_opaque_at(fs, dfd, dname);
 	if (res == 0 && !direct) {
 		/* rename(2) cannot put a directory over a non-directory: swap, and
 		 * the whiteout goes with what is left in work */
@@ -416,8 +421,18 @@ struct move {
 /* Puts the upper object at p/name to np/newname (ns_lock held for writing). */
 static int move_in_upper(struct ovl_fs *fs, struct move *mv, int up, int unp, const struct ovl_found *dst)
 {
-	if (mv->flags & RENAME_EXCHANGE)
-		return renameat2(up, mv->name, unp, mv->newname, RENAME_EXCHANGE) < 0 ? -errno : 0;
+	if (mv->flags & RENAME_EXCHANGE) {
+		/* a directory landing in a merged directory must not merge with what
+		 * lies below its new name */
+		int res = 0;
+		if (mv->s->dir && mv->np->dir->nlayers > 1)
+			res = set_opaque_at(fs, up, mv->name);
+		if (res == 0 && mv->d->dir && mv->p->dir->nlayers > 1)
+			res = set_opaque_at(fs, unp, mv->newname);
+		if (res == 0 && renameat2(up, mv->name, unp, mv->newname, RENAME_EXCHANGE) < 0)
+			res = -errno;
+		return res;
+	}
 	bool src_dir = mv->s->dir != NULL;
 	int src_wh = ovl_lower_positive(fs, mv->p, mv->name);
 	int below = src_dir ? ovl_lower_positive(fs, mv->np, mv->newname) : 0;
@@ -436,10 +451,7 @@ static int move_in_upper(struct ovl_fs *fs, struct move *mv, int up, int unp, co
 	if (src_dir && (below || wh != OVL_WH_NONE || mv->np->dir->nlayers > 1)) {
 		/* it must not merge with what lies, or may later lie, below its new
 		 * name: opaque when moved into a merged directory, as the kernel */
-		int fd = openat(up, mv->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		int res = fd < 0 ? -errno : ovl_set_opaque(fs, fd);
-		if (fd >= 0)
-			close(fd);
+		int res = set_opaque_at(fs, up, mv->name);
 		if (res < 0)
 			return res;
 	}

@@ -62,6 +62,9 @@ static void reply_opened(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_inf
 		fuse_reply_err(req, -backing_id);
 		return;
 	}
+	/* counted before the reply: the opener may unlink the name at once */
+	if (node)
+		atomic_fetch_add(&node->opens, 1);
 	if (backing_id > 0) {
 		/* Our fd stays open for lseek (SEEK_DATA/SEEK_HOLE come to us). */
 		uint64_t fh = (uint64_t)fd | FH_PASSTHROUGH;
@@ -78,10 +81,10 @@ static void reply_opened(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_inf
 	}
 	if (res == -ENOENT) {
 		close(fd); /* interrupted: no release will come */
+		if (node)
+			atomic_fetch_sub(&node->opens, 1);
 		if (e)
 			ovl_node_forget(fs, node, 1);
-	} else if (node) {
-		atomic_fetch_add(&node->opens, 1);
 	}
 }
 
