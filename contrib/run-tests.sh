@@ -1,7 +1,8 @@
 #!/bin/bash
 # Builds, installs (mount(8) finds helpers only in system paths) and runs every
-# test: Check unit tests, integration tests on real mounts, and differential
-# tests against the kernel overlay.  Ends with "N passed, M failed".
+# test: Check unit tests, integration tests on real mounts, differential tests
+# against the kernel overlay, crash, ENOSPC and round-trip tests of the
+# writable overlay.  Ends with "N passed, M failed".
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -43,6 +44,18 @@ add_counts "$logs/integration"
 echo "== differential tests (kernel overlay vs ours)"
 ./tests/diff/run.sh 2>&1 | tee "$logs/diff"
 add_counts "$logs/diff"
+
+echo "== crash consistency (kill -9 during write storms, 10 seeds)"
+./tests/integration/crash.sh $(seq 1 10) 2>&1 | tee "$logs/crash"
+add_counts "$logs/crash"
+
+echo "== full upper filesystem (ENOSPC)"
+./tests/integration/enospc.sh 2>&1 | tee "$logs/enospc"
+add_counts "$logs/enospc"
+
+echo "== uppers exchanged with 1.10 and the kernel overlay"
+./tests/integration/roundtrip.sh 2>&1 | tee "$logs/roundtrip"
+add_counts "$logs/roundtrip"
 
 echo
 echo "$passed passed, $failed failed"

@@ -203,8 +203,11 @@ static int build_copy(struct ovl_fs *fs, struct ovl_layer *lower, int pfd, const
 static int rename_into_upper(struct ovl_fs *fs, const char *tmp, int upfd, const char *name)
 {
 	struct stat pst;
-	if (fstat(upfd, &pst) < 0 || renameat2(fs->work_fd, tmp, upfd, name, RENAME_NOREPLACE) < 0)
+	if (fstat(upfd, &pst) < 0)
 		return -errno;
+	int res = ovl_rename(fs, fs->work_fd, tmp, upfd, name, RENAME_NOREPLACE);
+	if (res < 0)
+		return res;
 	const struct timespec times[2] = { pst.st_atim, pst.st_mtim };
 	futimens(upfd, times);
 	return 0;

@@ -157,8 +157,7 @@ static int make_in_upper(struct ovl_fs *fs, const struct ovl_creds *c, struct ov
 		/* rename(2) cannot put a directory over a non-directory: swap, and
 		 * the whiteout goes with what is left in work */
 		unsigned how = wh != OVL_WH_CHAR ? RENAME_NOREPLACE : is_dir ? RENAME_EXCHANGE : 0;
-		if (renameat2(dfd, dname, upfd, name, how) < 0)
-			res = -errno;
+		res = ovl_rename(fs, dfd, dname, upfd, name, how);
 	}
 	if (stage >= 0)
 		close(stage);
@@ -226,6 +225,8 @@ static int make_object(fuse_req_t req, struct ovl_node *parent, const char *name
 			ovl_dir_changed(parent);
 			res = entry_of_new(fs, parent, upfd, name, e);
 		}
+		if (res == 0 && m->source)
+			res = ovl_node_add_alias(m->source, parent, name);
 		if (upfd >= 0)
 			ovl_dir_fd_put(parent);
 	}
@@ -327,16 +328,20 @@ static int remove_in_upper(struct ovl_fs *fs, struct ovl_node *parent, int upfd,
 	return 0;
 }
 
-/* An upper object about to lose its last name while open stays reachable
- * for fstat through an O_PATH fd (ns_lock held for writing). */
-static void keep_if_open(struct ovl_fs *fs, int upfd, const char *name, const struct ovl_found *f)
+/* An upper object about to lose a name (ns_lock held for writing): a hard
+ * link's node moves to another of its names; an object losing its last name
+ * while open stays reachable for fstat through an O_PATH fd. */
+static void name_going(struct ovl_fs *fs, struct ovl_node *parent, int upfd, const char *name,
+		       const struct ovl_found *f)
 {
-	if (f->layer != 0 || S_ISDIR(f->st.st_mode) || f->st.st_nlink > 1)
+	if (f->layer != 0 || S_ISDIR(f->st.st_mode))
 		return;
 	struct ovl_node *n = ovl_node_find(f->st.st_dev, f->st.st_ino);
 	if (n == NULL)
 		return;
-	if (atomic_load(&n->opens) > 0 && n->orphan_fd < 0)
+	if (f->st.st_nlink > 1)
+		ovl_node_name_gone(fs, n, parent, name); /* the node takes another name */
+	else if (atomic_load(&n->opens) > 0 && n->orphan_fd < 0)
 		n->orphan_fd = openat(upfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	ovl_node_unref(fs, n);
 }
@@ -375,7 +380,7 @@ static int remove_object(struct ovl_fs *fs, struct ovl_node *parent, const char 
 		if (upfd < 0)
 			res = upfd;
 		else if (res == 0) {
-			keep_if_open(fs, upfd, name, &f);
+			name_going(fs, parent, upfd, name, &f);
 			res = remove_in_upper(fs, parent, upfd, name, &f);
 			ovl_dir_fd_put(parent);
 		}
@@ -429,9 +434,7 @@ static int move_in_upper(struct ovl_fs *fs, struct move *mv, int up, int unp, co
 			res = set_opaque_at(fs, up, mv->name);
 		if (res == 0 && mv->d->dir && mv->p->dir->nlayers > 1)
 			res = set_opaque_at(fs, unp, mv->newname);
-		if (res == 0 && renameat2(up, mv->name, unp, mv->newname, RENAME_EXCHANGE) < 0)
-			res = -errno;
-		return res;
+		return res < 0 ? res : ovl_rename(fs, up, mv->name, unp, mv->newname, RENAME_EXCHANGE);
 	}
 	bool src_dir = mv->s->dir != NULL;
 	int src_wh = ovl_lower_positive(fs, mv->p, mv->name);
@@ -456,8 +459,9 @@ static int move_in_upper(struct ovl_fs *fs, struct move *mv, int up, int unp, co
 			return res;
 	}
 	if (src_dir && wh == OVL_WH_CHAR) {
-		if (renameat2(up, mv->name, unp, mv->newname, RENAME_EXCHANGE) < 0)
-			return -errno;
+		int res = ovl_rename(fs, up, mv->name, unp, mv->newname, RENAME_EXCHANGE);
+		if (res < 0)
+			return res;
 		/* the whiteout came to the old name: keep it only if it hides something */
 		if (!src_wh)
 			unlinkat(up, mv->name, 0);
@@ -470,7 +474,7 @@ static int move_in_upper(struct ovl_fs *fs, struct move *mv, int up, int unp, co
 	}
 	bool rename_whiteout = src_wh && !fs->whiteout_files;
 	if (renameat2(up, mv->name, unp, mv->newname, rename_whiteout ? RENAME_WHITEOUT : 0) < 0) {
-		if (!rename_whiteout || errno != EINVAL)
+		if (!rename_whiteout || (errno != EINVAL && errno != ENOSYS))
 			return -errno;
 		if (renameat(up, mv->name, unp, mv->newname) < 0)
 			return -errno;
@@ -537,7 +541,7 @@ static int do_rename(struct ovl_fs *fs, struct move *mv)
 	if (res == 0 && (up < 0 || unp < 0))
 		res = up < 0 ? up : unp;
 	if (res == 0 && has_dst && !exchange)
-		keep_if_open(fs, unp, mv->newname, &dst);
+		name_going(fs, mv->np, unp, mv->newname, &dst);
 	if (res == 0)
 		res = move_in_upper(fs, mv, up, unp, has_dst ? &dst : NULL);
 	if (unp >= 0)

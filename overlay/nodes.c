@@ -404,6 +404,13 @@ static void node_destroy(struct ovl_fs *fs, struct ovl_node *n)
 	}
 	if (n->orphan_fd >= 0)
 		close(n->orphan_fd);
+	while (n->aliases) {
+		struct ovl_alias *a = n->aliases;
+		n->aliases = a->next;
+		ovl_node_unref(fs, a->parent);
+		free(a->name);
+		free(a);
+	}
 	free(n->name);
 	free(n);
 }
@@ -603,6 +610,43 @@ int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *new
 		ovl_node_unref(fs, old);
 	}
 	return 0;
+}
+
+int ovl_node_add_alias(struct ovl_node *node, struct ovl_node *parent, const char *name)
+{
+	struct ovl_alias *a = malloc(sizeof *a);
+	if (a == NULL || (a->name = strdup(name)) == NULL) {
+		free(a);
+		return -ENOMEM;
+	}
+	ovl_node_ref(parent);
+	a->parent = parent;
+	a->next = node->aliases;
+	node->aliases = a;
+	return 0;
+}
+
+void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name)
+{
+	for (struct ovl_alias **p = &node->aliases; *p;) {
+		struct ovl_alias *a = *p;
+		if (a->parent == parent && strcmp(a->name, name) == 0) {
+			*p = a->next;
+			ovl_node_unref(fs, a->parent);
+			free(a->name);
+			free(a);
+		} else {
+			p = &a->next;
+		}
+	}
+	if (node->parent != parent || strcmp(node->name, name) != 0 || node->aliases == NULL)
+		return;
+	struct ovl_alias *a = node->aliases;
+	node->aliases = a->next;
+	ovl_node_move(fs, node, a->parent, a->name);
+	ovl_node_unref(fs, a->parent);
+	free(a->name);
+	free(a);
 }
 
 int ovl_dir_add_upper(struct ovl_fs *fs, struct ovl_node *node, int upper_fd)

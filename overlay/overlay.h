@@ -89,6 +89,12 @@ struct ovl_dir {
 	struct ovl_node *fd_prev, *fd_next;
 };
 
+struct ovl_alias {
+	struct ovl_node *parent;     /* holds a ref */
+	char *name;
+	struct ovl_alias *next;
+};
+
 struct ovl_node {
 	fuse_ino_t nodeid;
 	uint64_t generation;
@@ -105,6 +111,7 @@ struct ovl_node {
 	ino_t origin_ino;            /* st_ino shown for a copied-up object, 0: its own */
 	bool hashed;                 /* found by identity; false once its object is gone */
 	atomic_int opens;            /* open files */
+	struct ovl_alias *aliases;   /* other names of an upper hard link (ns_lock) */
 	int orphan_fd;               /* O_PATH fd of an upper object unlinked while open, or -1 */
 };
 
@@ -169,6 +176,11 @@ void ovl_node_unhash_id(dev_t dev, ino_t ino);
 struct ovl_node *ovl_node_find(dev_t dev, ino_t ino);
 /* Moves the node to newparent/newname (the caller holds ns_lock for writing). */
 int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newparent, const char *newname);
+/* Another name of the node's object (a hard link made through us). */
+int ovl_node_add_alias(struct ovl_node *node, struct ovl_node *parent, const char *name);
+/* parent/name of the node's object goes away: the node takes another of its
+ * names if it stood for that one (ns_lock held for writing). */
+void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name);
 /* A directory copied up: the upper layer joins its layers, on top. */
 int ovl_dir_add_upper(struct ovl_fs *fs, struct ovl_node *node, int upper_fd);
 /* Drops the cached merged listing (the directory changed). */
@@ -284,6 +296,8 @@ int ovl_creds_fix_owner(const struct ovl_creds *c, int dirfd, const char *name);
 int ovl_work_empty_dir(int dirfd);
 /* A name for a new temporary in work ("#ovl.N"). */
 void ovl_work_tempname(struct ovl_fs *fs, char buf[OVL_TEMPNAME_MAX]);
+/* renameat2 with fallbacks for RENAME_NOREPLACE and RENAME_EXCHANGE; -errno. */
+int ovl_rename(struct ovl_fs *fs, int olddirfd, const char *old, int newdirfd, const char *new, unsigned flags);
 /* Removes work/name, whatever it is; logs what it cannot remove. */
 int ovl_work_remove(struct ovl_fs *fs, const char *name);
 

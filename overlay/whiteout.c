@@ -192,8 +192,7 @@ static int replace_by_char_whiteout(struct ovl_fs *fs, int dirfd, const char *na
 	int res = link_whiteout(fs, fs->work_fd, tmp);
 	if (res < 0)
 		return res;
-	if (renameat2(fs->work_fd, tmp, dirfd, name, is_dir ? RENAME_EXCHANGE : 0) < 0) {
-		res = -errno;
+	if ((res = ovl_rename(fs, fs->work_fd, tmp, dirfd, name, is_dir ? RENAME_EXCHANGE : 0)) < 0) {
 		unlinkat(fs->work_fd, tmp, 0);
 		return res;
 	}
