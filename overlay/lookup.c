@@ -160,7 +160,8 @@ static void list_if_probed_enough(struct ovl_fs *fs, struct ovl_node *parent)
 	if (d == NULL || d->nlayers < 2 || __atomic_load_n(&d->listing, __ATOMIC_RELAXED) != NULL)
 		return;
 	uint32_t cost = atomic_fetch_add(&d->probe_cost, d->nlayers);
-	if (cost + d->nlayers >= LIST_AFTER_PROBE_COST)
+	uint32_t after = atomic_load(&d->list_after);
+	if (cost + d->nlayers >= (after > LIST_AFTER_PROBE_COST ? after : LIST_AFTER_PROBE_COST))
 		ovl_dir_load_listing(fs, parent);
 }
 

@@ -12,6 +12,7 @@
 #include <xxhash.h>
 
 #include "overlay.h"
+#include "readdir.h"
 
 /* ---- slots: nodeid -> node ---- */
 #define SLOT_SHARD_BITS 4
@@ -684,6 +685,11 @@ void ovl_dir_changed(struct ovl_node *dir)
 	struct ovl_listing *l = d->listing;
 	d->listing = NULL;
 	pthread_rwlock_unlock(&d->lock);
-	if (l)
+	if (l) {
+		/* listing again must cost no more than the probes it saves, or a
+		 * directory being filled is listed once per new name */
+		atomic_store(&d->probe_cost, 0);
+		atomic_store(&d->list_after, (unsigned)ovl_listing_count(l) * d->nlayers);
 		ovl_listing_unref(l);
+	}
 }

@@ -84,6 +84,7 @@ struct ovl_dir {
 	int *fds;                     /* per entry of layers[]; -1: closed */
 	atomic_int fd_users;
 	atomic_uint probe_cost;       /* layers probed by lookups so far */
+	atomic_uint list_after;       /* probe cost that pays for a listing; 0: the default */
 	atomic_uint_fast64_t fd_stamp;
 	bool in_fd_list;
 	struct ovl_node *fd_prev, *fd_next;
