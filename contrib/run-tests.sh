@@ -37,25 +37,20 @@ else
 	failed=$((failed + f + e))
 fi
 
-echo "== integration tests"
-./tests/integration/run.sh 2>&1 | tee "$logs/integration"
-add_counts "$logs/integration"
-
-echo "== differential tests (kernel overlay vs ours)"
-./tests/diff/run.sh 2>&1 | tee "$logs/diff"
-add_counts "$logs/diff"
-
-echo "== crash consistency (kill -9 during write storms, 10 seeds)"
-./tests/integration/crash.sh $(seq 1 10) 2>&1 | tee "$logs/crash"
-add_counts "$logs/crash"
-
-echo "== full upper filesystem (ENOSPC)"
-./tests/integration/enospc.sh 2>&1 | tee "$logs/enospc"
-add_counts "$logs/enospc"
-
-echo "== uppers exchanged with 1.10 and the kernel overlay"
-./tests/integration/roundtrip.sh 2>&1 | tee "$logs/roundtrip"
-add_counts "$logs/roundtrip"
+# Each suite ends with "N passed, M failed".
+suites=(
+	"integration tests:./tests/integration/run.sh"
+	"differential tests (kernel overlay vs ours):./tests/diff/run.sh"
+	"crash consistency (kill -9 during write storms, 10 seeds):./tests/integration/crash.sh $(seq -s' ' 1 10)"
+	"full upper filesystem (ENOSPC):./tests/integration/enospc.sh"
+	"uppers exchanged with 1.10 and the kernel overlay:./tests/integration/roundtrip.sh"
+)
+for i in "${!suites[@]}"; do
+	echo "== ${suites[$i]%%:*}"
+	# shellcheck disable=SC2086 # the command line is split on purpose
+	${suites[$i]#*:} 2>&1 | tee "$logs/suite$i"
+	add_counts "$logs/suite$i"
+done
 
 echo
 echo "$passed passed, $failed failed"

@@ -320,12 +320,7 @@ static int remove_in_upper(struct ovl_fs *fs, struct ovl_node *parent, int upfd,
 	if (errno != ENOTEMPTY)
 		return -errno;
 	/* only whiteouts of names that are gone below: out of sight, then away */
-	char tmp[OVL_TEMPNAME_MAX];
-	ovl_work_tempname(fs, tmp);
-	if (renameat(upfd, name, fs->work_fd, tmp) < 0)
-		return -errno;
-	ovl_work_remove(fs, tmp);
-	return 0;
+	return ovl_work_discard(fs, upfd, name);
 }
 
 /* An upper object about to lose a name (ns_lock held for writing): a hard
@@ -444,11 +439,9 @@ static int move_in_upper(struct ovl_fs *fs, struct move *mv, int up, int unp, co
 		return src_wh < 0 ? src_wh : below < 0 ? below : wh;
 	if (dst && S_ISDIR(dst->st.st_mode) && dst->layer == 0) {
 		/* an empty merged directory: its upper part only holds whiteouts */
-		char tmp[OVL_TEMPNAME_MAX];
-		ovl_work_tempname(fs, tmp);
-		if (renameat(unp, mv->newname, fs->work_fd, tmp) < 0)
-			return -errno;
-		ovl_work_remove(fs, tmp);
+		int res = ovl_work_discard(fs, unp, mv->newname);
+		if (res < 0)
+			return res;
 		below = 1;
 	}
 	if (src_dir && (below || wh != OVL_WH_NONE || mv->np->dir->nlayers > 1)) {

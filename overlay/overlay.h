@@ -299,6 +299,8 @@ int ovl_work_empty_dir(int dirfd);
 void ovl_work_tempname(struct ovl_fs *fs, char buf[OVL_TEMPNAME_MAX]);
 /* renameat2 with fallbacks for RENAME_NOREPLACE and RENAME_EXCHANGE; -errno. */
 int ovl_rename(struct ovl_fs *fs, int olddirfd, const char *old, int newdirfd, const char *new, unsigned flags);
+/* Moves dirfd/name out of sight into work in one step, then removes it. */
+int ovl_work_discard(struct ovl_fs *fs, int dirfd, const char *name);
 /* Removes work/name, whatever it is; logs what it cannot remove. */
 int ovl_work_remove(struct ovl_fs *fs, const char *name);
 

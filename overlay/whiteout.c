@@ -221,12 +221,7 @@ int ovl_whiteout_put(struct ovl_fs *fs, int dirfd, const char *name, mode_t pres
 		return 0;
 	if (!S_ISDIR(present))
 		return unlinkat(dirfd, name, 0) < 0 ? -errno : 0;
-	char tmp[OVL_TEMPNAME_MAX];
-	ovl_work_tempname(fs, tmp);
-	if (renameat(dirfd, name, fs->work_fd, tmp) < 0)
-		return -errno;
-	ovl_work_remove(fs, tmp);
-	return 0;
+	return ovl_work_discard(fs, dirfd, name);
 }
 
 int ovl_whiteout_drop_file(struct ovl_fs *fs, int dirfd, const char *name)

@@ -101,3 +101,13 @@ int ovl_rename(struct ovl_fs *fs, int olddirfd, const char *old, int newdirfd, c
 	}
 	return renameat(fs->work_fd, tmp, olddirfd, old) < 0 ? -errno : 0;
 }
+
+int ovl_work_discard(struct ovl_fs *fs, int dirfd, const char *name)
+{
+	char tmp[OVL_TEMPNAME_MAX];
+	ovl_work_tempname(fs, tmp);
+	if (renameat(dirfd, name, fs->work_fd, tmp) < 0)
+		return -errno;
+	ovl_work_remove(fs, tmp);
+	return 0;
+}
