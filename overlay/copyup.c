@@ -294,18 +294,11 @@ int ovl_copy_up_dirs(struct ovl_fs *fs, struct ovl_node *dir)
 
 /* ---- other objects ---- */
 #define COPYUP_LOCKS 64
-static pthread_mutex_t copyup_locks[COPYUP_LOCKS];
-static pthread_once_t copyup_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t copyup_locks[COPYUP_LOCKS] = { [0 ... COPYUP_LOCKS - 1] = PTHREAD_MUTEX_INITIALIZER };
 
-static void copyup_locks_init(void)
+/* The lock under which node is copied up; taken before ns_lock. */
+static pthread_mutex_t *copy_up_lock(struct ovl_node *node)
 {
-	for (size_t i = 0; i < COPYUP_LOCKS; i++)
-		pthread_mutex_init(&copyup_locks[i], NULL);
-}
-
-pthread_mutex_t *ovl_copy_up_lock(struct ovl_node *node)
-{
-	pthread_once(&copyup_once, copyup_locks_init);
 	return &copyup_locks[((uintptr_t)node >> 6) % COPYUP_LOCKS];
 }
 
@@ -366,7 +359,7 @@ static int copy_up_file(struct ovl_fs *fs, struct ovl_node *node, bool with_data
 	} else if (ovl_passthrough_active(node->nodeid)) {
 		/* The kernel's passthrough readers keep the lower file as this
 		 * node's backing file, so the name gets a new node: ESTALE (and an
-		 * invalidation, ovl_copy_up_stale) makes the VFS look it up again. */
+		 * invalidation, ovl_copy_up_in_place) makes the VFS look it up again. */
 		res = -ESTALE;
 	} else {
 		/* The other names of a lower hard link shared this node: they are
@@ -389,7 +382,7 @@ int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, bool with_data)
 		return ovl_copy_up_dirs(fs, node);
 	if (ovl_node_is_upper(fs, node))
 		return 0;
-	pthread_mutex_t *m = ovl_copy_up_lock(node);
+	pthread_mutex_t *m = copy_up_lock(node);
 	pthread_mutex_lock(m);
 	/* done once: a concurrent copy-up of the same node waited for us */
 	int res = ovl_node_is_upper(fs, node) ? 0 : copy_up_file(fs, node, with_data);
@@ -397,7 +390,9 @@ int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, bool with_data)
 	return res;
 }
 
-void ovl_copy_up_stale(struct ovl_fs *fs, struct ovl_node *node)
+/* Makes the kernel drop node's name, so that its retry after ESTALE looks
+ * the name up and reaches the new node. */
+static void copy_up_stale(struct ovl_fs *fs, struct ovl_node *node)
 {
 	char name[NAME_MAX + 1];
 	pthread_rwlock_rdlock(&fs->ns_lock);
@@ -406,4 +401,12 @@ void ovl_copy_up_stale(struct ovl_fs *fs, struct ovl_node *node)
 	pthread_rwlock_unlock(&fs->ns_lock);
 	if (parent && fs->se)
 		fuse_lowlevel_notify_inval_entry(fs->se, parent, name, strlen(name));
+}
+
+int ovl_copy_up_in_place(struct ovl_fs *fs, struct ovl_node *node, bool with_data)
+{
+	int res = ovl_copy_up(fs, node, with_data);
+	if (res == -ESTALE)
+		copy_up_stale(fs, node);
+	return res;
 }

@@ -58,7 +58,7 @@ static void reply_opened(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_inf
 	if (backing_id < 0) {
 		close(fd);
 		if (e)
-			ovl_node_forget(fs, ovl_node_get(nodeid), 1);
+			ovl_node_forget(fs, node, 1);
 		fuse_reply_err(req, -backing_id);
 		return;
 	}
@@ -102,8 +102,8 @@ void ovl_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	int res = 0;
-	if (opens_for_writing(fi->flags) && (res = ovl_copy_up(fs, n, !(fi->flags & O_TRUNC))) == -ESTALE)
-		ovl_copy_up_stale(fs, n);
+	if (opens_for_writing(fi->flags))
+		res = ovl_copy_up_in_place(fs, n, !(fi->flags & O_TRUNC));
 	struct open_call c = { .fs = fs, .flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY) };
 	if (res == 0) {
 		pthread_rwlock_rdlock(&fs->ns_lock);
@@ -248,8 +248,7 @@ void ovl_op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg, s
 			return;
 		}
 		memcpy(&attr, in_buf, sizeof attr);
-		if ((res = ovl_copy_up(fs, n, true)) == -ESTALE)
-			ovl_copy_up_stale(fs, n);
+		res = ovl_copy_up_in_place(fs, n, true);
 	} else if (out_bufsz < sizeof(int)) {
 		fuse_reply_err(req, EINVAL);
 		return;

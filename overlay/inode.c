@@ -176,9 +176,7 @@ void ovl_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_se
 		return;
 	}
 	bool truncates = (to_set & FUSE_SET_ATTR_SIZE) && attr->st_size == 0;
-	int res = ovl_copy_up(fs, n, !truncates);
-	if (res == -ESTALE)
-		ovl_copy_up_stale(fs, n);
+	int res = ovl_copy_up_in_place(fs, n, !truncates);
 	struct setattr_call c = { .attr = attr, .to_set = to_set, .fd = -1 };
 	if (res == 0 && fi && !n->dir && ovl_node_is_upper(fs, n))
 		c.fd = ovl_file_fd(fi);

@@ -565,15 +565,6 @@ void ovl_node_rehash(struct ovl_node *node, dev_t dev, ino_t ino)
 		pthread_mutex_unlock(&to->lock);
 }
 
-void ovl_node_unhash(struct ovl_node *node)
-{
-	struct id_shard *s = lock_node_shard(node);
-	if (node->hashed)
-		id_remove(s, node);
-	node->hashed = false;
-	pthread_mutex_unlock(&s->lock);
-}
-
 struct ovl_node *ovl_node_find(dev_t dev, ino_t ino)
 {
 	struct id_shard *s = &id_shards[id_hash(dev, ino) % ID_SHARDS];

@@ -169,9 +169,8 @@ int ovl_dir_layer_pos(const struct ovl_dir *dir, uint32_t layer);
 void ovl_nodes_counters(long *nodes, long *dirs);
 /* The node now stands for another backing object (after a copy-up). */
 void ovl_node_rehash(struct ovl_node *node, dev_t dev, ino_t ino);
-/* Its backing object is gone: a later lookup of the same identity (a reused
- * inode number) must make a new node. */
-void ovl_node_unhash(struct ovl_node *node);
+/* The object (dev, ino) is gone: a later lookup of the same identity (a
+ * reused inode number) must make a new node. */
 void ovl_node_unhash_id(dev_t dev, ino_t ino);
 /* The node of a backing object, with a ref (ovl_node_unref), or NULL. */
 struct ovl_node *ovl_node_find(dev_t dev, ino_t ino);
@@ -216,11 +215,10 @@ int ovl_lower_positive(struct ovl_fs *fs, struct ovl_node *parent, const char *n
 int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, bool with_data);
 /* Makes a directory (and its parents) part of the upper layer. */
 int ovl_copy_up_dirs(struct ovl_fs *fs, struct ovl_node *dir);
-/* After ovl_copy_up answered -ESTALE: makes the kernel drop node's name, so
- * that its retry looks the name up (a handler holding no directory lock). */
-void ovl_copy_up_stale(struct ovl_fs *fs, struct ovl_node *node);
-/* The lock under which node is copied up; taken before ns_lock. */
-pthread_mutex_t *ovl_copy_up_lock(struct ovl_node *node);
+/* ovl_copy_up for a handler the kernel calls with no directory locked (open,
+ * setattr, xattrs, ioctl): on -ESTALE the kernel is also told to drop the
+ * name, so that its retry reaches the new node. */
+int ovl_copy_up_in_place(struct ovl_fs *fs, struct ovl_node *node, bool with_data);
 /* The st_ino a copied-up upper object dirfd/name (name NULL: dirfd) shows. */
 bool ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name, ino_t *shown);
 

@@ -171,9 +171,7 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, struct xattr_change *c)
 		fuse_reply_err(req, c->value ? EPERM : ENODATA);
 		return;
 	}
-	int res = ovl_copy_up(fs, n, true);
-	if (res == -ESTALE)
-		ovl_copy_up_stale(fs, n);
+	int res = ovl_copy_up_in_place(fs, n, true);
 	if (res == 0) {
 		pthread_rwlock_rdlock(&fs->ns_lock);
 		if (n->dir) {
