@@ -6,6 +6,10 @@ PKGS="build-essential autoconf automake libtool pkg-config
 libfuse3-dev fuse3 libattr1-dev libacl1-dev libxxhash-dev check libseccomp-dev
 fuse-overlayfs attr acl python3 util-linux procps psmisc kmod
 hyperfine fio time strace"
+# the containerd snapshotter shim: its libraries, protoc-c, containerd's .proto
+# files (and Go test suite), containerd itself for the end-to-end tests
+PKGS="$PKGS protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev libnghttp2-dev
+libsqlite3-dev libsystemd-dev golang-github-containerd-containerd-dev containerd"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
