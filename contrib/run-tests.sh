@@ -26,16 +26,19 @@ add_counts() { # LOG: adds the "N passed, M failed" line of a suite
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 
-echo "== unit tests (Check)"
-./tests/unit/check_overlay 2>&1 | tee "$logs/unit"
-# Check prints "100%: Checks: N, Failures: F, Errors: E"
-read -r n f e < <(sed -nE 's/.*Checks: ([0-9]+), Failures: ([0-9]+), Errors: ([0-9]+).*/\1 \2 \3/p' "$logs/unit")
-if [ -z "${n:-}" ]; then
-	failed=$((failed + 1))
-else
-	passed=$((passed + n - f - e))
-	failed=$((failed + f + e))
-fi
+for unit in check_overlay check_snapshotter; do
+	echo "== unit tests (Check): $unit"
+	./tests/unit/$unit 2>&1 | tee "$logs/$unit"
+	# Check prints "100%: Checks: N, Failures: F, Errors: E"
+	n=
+	read -r n f e < <(sed -nE 's/.*Checks: ([0-9]+), Failures: ([0-9]+), Errors: ([0-9]+).*/\1 \2 \3/p' "$logs/$unit")
+	if [ -z "${n:-}" ]; then
+		failed=$((failed + 1))
+	else
+		passed=$((passed + n - f - e))
+		failed=$((failed + f + e))
+	fi
+done
 
 # Each suite ends with "N passed, M failed".
 suites=(
