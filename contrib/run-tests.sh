@@ -1,8 +1,8 @@
 #!/bin/bash
 # Builds, installs (mount(8) finds helpers only in system paths) and runs every
 # test: Check unit tests, integration tests on real mounts, differential tests
-# against the kernel overlay, crash, ENOSPC and round-trip tests of the
-# writable overlay.  Ends with "N passed, M failed".
+# against the kernel overlay, crash, ENOSPC, round-trip and image-layer
+# (tarball) tests of the writable overlay.  Ends with "N passed, M failed".
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -47,6 +47,8 @@ suites=(
 	"crash consistency (kill -9 during write storms, 10 seeds):./tests/integration/crash.sh $(seq -s' ' 1 10)"
 	"full upper filesystem (ENOSPC):./tests/integration/enospc.sh"
 	"uppers exchanged with 1.10 and the kernel overlay:./tests/integration/roundtrip.sh"
+	"an image layer tarball applied as containerd does (kernel overlay vs ours):./tests/integration/tarball.sh"
+	"snapshotter gRPC tests:./tests/snapshotter/run.sh"
 )
 for i in "${!suites[@]}"; do
 	echo "== ${suites[$i]%%:*}"

@@ -156,7 +156,7 @@ static int build_copy(struct ovl_fs *fs, struct ovl_layer *lower, int pfd, const
 	mode_t type = st->st_mode & S_IFMT;
 	const struct timespec times[2] = { st->st_atim, st->st_mtim };
 	if (S_ISREG(type)) {
-		src = lower->ops->openat(lower, pfd, name, O_RDONLY | O_NONBLOCK, 0);
+		src = ovl_layer_open(fs, lower, pfd, name, O_RDONLY | O_NONBLOCK);
 		dst = openat(wfd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
 		if (src < 0 || dst < 0)
 			res = -errno;

@@ -55,73 +55,28 @@
 #    semantics: broken link, or index-style shared inode).
 #  * No name in the merged view matches OVL_TEMP_REGEX; WORK/work is empty once
 #    the new mount is up; tests/check-upper.py U W passes after unmounting.
-set -uo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/../.." && pwd)
-BIN=${FUSE_OVERLAYFS:-$top/fuse-overlayfs}
-TEMP_REGEX=${OVL_TEMP_REGEX:-'^#ovl\.'}
+TEST_NAME=crash
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 WORKERS=${CRASH_WORKERS:-2}
 STORM=$here/crash_storm.py
-CHECK=$top/tests/check-upper.py
 
-die() { echo "FATAL: $*" >&2; exit 2; }
-[ "$(id -u)" = 0 ] || die "crash test needs root"
-[ -c /dev/fuse ] || die "/dev/fuse is missing"
-[ -x "$BIN" ] || die "$BIN not built (set FUSE_OVERLAYFS)"
-for c in fusermount3 python3 timeout; do command -v $c >/dev/null || die "$c is missing"; done
-[ -f "$STORM" ] && [ -f "$CHECK" ] || die "helpers missing: $STORM $CHECK"
-
-WORK=$(mktemp -d "${OVL_TEST_TMPDIR:-/var/tmp}/ovl-crash.XXXXXX") || die "mktemp failed"
-WORK=$(realpath "$WORK") # /proc/self/mountinfo shows resolved paths
-PIDS=()                  # every process we started that may still run
-
-ours_alive() { # PID: still a process we started (its command line names $WORK)
-	kill -0 "$1" 2>/dev/null && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF "$WORK/"
-}
-mounts_under() { awk -v t="$1/" 'index($5, t) == 1 { print $5 }' /proc/self/mountinfo | sort -r; }
-undo() { # DIR: kill our processes still running, unmount everything under DIR
-	local p m
-	for p in "${PIDS[@]}"; do ours_alive "$p" && kill -9 "$p" 2>/dev/null; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-	PIDS=()
-	for m in $(mounts_under "$1"); do
-		fusermount3 -u "$m" 2>/dev/null || umount "$m" 2>/dev/null || umount -l "$m"
-	done
-}
-KEEP=0
-cleanup() {
-	undo "$WORK"
-	if [ "$KEEP" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+require_fuse
+require_files "$STORM" "$CHECK"
+make_work
 
 PROBLEMS=()
 problem() { PROBLEMS+=("$*"); }
 
-is_mounted() { awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; }
-
 start_daemon() { # T: mount T/{l,u,w} on T/m; DPID = daemon
-	"$BIN" -f -o "lowerdir=$1/l,upperdir=$1/u,workdir=$1/w" "$1/m" 2>>"$1/daemon.err" &
-	DPID=$!
-	PIDS+=("$DPID")
-	for _ in $(seq 100); do
-		is_mounted "$1/m" && timeout 5 stat "$1/m" >/dev/null 2>&1 && return 0
-		kill -0 "$DPID" 2>/dev/null || break
-		sleep 0.05
-	done
+	start_fuse "$BIN" "$1/l" "$1/u" "$1/w" "$1/m" "$1/daemon.err" && { DPID=$FPID; return 0; }
+	DPID=$FPID
 	problem "mount failed: $(tail -2 "$1/daemon.err" | tr '\n' ' ')"
 	return 1
 }
 
 stop_daemon() { # T: unmount T/m, wait for DPID to end
-	fusermount3 -u "$1/m" || { problem "fusermount3 -u failed"; return 1; }
-	for _ in $(seq 100); do
-		kill -0 "$DPID" 2>/dev/null || { wait "$DPID" 2>/dev/null; return 0; }
-		sleep 0.05
-	done
-	problem "daemon $DPID still running 5 s after unmount"
-	return 1
+	stop_fuse "$1/m" "$DPID" || { problem "$STOP_ERR"; return 1; }
 }
 
 run_seed() { # SEED: sets PROBLEMS, INFO
@@ -199,25 +154,18 @@ run_seed() { # SEED: sets PROBLEMS, INFO
 
 seeds=("$@")
 [ $# -gt 0 ] || seeds=(1 2 3 4 5)
-passed=0
-failed=0
 for s in "${seeds[@]}"; do
 	[[ $s =~ ^[0-9]+$ ]] || die "seed must be a number: $s"
 	run_seed "$s"
 	undo "$WORK/seed$s"
 	if [ ${#PROBLEMS[@]} = 0 ]; then
-		echo "PASS crash seed=$s"
-		passed=$((passed + 1))
+		pass "seed=$s"
 	else
-		echo "FAIL crash seed=$s: ${PROBLEMS[0]}"
-		failed=$((failed + 1))
-		for l in "${PROBLEMS[@]:1:15}"; do echo "    $l"; done
-		[ ${#PROBLEMS[@]} -gt 16 ] && echo "    ... $((${#PROBLEMS[@]} - 16)) more"
+		fail "seed=$s" "${PROBLEMS[@]}"
 	fi
 	if [ ${#PROBLEMS[@]} != 0 ] || [ "${CRASH_VERBOSE:-0}" = 1 ]; then
 		for l in "${INFO[@]}"; do echo "    # $l"; done
 	fi
 	if [ ${#PROBLEMS[@]} != 0 ] && [ "${CRASH_KEEP:-0}" = 1 ]; then KEEP=1; else rm -rf "$WORK/seed$s"; fi
 done
-echo "$passed passed, $failed failed"
-[ $failed = 0 ]
+finish

@@ -31,47 +31,16 @@
 #                   succeeds: lower content + added
 #   upper_sound     after unmounting: WORK/work empty, tests/check-upper.py
 #                   passes, the lower layer is unchanged on disk
-set -uo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/../.." && pwd)
-BIN=${FUSE_OVERLAYFS:-$top/fuse-overlayfs}
-TEMP_REGEX=${OVL_TEMP_REGEX:-'^#ovl\.'}
-CHECK=$top/tests/check-upper.py
+TEST_NAME=enospc
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 
-die() { echo "FATAL: $*" >&2; exit 2; }
-[ "$(id -u)" = 0 ] || die "enospc test needs root"
-[ -c /dev/fuse ] || die "/dev/fuse is missing"
-[ -x "$BIN" ] || die "$BIN not built (set FUSE_OVERLAYFS)"
-for c in fusermount3 python3 timeout; do command -v $c >/dev/null || die "$c is missing"; done
-[ -f "$CHECK" ] || die "$CHECK missing"
+require_fuse
+require_files "$CHECK"
+make_work
 
-WORK=$(mktemp -d "${OVL_TEST_TMPDIR:-/var/tmp}/ovl-enospc.XXXXXX") || die "mktemp failed"
-WORK=$(realpath "$WORK")
-DPID=
-cleanup() {
-	local m
-	if [ -n "$DPID" ] && kill -0 "$DPID" 2>/dev/null &&
-		tr '\0' ' ' <"/proc/$DPID/cmdline" 2>/dev/null | grep -qF "$WORK/"; then
-		kill -9 "$DPID"
-	fi
-	for m in $(awk -v t="$WORK/" 'index($5, t) == 1 { print $5 }' /proc/self/mountinfo | sort -r); do
-		fusermount3 -u "$m" 2>/dev/null || umount "$m" 2>/dev/null || umount -l "$m"
-	done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-passed=0
-failed=0
 result() { # NAME OK|reason
-	if [ "$2" = OK ]; then
-		echo "PASS enospc $1"
-		passed=$((passed + 1))
-	else
-		echo "FAIL enospc $1: $2"
-		failed=$((failed + 1))
-	fi
+	if [ "$2" = OK ]; then pass "$1"; else fail "$1" "$2"; fi
 }
 
 T=$WORK
@@ -93,15 +62,9 @@ put("d/in", 4096)
 EOF
 (cd "$T/l" && sha256sum big6 big3 s0 s1 s2 s3 s4 d/in) >"$T/lower.sha"
 
-"$BIN" -f -o "lowerdir=$T/l,upperdir=$T/small/u,workdir=$T/small/w" "$T/m" 2>"$T/daemon.err" &
-DPID=$!
-for _ in $(seq 100); do
-	awk -v m="$T/m" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo && stat "$T/m" >/dev/null 2>&1 && break
-	kill -0 "$DPID" 2>/dev/null || break
-	sleep 0.05
-done
-awk -v m="$T/m" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo ||
+start_fuse "$BIN" "$T/l" "$T/small/u" "$T/small/w" "$T/m" "$T/daemon.err" ||
 	die "mount failed: $(tail -3 "$T/daemon.err")"
+DPID=$FPID
 
 # the steps; one `NAME OK` or `NAME reason` line each
 timeout -s KILL 60 python3 - "$T" "$TEMP_REGEX" >"$T/steps.out" 2>&1 <<'EOF'
@@ -312,11 +275,7 @@ done <"$T/steps.out"
 
 # upper_sound
 problems=
-fusermount3 -u "$T/m" || problems="fusermount3 -u failed; "
-for _ in $(seq 100); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.05; done
-kill -0 "$DPID" 2>/dev/null && problems+="daemon still running 5 s after unmount; "
-wait "$DPID" 2>/dev/null
-DPID=
+stop_fuse "$T/m" "$DPID" || problems="$STOP_ERR; "
 left=$(ls -A "$T/small/w/work" 2>&1 | head -5 | tr '\n' ' ')
 [ -z "$left" ] || problems+="WORK/work holds: $left; "
 out=$(python3 "$CHECK" --temp-regex "$TEMP_REGEX" "$T/small/u" "$T/small/w" 2>&1) ||
@@ -325,5 +284,4 @@ out=$(python3 "$CHECK" --temp-regex "$TEMP_REGEX" "$T/small/u" "$T/small/w" 2>&1
 result upper_sound "${problems:-OK}"
 umount "$T/small" || echo "warning: cannot unmount the tmpfs" >&2
 
-echo "$passed passed, $failed failed"
-[ $failed = 0 ]
+finish

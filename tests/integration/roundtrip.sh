@@ -39,79 +39,30 @@
 #   b_1.10      1.10 on a copy shows the same
 #   b_kernel    the kernel on a copy shows the same, nothing masked
 #   b_upper     tests/check-upper.py passes on ours' upper and workdir
-set -uo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/../.." && pwd)
-BIN=${FUSE_OVERLAYFS:-$top/fuse-overlayfs}
+TEST_NAME=roundtrip
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
 REF=${REFERENCE_FUSE_OVERLAYFS:-/usr/bin/fuse-overlayfs}
-TEMP_REGEX=${OVL_TEMP_REGEX:-'^#ovl\.'}
 VIEW=$here/roundtrip_view.py
-CHECK=$top/tests/check-upper.py
 KOPTS=redirect_dir=off,index=off,metacopy=off,xino=off
 
-die() { echo "FATAL: $*" >&2; exit 2; }
-[ "$(id -u)" = 0 ] || die "roundtrip test needs root"
-[ -c /dev/fuse ] || die "/dev/fuse is missing"
-[ -x "$BIN" ] || die "$BIN not built (set FUSE_OVERLAYFS)"
+require_fuse
 [ -x "$REF" ] || die "$REF (fuse-overlayfs 1.10) is missing (apt-get install fuse-overlayfs)"
-for c in fusermount3 python3 timeout; do command -v $c >/dev/null || die "$c is missing"; done
-grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || true
-grep -qw overlay /proc/filesystems || die "the kernel overlay filesystem is not available"
-[ -f "$VIEW" ] && [ -f "$CHECK" ] || die "helpers missing: $VIEW $CHECK"
+require_kernel_overlay
+require_files "$VIEW" "$CHECK"
+make_work
 
-WORK=$(mktemp -d "${OVL_TEST_TMPDIR:-/var/tmp}/ovl-roundtrip.XXXXXX") || die "mktemp failed"
-WORK=$(realpath "$WORK")
-PIDS=()
-cleanup() {
-	local p m
-	for p in "${PIDS[@]}"; do
-		kill -0 "$p" 2>/dev/null && tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF "$WORK/" &&
-			kill -9 "$p"
-	done
-	for m in $(awk -v t="$WORK/" 'index($5, t) == 1 { print $5 }' /proc/self/mountinfo | sort -r); do
-		fusermount3 -u "$m" 2>/dev/null || umount "$m" 2>/dev/null || umount -l "$m"
-	done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-passed=0
-failed=0
-result() { # NAME FILE-OF-PROBLEMS (empty: pass)
-	if [ ! -s "$2" ]; then
-		echo "PASS roundtrip $1"
-		passed=$((passed + 1))
-	else
-		echo "FAIL roundtrip $1: $(head -1 "$2")"
-		tail -n +2 "$2" | head -15 | sed 's/^/    /'
-		[ "$(wc -l <"$2")" -gt 16 ] && echo "    ... $(($(wc -l <"$2") - 16)) more"
-		failed=$((failed + 1))
-	fi
-}
-
-is_mounted() { awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; }
+result() { fail_file "$@"; } # NAME FILE-OF-PROBLEMS (empty: pass)
 
 # mount_fuse BIN DIR: DIR/{u,w} over $L on DIR/m, in the foreground mode; FPID
 mount_fuse() {
 	mkdir -p "$2"/{w,m}
-	"$1" -f -o "lowerdir=$L,upperdir=$2/u,workdir=$2/w" "$2/m" 2>>"$2/daemon.err" &
-	FPID=$!
-	PIDS+=("$FPID")
-	for _ in $(seq 100); do
-		is_mounted "$2/m" && timeout 5 stat "$2/m" >/dev/null 2>&1 && return 0
-		kill -0 "$FPID" 2>/dev/null || break
-		sleep 0.05
-	done
+	start_fuse "$1" "$L" "$2/u" "$2/w" "$2/m" "$2/daemon.err" && return 0
 	echo "mount of $2 by $1 failed: $(tail -2 "$2/daemon.err" | tr '\n' ' ')"
 	return 1
 }
 umount_fuse() { # DIR
-	fusermount3 -u "$1/m" || { echo "fusermount3 -u $1/m failed"; return 1; }
-	for _ in $(seq 100); do kill -0 "$FPID" 2>/dev/null || break; sleep 0.05; done
-	kill -0 "$FPID" 2>/dev/null && { echo "daemon $FPID still running after unmount"; return 1; }
-	wait "$FPID" 2>/dev/null
-	return 0
+	stop_fuse "$1/m" "$FPID" || { echo "$STOP_ERR"; return 1; }
 }
 mount_kernel() { # DIR
 	mkdir -p "$1"/{w,m}
@@ -201,5 +152,4 @@ else
 	result b_upper "$WORK/b_upper"
 fi
 
-echo "$passed passed, $failed failed"
-[ $failed = 0 ]
+finish
