@@ -48,6 +48,7 @@ suites=(
 	"full upper filesystem (ENOSPC):./tests/integration/enospc.sh"
 	"uppers exchanged with 1.10 and the kernel overlay:./tests/integration/roundtrip.sh"
 	"an image layer tarball applied as containerd does (kernel overlay vs ours):./tests/integration/tarball.sh"
+	"snapshotter gRPC tests:./tests/snapshotter/run.sh"
 )
 for i in "${!suites[@]}"; do
 	echo "== ${suites[$i]%%:*}"

@@ -98,7 +98,8 @@ int main(int argc, char **argv)
 	};
 	struct shim sh = { .mode = MOUNT_HELPER, .fuse_overlayfs = "fuse-overlayfs", .root_fd = -1, .snapshots_fd = -1 };
 	int c;
-	while ((c = getopt_long(argc, argv, "dhV", longopts, NULL)) != -1) {
+	opterr = 0; /* one line of our own instead of getopt's */
+	while ((c = getopt_long(argc, argv, ":dhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm':
 			if (strcmp(optarg, "helper") == 0)
@@ -117,15 +118,14 @@ int main(int argc, char **argv)
 		case 'V':
 			printf("containerd-fuse-overlayfs-grpc %s\n", PACKAGE_VERSION);
 			return 0;
+		case ':':
+			return die("%s: needs a value (see --help)", argv[optind - 1]);
 		default:
-			usage(stderr);
-			return 1;
+			return die("unknown option %s (see --help)", argv[optind - 1]);
 		}
 	}
-	if (argc - optind != 2) {
-		usage(stderr);
-		return die("expected SOCKET and ROOT, got %d arguments", argc - optind);
-	}
+	if (argc - optind != 2)
+		return die("invalid args: expected SOCKET and ROOT, got %d arguments (see --help)", argc - optind);
 	const char *socket_path = argv[optind];
 	if (!*socket_path || !*argv[optind + 1])
 		return die("SOCKET and ROOT must not be empty");

@@ -184,6 +184,53 @@ static void fail(nghttp2_session *h2, struct rpc_call *call, enum grpc_code code
 
 /* ---- a request ---- */
 
+static bool utf8_valid(const unsigned char *p)
+{
+	while (*p) {
+		unsigned char c = *p;
+		int n = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 ? 3 : -1;
+		if (n < 0 || (n == 1 && c < 0xc2) || (n == 3 && c > 0xf4))
+			return false;
+		uint32_t cp = n ? c & (0x3f >> n) : c;
+		for (int i = 1; i <= n; i++) {
+			if ((p[i] & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (p[i] & 0x3f);
+		}
+		/* overlong forms, surrogates, beyond U+10FFFF */
+		if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+		    (cp >= 0xd800 && cp < 0xe000))
+			return false;
+		p += n + 1;
+	}
+	return true;
+}
+
+/* Every string field of a message and of the messages inside it, by reflection. */
+static bool strings_are_utf8(const ProtobufCMessage *m)
+{
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+	for (unsigned i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE)
+			continue;
+		const char *member = (const char *)m + f->offset;
+		size_t n = 1;
+		void *const *items = (void *const *)member;
+		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+			n = *(const size_t *)((const char *)m + f->quantifier_offset);
+			items = *(void *const *const *)member;
+		}
+		for (size_t k = 0; k < n; k++) {
+			if (!items[k])
+				continue;
+			if (f->type == PROTOBUF_C_TYPE_STRING ? !utf8_valid(items[k]) : !strings_are_utf8(items[k]))
+				return false;
+		}
+	}
+	return true;
+}
+
 static void closure(const ProtobufCMessage *msg, void *closure_data)
 {
 	rpc_call_reply(closure_data, msg);
@@ -229,6 +276,13 @@ static void dispatch(nghttp2_session *h2, struct rpc_call *call)
 							  call->body + FRAME_PREFIX);
 	if (!req) {
 		fail(h2, call, GRPC_INTERNAL, "%s: cannot decode the request message", method_name);
+		return;
+	}
+	/* proto3 strings are UTF-8; grpc-go refuses a request that breaks this, and a
+	 * name stored otherwise would make every later List undecodable. */
+	if (!strings_are_utf8(req)) {
+		protobuf_c_message_free_unpacked(req, NULL);
+		fail(h2, call, GRPC_INTERNAL, "%s: a string field of the request is not valid UTF-8", method_name);
 		return;
 	}
 	shim_trace("call %s", method_name);
@@ -303,11 +357,9 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id, 
 	if (before < FRAME_PREFIX && call->body_len >= FRAME_PREFIX) {
 		const uint8_t *b = call->body;
 		call->declared = (size_t)b[1] << 24 | (size_t)b[2] << 16 | (size_t)b[3] << 8 | b[4];
-		/* Answer an oversized message at once rather than read it all. */
-		if (call->declared > MAX_MESSAGE) {
+		/* Answer an oversized message at once; the rest of it is only counted. */
+		if (call->declared > MAX_MESSAGE)
 			fail(h2, call, GRPC_RESOURCE_EXHAUSTED, "%s: request message larger than 4 MiB", call->path);
-			nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_NO_ERROR);
-		}
 	}
 	if (call->body_len >= keep && !call->answered)
 		fail(h2, call, GRPC_INTERNAL, "%s: more than one request message", call->path);
