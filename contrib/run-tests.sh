@@ -49,6 +49,7 @@ suites=(
 	"uppers exchanged with 1.10 and the kernel overlay:./tests/integration/roundtrip.sh"
 	"an image layer tarball applied as containerd does (kernel overlay vs ours):./tests/integration/tarball.sh"
 	"snapshotter gRPC tests:./tests/snapshotter/run.sh"
+	"containerd snapshotter conformance suite (Go testsuite through the proxy client; helper and self mount modes, GOMAXPROCS 1 and 2, twice):./contrib/snapshotter/tests/conformance.sh 2"
 )
 for i in "${!suites[@]}"; do
 	echo "== ${suites[$i]%%:*}"

@@ -43,7 +43,7 @@ struct rpc_conn {
 	nghttp2_session *h2;
 	uint8_t *pending; /* bytes nghttp2 gave us that the socket did not take */
 	size_t pending_len, pending_off;
-	bool want_out;
+	bool want_out, closed;
 	struct rpc_conn *prev, *next;
 };
 
@@ -51,6 +51,7 @@ static struct {
 	int epfd, listen_fd, signal_fd;
 	ProtobufCService *service;
 	struct rpc_conn *conns;
+	struct rpc_conn *closed; /* freed once the current batch of events is handled */
 	bool draining;
 } loop;
 
@@ -391,8 +392,12 @@ static int on_stream_close(nghttp2_session *h2, int32_t stream_id, uint32_t erro
 
 /* ---- connections ---- */
 
+/* Later events of the same epoll batch may still name C: it is freed after the batch. */
 static void conn_close(struct rpc_conn *c)
 {
+	if (c->closed)
+		return;
+	c->closed = true;
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -401,9 +406,19 @@ static void conn_close(struct rpc_conn *c)
 		c->next->prev = c->prev;
 	epoll_ctl(loop.epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
-	nghttp2_session_del(c->h2);
-	free(c->pending);
-	free(c);
+	c->next = loop.closed;
+	loop.closed = c;
+}
+
+static void free_closed_conns(void)
+{
+	while (loop.closed) {
+		struct rpc_conn *c = loop.closed;
+		loop.closed = c->next;
+		nghttp2_session_del(c->h2);
+		free(c->pending);
+		free(c);
+	}
 }
 
 static void conn_watch(struct rpc_conn *c, bool out)
@@ -585,15 +600,19 @@ int rpc_serve(int listen_fd, ProtobufCService *service, void (*on_ready)(void))
 				}
 			} else {
 				struct rpc_conn *c = p;
+				if (c->closed)
+					continue;
 				if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
 					conn_readable(c); /* may close c */
 				else if (!conn_flush(c))
 					conn_close(c);
 			}
 		}
+		free_closed_conns();
 	}
 	while (loop.conns)
 		conn_close(loop.conns);
+	free_closed_conns();
 	close(loop.epfd);
 	close(loop.signal_fd);
 	return 0;

@@ -210,9 +210,10 @@ int snapdirs_prepare(struct shim *sh, enum snap_kind kind, int64_t parent_id, ch
 	int fd = openat(sh->snapshots_fd, tmpname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		goto fail;
-	if (mkdirat(fd, "fs", 0755) < 0)
+	/* the modes of the Go shim, whatever the umask */
+	if (mkdirat(fd, "fs", 0755) < 0 || fchmodat(fd, "fs", 0755, 0) < 0)
 		goto fail;
-	if (kind == KIND_ACTIVE && mkdirat(fd, "work", 0711) < 0)
+	if (kind == KIND_ACTIVE && (mkdirat(fd, "work", 0711) < 0 || fchmodat(fd, "work", 0711, 0) < 0))
 		goto fail;
 	if (sh->mode == MOUNT_SELF && mkdirat(fd, "merged", 0755) < 0)
 		goto fail;
