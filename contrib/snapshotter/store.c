@@ -23,6 +23,7 @@ enum stmt_id {
 	ST_TOUCH,
 	ST_WALK,
 	ST_HAS_ID,
+	ST_ALL_LABELS,
 	ST_COUNT
 };
 
@@ -45,6 +46,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 		    " s.updated_s, s.updated_ns, s.size, s.inodes"
 		    " FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id ORDER BY s.name",
 	[ST_HAS_ID] = "SELECT 1 FROM snapshots WHERE id = ?1",
+	[ST_ALL_LABELS] = "SELECT snapshot_id, key, value FROM labels ORDER BY snapshot_id, key",
 };
 
 static const char schema[] =
@@ -429,6 +431,43 @@ int store_set_labels(struct store *s, int64_t id, const struct labels *labels, s
 	return write_labels(s, id, labels, st);
 }
 
+static int by_id(const void *a, const void *b)
+{
+	int64_t x = (*(struct snap_info *const *)a)->id, y = (*(struct snap_info *const *)b)->id;
+	return x < y ? -1 : x > y;
+}
+
+/* The labels of every row in one query rather than one per row. */
+static int read_all_labels(struct store *s, struct snap_info *rows, size_t n, struct status *st)
+{
+	struct snap_info **index = malloc((n ? n : 1) * sizeof(*index));
+	sqlite3_stmt *q = index ? stmt(s, ST_ALL_LABELS, st) : NULL;
+	if (!q) {
+		free(index);
+		if (!index)
+			status_set(st, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++)
+		index[i] = &rows[i];
+	qsort(index, n, sizeof(*index), by_id);
+	int rc, ret = 0;
+	while (ret == 0 && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+		struct snap_info key = { .id = sqlite3_column_int64(q, 0) }, *kp = &key;
+		struct snap_info **row = bsearch(&kp, index, n, sizeof(*index), by_id);
+		if (row && labels_set(&(*row)->labels, (const char *)sqlite3_column_text(q, 1),
+				      (const char *)sqlite3_column_text(q, 2)) < 0) {
+			status_set(st, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+			ret = -1;
+		}
+	}
+	sqlite3_reset(q);
+	if (ret == 0 && rc != SQLITE_DONE)
+		ret = db_fail(s, st, "labels");
+	free(index);
+	return ret;
+}
+
 int store_walk(struct store *s, store_walk_fn fn, void *arg, struct status *st)
 {
 	/* Rows are collected first: the callback may query labels with other statements. */
@@ -458,9 +497,9 @@ int store_walk(struct store *s, store_walk_fn fn, void *arg, struct status *st)
 	sqlite3_reset(q);
 	if (ret == 0 && rc != SQLITE_DONE)
 		ret = db_fail(s, st, "list");
+	if (ret == 0)
+		ret = read_all_labels(s, rows, n, st);
 	for (size_t i = 0; i < n; i++) {
-		if (ret == 0 && read_labels(s, &rows[i], st) < 0)
-			ret = -1;
 		if (ret == 0 && fn(&rows[i], arg) < 0)
 			ret = -1;
 		snap_info_free(&rows[i]);
