@@ -7,9 +7,10 @@ libfuse3-dev fuse3 libattr1-dev libacl1-dev libxxhash-dev check libseccomp-dev
 fuse-overlayfs attr acl python3 util-linux procps psmisc kmod
 hyperfine fio time strace"
 # the containerd snapshotter shim: its libraries, protoc-c, containerd's .proto
-# files (and Go test suite), containerd itself for the end-to-end tests, and
+# files (and Go test suite), containerd itself (runc comes with it) and a
+# static busybox (the image's only binary) for the end-to-end tests, and
 # python's gRPC, protobuf (protoc) and HTTP/2 for tests/snapshotter
-PKGS="$PKGS protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev libnghttp2-dev
+PKGS="$PKGS protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev libnghttp2-dev busybox-static
 libsqlite3-dev libsystemd-dev golang-go golang-github-containerd-containerd-dev containerd
 python3-grpcio python3-protobuf protobuf-compiler python3-h2"
 missing=""

@@ -75,6 +75,11 @@ static int direct_openat(struct ovl_layer *l, int dirfd, const char *name, int f
 		errno = EINVAL;
 		return -1;
 	}
+	/* Only open(2)'s own flags: FUSE passes the kernel's internal ones too (an open
+	 * for exec carries __FMODE_EXEC), which openat2 refuses with EINVAL. */
+	flags &= O_ACCMODE | O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_APPEND | O_NONBLOCK | O_DSYNC |
+		 O_SYNC | O_ASYNC | O_DIRECT | O_LARGEFILE | O_DIRECTORY | O_NOFOLLOW | O_NOATIME |
+		 O_CLOEXEC | O_PATH | O_TMPFILE;
 	flags |= O_CLOEXEC | O_NOFOLLOW;
 	if (have_openat2) {
 		struct open_how how = { .flags = (uint64_t)flags,

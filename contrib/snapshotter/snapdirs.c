@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "shim.h"
@@ -461,10 +462,11 @@ int snapdirs_self_mount(struct shim *sh, const struct snap_info *info, const int
 {
 	int state = merged_state(sh, info->id);
 	if (state == 1) {
-		/* Already live?  A mount whose daemon died answers ENOTCONN: replace it. */
+		/* Already live?  A mount whose daemon died answers ENOTCONN: replace it.
+		 * (stat may still be answered from the kernel's cache; statfs is not.) */
 		char *path = snapshot_path(sh, info->id, "merged");
-		struct stat sb;
-		bool live = path && stat(path, &sb) == 0;
+		struct statfs sf;
+		bool live = path && statfs(path, &sf) == 0;
 		free(path);
 		if (live)
 			return 0;

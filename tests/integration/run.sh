@@ -395,6 +395,20 @@ t_fallback_syscalls() {
 	return $r
 }
 
+# Containers run their programs from the mount: an open for exec carries the
+# kernel's __FMODE_EXEC, which openat2 must never see.
+t_exec_from_lower_and_upper() {
+	setup exec
+	cp /bin/true "$T/l2/prog"
+	"$BIN" -o "lowerdir=$T/l1:$T/l2,upperdir=$T/u,workdir=$T/w" "$T/m" || { fail "mount failed"; return 1; }
+	local r=0
+	"$T/m/prog" || { fail "exec of a lower file failed"; r=1; }
+	cp /bin/true "$T/m/prog2" && "$T/m/prog2" || { fail "exec of an upper file failed"; r=1; }
+	touch "$T/m/prog" && "$T/m/prog" || { fail "exec of a copied-up file failed"; r=1; }
+	unmount_and_wait "$T/m" || r=1
+	return $r
+}
+
 t_timeout_zero_sees_lower_changes() {
 	setup timeout0
 	"$BIN" -o "lowerdir=$T/l1:$T/l2,timeout=0" "$T/m" || fail "mount failed"
