@@ -48,6 +48,7 @@ suites=(
 	"full upper filesystem (ENOSPC):./tests/integration/enospc.sh"
 	"uppers exchanged with 1.10 and the kernel overlay:./tests/integration/roundtrip.sh"
 	"an image layer tarball applied as containerd does (kernel overlay vs ours):./tests/integration/tarball.sh"
+	"rootless writes (user namespace, kernel overlay with userxattr vs ours):./tests/integration/rootless.sh"
 	"snapshotter gRPC tests:./tests/snapshotter/run.sh"
 	"containerd snapshotter conformance suite (Go testsuite through the proxy client; helper and self mount modes, GOMAXPROCS 1 and 2, twice):./contrib/snapshotter/tests/conformance.sh 2"
 	"containerd end to end (ctr import and run on our snapshotter):./tests/snapshotter/e2e.sh"

@@ -256,6 +256,10 @@ static int copy_up_one_dir(struct ovl_fs *fs, struct ovl_node *d)
 		d->origin_ino = shown;
 		ovl_node_rehash(d, ust.st_dev, ust.st_ino);
 		ovl_dir_changed(parent);
+		/* now a merged directory: its st_nlink is 1, as the kernel overlay's;
+		 * the kernel's cached attributes still hold the lower's count */
+		if (fs->se && d->nodeid)
+			fuse_lowlevel_notify_inval_inode(fs->se, d->nodeid, -1, 0);
 	}
 out:
 	if (fd >= 0)

@@ -15,6 +15,15 @@ logged too).  Exit 0 on PASS, 1 on FAIL, 2 on a harness error.  Needs root,
   --self-check (env OVLDIFF_SELF_CHECK=1): the kernel stands in for ours
     (kernel variant, ovl mode, ours= expectations ignored): a scenario must
     pass against itself -- results deterministic, no harness error.
+  --userns MAP (env OVLDIFF_USERNS), e.g. 0:61234:1,1:200000:65536: rootless,
+    as podman runs us: this process (the real root) builds the layers and
+    shifts their ids into the map (tests/diff/userns.py); a child, root of a
+    user namespace with that map and of its own mount namespace, mounts both
+    (the kernel with userxattr and redirect_dir=nofollow) and runs the rest.
+    Opaque dirs are spelled user.overlay.opaque where `trusted` would be
+    (trusted.* is unreadable there).  `ino` results are not compared: the
+    kernel cannot keep st_ino across a remount there (decoding its origin
+    file handles needs CAP_DAC_READ_SEARCH in the initial namespace).
 
 SCENARIO FORMAT (one statement a line; `#` starts a comment line)
   Sections:  `layer N` (N = 0 is the top-most lower; missing N are empty
@@ -123,10 +132,12 @@ and opaque spellings normalised.
 """
 import argparse, ast, ctypes, errno, fcntl, functools, hashlib, operator, os, shutil, signal
 import stat, struct, subprocess, sys, tempfile, time
+from multiprocessing.connection import Pipe
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ovlview import (OPQ_XATTR, jp, expected, INTERNAL_XATTRS, TYPES, diff_probes, diff_views, ename,
                      file_hash, run_probes, show, snapshot, upper_view)
+from userns import fork_in_userns, fuse_node, host_id, parse_map, shift_tree
 
 # ---------------------------------------------------------------- parsing
 
@@ -965,13 +976,17 @@ def do_op(ctx, e):
 class Mounts:
     """Every mount and daemon this run made, so that all are undone."""
 
-    def __init__(self, base, fuse, pidfile, log):
+    def __init__(self, base, fuse, pidfile, log, userns=False):
         self.base, self.fuse, self.pidfile, self.log = base, fuse, pidfile, log
+        self.userns = userns    # the kernel's rootless form: userxattr
         self.active = []   # (mountpoint, Popen or None)
         self.opts = {}     # mountpoint -> (mount function, options)
 
     def kernel(self, mnt, opts):
         os.mkdir(mnt)
+        if self.userns and not opts.endswith(b',userxattr'):
+            # userxattr refuses redirect_dir=off (it means follow): nofollow creates none either
+            opts = opts.replace(b'redirect_dir=off', b'redirect_dir=nofollow') + b',userxattr'
         self.log('mount -t overlay -o %s %s' % (os.fsdecode(opts), os.fsdecode(mnt)))
         r = subprocess.run(['mount', '-t', 'overlay', 'overlay', '-o', opts, mnt],
                            cwd=self.base, stderr=subprocess.PIPE)
@@ -1054,9 +1069,15 @@ def daemon_output(proc):
 
 
 class Run:
-    def __init__(self, scn, fuse, base, log, ignore, pidfile, modes=None, selfcheck=False):
+    def __init__(self, scn, fuse, base, log, ignore, pidfile, modes=None, selfcheck=False,
+                 builder=None):
         self.scn, self.base, self.log, self.ignore = scn, base, log, ignore
-        self.m = Mounts(base, fuse, pidfile, log)
+        # --userns: layers are built by the real root outside (builder), and
+        # trusted.overlay.opaque, unreadable there, is spelled user.overlay.opaque
+        self.build, self.userns = builder or build, builder is not None
+        self.spell = {v: (lambda i, f=f: tuple('user' if x == 'trusted' else x for x in f(i)))
+                      if builder else f for v, f in VARIANTS.items()}
+        self.m = Mounts(base, fuse, pidfile, log, builder is not None)
         self.dirs = {}   # (layer, spelling key) -> dir name
         self.inos = {}   # (mount, path) -> st_ino at the first `ino` op
         self.kernel_runs = {}   # ops skipped -> the kernel's read-write run
@@ -1075,14 +1096,14 @@ class Run:
         key = (i, layer_key(self.scn.layers[i], spelling))
         if key not in self.dirs:
             name = ('%x' % len(self.dirs)).encode()     # short: 140 layers fit easily
-            build(os.path.join(self.base, name), self.scn.layers[i], spelling,
+            self.build(os.path.join(self.base, name), self.scn.layers[i], spelling,
                   BASE_MTIME + 86400 * i)
             self.dirs[key] = name
             self.log('layer %d %s -> %s' % (i, key[1], name.decode()))
         return self.dirs[key]
 
     def lowers(self, variant):
-        return b':'.join(self.layer_dir(i, VARIANTS[variant](i)) for i in range(self.nlayers))
+        return b':'.join(self.layer_dir(i, self.spell[variant](i)) for i in range(self.nlayers))
 
     def variants(self, with_upper):
         """Variants with distinct on-disk layers (others would repeat a run)."""
@@ -1090,9 +1111,9 @@ class Run:
         for v in VARIANTS:
             if self.selfcheck and v != 'kernel':
                 continue
-            sig = tuple(layer_key(self.scn.layers[i], VARIANTS[v](i)) for i in range(self.nlayers))
+            sig = tuple(layer_key(self.scn.layers[i], self.spell[v](i)) for i in range(self.nlayers))
             if with_upper:
-                sig += (layer_key(self.scn.upper, VARIANTS[v](-1)),)
+                sig += (layer_key(self.scn.upper, self.spell[v](-1)),)
             if sig not in seen:
                 seen.add(sig)
                 out.append(v)
@@ -1148,7 +1169,7 @@ class Run:
     def prepare_upper(self, tag, variant):
         """A fresh upper (and workdir) per mount: every mount writes its own."""
         u, w = [os.path.join(self.base, x + tag) for x in (b'u-', b'w-')]
-        build(u, self.scn.upper or [], VARIANTS[variant](-1), BASE_MTIME - 86400)
+        self.build(u, self.scn.upper or [], self.spell[variant](-1), BASE_MTIME - 86400)
         os.mkdir(w, 0o755)
         return u, b'lowerdir=%s,upperdir=u-%s,workdir=w-%s' % (self.lowers(variant), tag, tag)
 
@@ -1204,6 +1225,8 @@ class Run:
                                       None, None, problems)
                     res = self.run_ops(mnt, mode, lambda e: False)
                     for e, kr, r in zip(self.scn.ops, kres, res):
+                        if self.userns and e.kind == 'ino':
+                            continue    # no st_ino across remount on the kernel there (see --userns)
                         want = expected(e, mode, self.selfcheck)
                         if (want is not None and r != want) or (want is None and r != kr):
                             d.append('%s: op line %s %s %s: kernel=%s ours=%s%s' % (
@@ -1247,6 +1270,47 @@ class HarnessError(Exception):
 KERNEL_PINS = b',redirect_dir=off,index=off,metacopy=off,xino=off'
 
 
+def in_userns(idmap, base, body, name):
+    """--userns: body(builder) runs as root of a user namespace
+    (tests/diff/userns.py); this process, the real root, builds the layers it
+    asks for (devices and trusted.* xattrs cannot be made in there) and shifts
+    them to the namespace's ids.  Returns body's exit status."""
+    mine, theirs = Pipe()
+
+    def remote(*req):
+        theirs.send(req)
+        err = theirs.recv()
+        if err:
+            raise RuntimeError(err)
+
+    def child():
+        mine.close()
+        return body(remote)
+    os.chown(base, host_id(idmap, 0), host_id(idmap, 0))
+    # rootless podman needs /dev/fuse world read-writable (udev's 0666)
+    node = None if os.stat('/dev/fuse').st_mode & 0o006 == 0o006 else fuse_node(base, idmap, idmap)
+    pid = fork_in_userns(child, idmap, idmap, node)
+    theirs.close()
+    try:
+        while True:
+            try:
+                req = mine.recv()
+            except EOFError:
+                break
+            try:
+                build(*req)
+                shift_tree(req[0], idmap, idmap)
+                mine.send(None)
+            except Exception as e:
+                mine.send('building %s: %s' % (os.fsdecode(req[0]), e))
+    finally:
+        rc = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if rc not in (0, 1, 2):
+        print('FAIL %s: harness error: the run in the user namespace ended with %s' % (
+            name, 'signal %d' % -rc if rc < 0 else 'status %d' % rc))
+    return rc if rc in (0, 1) else 2
+
+
 
 
 def main():
@@ -1268,6 +1332,9 @@ def main():
                     default=os.environ.get('OVLDIFF_SELF_CHECK') == '1',
                     help='the kernel stands in for ours: a scenario must pass against '
                          'itself (deterministic results, no harness error)')
+    ap.add_argument('--userns', metavar='MAP', default=os.environ.get('OVLDIFF_USERNS') or None,
+                    help='rootless: mount and run the ops as root of a user namespace '
+                         'mapped INSIDE:OUTSIDE:COUNT,... (e.g. 0:61234:1,1:200000:65536)')
     ap.add_argument('scenario')
     a = ap.parse_args()
     os.umask(0)    # modes in scenarios and ops are exact on both sides
@@ -1290,8 +1357,19 @@ def main():
     base = os.path.realpath(tempfile.mkdtemp(prefix=scn.name + '.', dir=a.tmp)).encode()
     os.chmod(base, 0o755)
     log('== %s in %s' % (scn.name, base.decode()))
+    if not a.userns:
+        return go(a, scn, base, log, ignore)
+    try:
+        return in_userns(parse_map(a.userns), base, lambda b: go(a, scn, base, log, ignore, b), scn.name)
+    finally:
+        if not a.keep:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def go(a, scn, base, log, ignore, builder=None):
+    """Run the scenario, print the result line; returns the exit status."""
     run = Run(scn, os.fsencode(os.path.abspath(a.fuse)), base, log, ignore, a.pidfile,
-              a.whiteout_modes, a.self_check)
+              a.whiteout_modes, a.self_check, builder)
     t0 = time.time()
     try:
         try:
@@ -1309,7 +1387,7 @@ def main():
         print('FAIL %s: harness error: %s' % (scn.name, traceback.format_exc().strip().splitlines()[-1]))
         return 2
     finally:
-        if not a.keep and not any(is_mounted(m) for m, _ in run.m.active):
+        if not builder and not a.keep and not any(is_mounted(m) for m, _ in run.m.active):
             shutil.rmtree(base, ignore_errors=True)
     log('%d differences (%.1fs)' % (len(diffs), time.time() - t0))
     for d in diffs:
