@@ -10,13 +10,18 @@
 
 bool shim_debug;
 
+void shim_vlog(const char *fmt, va_list ap)
+{
+	fputs("containerd-fuse-overlayfs-grpc: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
 void shim_log(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	fputs("containerd-fuse-overlayfs-grpc: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+	shim_vlog(fmt, ap);
 	va_end(ap);
 }
 

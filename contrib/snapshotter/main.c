@@ -35,9 +35,7 @@ static int die(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	fputs("containerd-fuse-overlayfs-grpc: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+	shim_vlog(fmt, ap);
 	va_end(ap);
 	return 1;
 }

@@ -35,6 +35,7 @@ enum grpc_code status_code_of_errno(int err);
 
 /* ---- log.c ---- */
 void shim_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void shim_vlog(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 extern bool shim_debug;
 #define shim_trace(...) do { if (shim_debug) shim_log(__VA_ARGS__); } while (0)
 
