@@ -71,6 +71,15 @@ int run_program(char *const argv[], char *err, size_t errlen)
 	return -1;
 }
 
+int unmount_path(const char *path, char *err, size_t errlen)
+{
+	if (umount2(path, 0) == 0 || umount2(path, MNT_DETACH) == 0)
+		return 0;
+	/* not root: the FUSE way */
+	char *argv[] = { "fusermount3", "-u", "-z", (char *)path, NULL };
+	return run_program(argv, err, errlen);
+}
+
 static bool in_path(const char *prog)
 {
 	const char *path = getenv("PATH");
@@ -120,11 +129,9 @@ int shim_check_supported(struct shim *sh, struct status *st)
 		char *argv[] = { (char *)sh->fuse_overlayfs, "-o", lowers, merged, NULL };
 		r = run_program(argv, err, sizeof(err));
 	}
-	if (r == 0 && umount2(merged, 0) < 0 && umount2(merged, MNT_DETACH) < 0) {
-		char *argv[] = { "fusermount3", "-u", "-z", merged, NULL };
-		char ignored[128];
-		run_program(argv, ignored, sizeof(ignored));
-	}
+	char ignored[128];
+	if (r == 0)
+		unmount_path(merged, ignored, sizeof(ignored));
 	rmdir(merged);
 	rmdir(lower1);
 	rmdir(lower2);

@@ -49,16 +49,8 @@ static int listen_on(const char *path)
 		return -1;
 	}
 	strcpy(addr.sun_path, path);
-	char *dir = strdup(path);
-	for (char *p = strchr(dir + 1, '/'); p; p = strchr(p + 1, '/')) {
-		*p = '\0';
-		if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-			free(dir);
-			return -1;
-		}
-		*p = '/';
-	}
-	free(dir);
+	if (make_dirs(path, 0700, false) < 0)
+		return -1;
 	struct stat sb;
 	if (lstat(path, &sb) == 0) {
 		if (!S_ISSOCK(sb.st_mode)) {

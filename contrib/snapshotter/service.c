@@ -85,11 +85,6 @@ static void info_proto_free(struct info_proto *p)
 	free(p->ptrs);
 }
 
-static void fail(void *call, const struct status *st)
-{
-	rpc_call_fail(call, st);
-}
-
 static void fail_oom(void *call)
 {
 	struct status st;
@@ -167,7 +162,7 @@ static void create_snapshot(struct shim *sh, enum snap_kind kind, const char *ke
 	struct status st = { 0 };
 	struct labels labels;
 	if (require_key(key, "key", &st) < 0 || labels_from_entries(n_labels, label_entries, &labels, &st) < 0) {
-		fail(call, &st);
+		rpc_call_fail(call, &st);
 		return;
 	}
 	struct snap_info info = { 0 };
@@ -204,7 +199,7 @@ fail:
 	} else if (*tmp) {
 		snapdirs_discard(sh, tmp);
 	}
-	fail(call, &st);
+	rpc_call_fail(call, &st);
 out:
 	mount_specs_free(specs, n_specs);
 	snap_info_free(&info);
@@ -246,7 +241,7 @@ static void do_mounts(V1(Snapshots_Service) *service, const V1(MountsRequest) *i
 	goto out;
 fail:
 	store_rollback(sh->store);
-	fail(call, &st);
+	rpc_call_fail(call, &st);
 out:
 	mount_specs_free(specs, n);
 	snap_info_free(&info);
@@ -262,7 +257,7 @@ static void do_commit(V1(Snapshots_Service) *service, const V1(CommitSnapshotReq
 	int64_t size, inodes;
 	if (require_key(in->name, "name", &st) < 0 ||
 	    labels_from_entries(in->n_labels, (void *const *)in->labels, &labels, &st) < 0) {
-		fail(call, &st);
+		rpc_call_fail(call, &st);
 		return;
 	}
 	if (store_begin(sh->store, true, &st) < 0 || store_get(sh->store, in->key, &info, &st) < 0)
@@ -278,7 +273,7 @@ static void do_commit(V1(Snapshots_Service) *service, const V1(CommitSnapshotReq
 	goto out;
 fail:
 	store_rollback(sh->store);
-	fail(call, &st);
+	rpc_call_fail(call, &st);
 out:
 	snap_info_free(&info);
 	labels_free(&labels);
@@ -294,7 +289,7 @@ static void do_remove(V1(Snapshots_Service) *service, const V1(RemoveSnapshotReq
 	if (store_begin(sh->store, true, &st) < 0 || store_remove(sh->store, in->key, &id, &kind, &st) < 0 ||
 	    snapdirs_self_unmount(sh, id, &st) < 0 || store_commit(sh->store, &st) < 0) {
 		store_rollback(sh->store);
-		fail(call, &st);
+		rpc_call_fail(call, &st);
 		return;
 	}
 	/* The key is gone; a directory that cannot be removed now is Cleanup's. */
@@ -325,7 +320,7 @@ static void do_stat(V1(Snapshots_Service) *service, const V1(StatSnapshotRequest
 	struct snap_info info = { 0 };
 	if (store_begin(sh->store, false, &st) < 0 || store_get(sh->store, in->key, &info, &st) < 0) {
 		store_rollback(sh->store);
-		fail(call, &st);
+		rpc_call_fail(call, &st);
 		return;
 	}
 	store_rollback(sh->store);
@@ -376,7 +371,7 @@ static void do_update(V1(Snapshots_Service) *service, const V1(UpdateSnapshotReq
 	if (!in->info || require_key(in->info->name, "info.name", &st) < 0) {
 		if (!in->info)
 			status_set(&st, GRPC_INVALID_ARGUMENT, "info must be given");
-		fail(call, &st);
+		rpc_call_fail(call, &st);
 		return;
 	}
 	if (store_begin(sh->store, true, &st) < 0 || store_get(sh->store, in->info->name, &info, &st) < 0 ||
@@ -391,7 +386,7 @@ static void do_update(V1(Snapshots_Service) *service, const V1(UpdateSnapshotReq
 fail:
 	store_rollback(sh->store);
 	snap_info_free(&info);
-	fail(call, &st);
+	rpc_call_fail(call, &st);
 }
 
 /* As containerd's service: the stream carries infos in messages of at most 100. */
@@ -430,7 +425,7 @@ static int list_flush(struct list_state *ls)
 	return ret;
 }
 
-static int list_one(const struct snap_info *info, void *arg)
+static int list_one(struct snap_info *info, void *arg)
 {
 	struct list_state *ls = arg;
 	bool match = ls->n_filters == 0;
@@ -438,17 +433,8 @@ static int list_one(const struct snap_info *info, void *arg)
 		match = filter_match(ls->filters[i], info);
 	if (!match)
 		return 0;
-	/* keep a copy: the walk frees its rows */
-	struct snap_info *copy = &ls->infos[ls->n];
-	*copy = *info;
-	copy->name = strdup(info->name);
-	copy->parent = strdup(info->parent);
-	copy->labels = (struct labels){ 0 };
-	for (size_t i = 0; i < info->labels.n; i++)
-		labels_set(&copy->labels, info->labels.keys[i], info->labels.values[i]);
-	ls->n++;
-	if (!copy->name || !copy->parent || copy->labels.n != info->labels.n)
-		return -1;
+	ls->infos[ls->n++] = *info;
+	*info = (struct snap_info){ 0 };
 	return ls->n == LIST_BATCH ? list_flush(ls) : 0;
 }
 
@@ -488,7 +474,7 @@ static void do_list(V1(Snapshots_Service) *service, const V1(ListSnapshotsReques
 		r = -1;
 	}
 	if (r < 0)
-		fail(call, &st);
+		rpc_call_fail(call, &st);
 	for (size_t i = 0; i < ls->n; i++)
 		snap_info_free(&ls->infos[i]);
 	for (size_t i = 0; i < ls->n_filters; i++)
@@ -509,7 +495,7 @@ static void do_usage(V1(Snapshots_Service) *service, const V1(UsageRequest) *in,
 	if (r == 0 && info.kind == KIND_ACTIVE)
 		r = snapdirs_usage(sh, info.id, &info.size, &info.inodes, &st);
 	if (r < 0) {
-		fail(call, &st);
+		rpc_call_fail(call, &st);
 	} else {
 		V1(UsageResponse) resp = CONTAINERD__SERVICES__SNAPSHOTS__V1__USAGE_RESPONSE__INIT;
 		resp.size = info.size;
@@ -526,7 +512,7 @@ static void do_cleanup(V1(Snapshots_Service) *service, const V1(CleanupRequest) 
 	struct status st = { 0 };
 	if (store_begin(sh->store, true, &st) < 0 || snapdirs_cleanup(sh, &st) < 0) {
 		store_rollback(sh->store);
-		fail(call, &st);
+		rpc_call_fail(call, &st);
 		return;
 	}
 	store_rollback(sh->store);

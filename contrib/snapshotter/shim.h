@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
+#include <sys/types.h>
 #include <time.h>
 #include <protobuf-c/protobuf-c.h>
 
@@ -90,7 +91,8 @@ int store_commit_active(struct store *s, const char *key, const char *name,
 int store_remove(struct store *s, const char *key, int64_t *id, enum snap_kind *kind,
 		 struct status *st);
 int store_set_labels(struct store *s, int64_t id, const struct labels *labels, struct status *st);
-typedef int (*store_walk_fn)(const struct snap_info *info, void *arg);
+/* The callback may keep INFO, leaving it zeroed; what it leaves is freed. */
+typedef int (*store_walk_fn)(struct snap_info *info, void *arg);
 int store_walk(struct store *s, store_walk_fn fn, void *arg, struct status *st);
 /* Whether a snapshot with this id exists (for Cleanup). */
 int store_has_id(struct store *s, int64_t id, bool *has, struct status *st);
@@ -119,6 +121,8 @@ struct mount_spec {
 };
 void mount_specs_free(struct mount_spec *m, size_t n);
 
+/* mkdir -p of PATH's parents, and of PATH itself WITH_LAST; errno on failure. */
+int make_dirs(const char *path, mode_t mode, bool with_last);
 int snapdirs_open(struct shim *sh, struct status *st);
 /* Makes new-XXXXXX with fs (and work for an active snapshot); returns its name. */
 int snapdirs_prepare(struct shim *sh, enum snap_kind kind, int64_t parent_id, char *tmpname,
@@ -143,6 +147,8 @@ bool snapdirs_needs_self_mount(const struct shim *sh, enum snap_kind kind, size_
 int shim_check_supported(struct shim *sh, struct status *st);
 /* Runs argv (PATH search), collecting its stderr; 0 when it exited 0. */
 int run_program(char *const argv[], char *err, size_t errlen);
+/* umount2, lazily if busy, else fusermount3 -u -z (not root). */
+int unmount_path(const char *path, char *err, size_t errlen);
 
 /* ---- service.c ---- */
 ProtobufCService *snapshots_service(struct shim *sh);

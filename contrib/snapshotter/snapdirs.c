@@ -33,23 +33,33 @@ static int sys_fail(struct status *st, int err, const char *what, const char *pa
 	return -1;
 }
 
-int snapdirs_open(struct shim *sh, struct status *st)
+int make_dirs(const char *path, mode_t mode, bool with_last)
 {
-	/* As the Go shim: ROOT and ROOT/snapshots are private to root. */
-	char *p = sh->root;
+	char *p = strdup(path);
+	if (!p)
+		return -1;
 	for (char *slash = strchr(p + 1, '/');; slash = strchr(slash + 1, '/')) {
 		if (slash)
 			*slash = '\0';
-		if (mkdir(p, 0700) < 0 && errno != EEXIST) {
+		if ((slash || with_last) && mkdir(p, mode) < 0 && errno != EEXIST) {
 			int err = errno;
-			if (slash)
-				*slash = '/';
-			return sys_fail(st, err, "cannot create", p);
+			free(p);
+			errno = err;
+			return -1;
 		}
 		if (!slash)
 			break;
 		*slash = '/';
 	}
+	free(p);
+	return 0;
+}
+
+int snapdirs_open(struct shim *sh, struct status *st)
+{
+	/* As the Go shim: ROOT and ROOT/snapshots are private to root. */
+	if (make_dirs(sh->root, 0700, true) < 0)
+		return sys_fail(st, errno, "cannot create", sh->root);
 	char *real = realpath(sh->root, NULL);
 	if (!real)
 		return sys_fail(st, errno, "cannot resolve", sh->root);
@@ -356,16 +366,15 @@ static int overlay_options(const struct shim *sh, const struct snap_info *info, 
 	    (add_option(m, printed("workdir=%s/snapshots/%" PRId64 "/work", sh->root, info->id)) < 0 ||
 	     add_option(m, printed("upperdir=%s/snapshots/%" PRId64 "/fs", sh->root, info->id)) < 0))
 		return -1;
-	size_t len = strlen("lowerdir=");
-	for (size_t i = 0; i < n_parents; i++)
-		len += strlen(sh->root) + ID_LEN + 16;
-	char *lower = malloc(len + 1);
-	if (!lower)
+	char *lower = NULL;
+	size_t size;
+	FILE *f = open_memstream(&lower, &size);
+	if (!f)
 		return -1;
-	size_t o = (size_t)sprintf(lower, "lowerdir=");
+	fputs("lowerdir=", f);
 	for (size_t i = 0; i < n_parents; i++)
-		o += (size_t)sprintf(lower + o, "%s%s/snapshots/%" PRId64 "/fs", i ? ":" : "", sh->root, parents[i]);
-	if (add_option(m, lower) < 0)
+		fprintf(f, "%s%s/snapshots/%" PRId64 "/fs", i ? ":" : "", sh->root, parents[i]);
+	if (fclose(f) != 0 || add_option(m, lower) < 0)
 		return -1;
 	const char *uid = labels_get(&info->labels, "containerd.io/snapshot/uidmapping");
 	const char *gid = labels_get(&info->labels, "containerd.io/snapshot/gidmapping");
@@ -444,14 +453,10 @@ int snapdirs_self_unmount(struct shim *sh, int64_t id, struct status *st)
 	if (!path)
 		return 0;
 	int ret = 0;
-	if (umount2(path, 0) < 0 && umount2(path, MNT_DETACH) < 0) {
-		/* not root: the FUSE way */
-		char err[256];
-		char *argv[] = { "fusermount3", "-u", "-z", path, NULL };
-		if (run_program(argv, err, sizeof(err)) != 0) {
-			status_set(st, GRPC_UNKNOWN, "cannot unmount %s: %s", path, err);
-			ret = -1;
-		}
+	char err[256];
+	if (unmount_path(path, err, sizeof(err)) != 0) {
+		status_set(st, GRPC_UNKNOWN, "cannot unmount %s: %s", path, err);
+		ret = -1;
 	}
 	free(path);
 	return ret;
@@ -478,38 +483,33 @@ int snapdirs_self_mount(struct shim *sh, const struct snap_info *info, const int
 		if (mkdirat(sh->snapshots_fd, merged, 0755) < 0 && errno != EEXIST)
 			return sys_fail(st, errno, "cannot create", merged);
 	}
-	struct mount_spec m = { 0 };
-	char *joined = NULL, *target = snapshot_path(sh, info->id, "merged");
+	struct mount_spec *m = calloc(1, sizeof(*m));
+	char *target = snapshot_path(sh, info->id, "merged");
+	char **argv = NULL;
 	int ret = -1;
-	if (!target || overlay_options(sh, info, parents, n_parents, &m) < 0) {
+	if (!m || !target || overlay_options(sh, info, parents, n_parents, m) < 0 ||
+	    !(argv = calloc(2 * m->n_options + 3, sizeof(char *)))) {
 		status_set(st, GRPC_RESOURCE_EXHAUSTED, "out of memory");
 		goto out;
 	}
-	size_t len = 0;
-	for (size_t i = 0; i < m.n_options; i++)
-		len += strlen(m.options[i]) + 1;
-	joined = calloc(1, len + 1);
-	if (!joined) {
-		status_set(st, GRPC_RESOURCE_EXHAUSTED, "out of memory");
-		goto out;
+	/* fuse-overlayfs -o OPT -o OPT ... TARGET */
+	size_t a = 0;
+	argv[a++] = (char *)sh->fuse_overlayfs;
+	for (size_t i = 0; i < m->n_options; i++) {
+		argv[a++] = "-o";
+		argv[a++] = m->options[i];
 	}
-	for (size_t i = 0; i < m.n_options; i++) {
-		if (i)
-			strcat(joined, ",");
-		strcat(joined, m.options[i]);
-	}
+	argv[a++] = target;
 	char err[512];
-	char *argv[] = { (char *)sh->fuse_overlayfs, "-o", joined, target, NULL };
 	if (run_program(argv, err, sizeof(err)) != 0) {
 		status_set(st, GRPC_UNKNOWN, "cannot mount %s: %s", target, err);
 		goto out;
 	}
 	ret = 0;
 out:
-	for (size_t i = 0; i < m.n_options; i++)
-		free(m.options[i]);
-	free(m.options);
-	free(joined);
+	if (m)
+		mount_specs_free(m, 1);
+	free(argv);
 	free(target);
 	return ret;
 }
@@ -520,7 +520,7 @@ struct recover_arg {
 	int failures;
 };
 
-static int recover_one(const struct snap_info *info, void *arg)
+static int recover_one(struct snap_info *info, void *arg)
 {
 	struct recover_arg *ra = arg;
 	struct status st;

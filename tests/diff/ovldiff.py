@@ -136,7 +136,7 @@ from multiprocessing.connection import Pipe
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ovlview import (OPQ_XATTR, jp, expected, INTERNAL_XATTRS, TYPES, diff_probes, diff_views, ename,
-                     file_hash, run_probes, show, snapshot, upper_view)
+                     file_hash, rmtree_mount, run_probes, show, snapshot, upper_view)
 from userns import fork_in_userns, fuse_node, host_id, parse_map, shift_tree
 
 # ---------------------------------------------------------------- parsing
@@ -676,16 +676,6 @@ def fd_hash(fd):
             return h.hexdigest()[:16]
         h.update(b)
         off += len(b)
-
-
-def rmtree_mount(p):
-    """rm -rf through the mount, bottom-up, lstat only."""
-    if stat.S_ISDIR(os.lstat(p).st_mode):
-        for n in os.listdir(p):
-            rmtree_mount(os.path.join(p, n))
-        os.rmdir(p)
-    else:
-        os.unlink(p)
 
 
 def in_child(fn):

@@ -251,3 +251,13 @@ def diff_probes(k, o, probes, label, mode='ovl', selfcheck=False):
             elif want is None and kv != ov:
                 out.append('%s: probe %s %s: kernel=%s ours=%s' % (label, name, show(e.path), kv, ov))
     return out
+
+
+def rmtree_mount(p):
+    """rm -rf through the mount, bottom-up, lstat only."""
+    if stat.S_ISDIR(os.lstat(p).st_mode):
+        for n in os.listdir(p):
+            rmtree_mount(os.path.join(p, n))
+        os.rmdir(p)
+    else:
+        os.unlink(p)

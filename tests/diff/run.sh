@@ -25,13 +25,15 @@ for t in python3 fusermount3 mount umount setfacl timeout; do
     command -v "$t" >/dev/null || die "required tool missing: $t"
 done
 
+# shellcheck source=known-failing.sh
+. "$here/known-failing.sh"
 scenarios=()
 if [ $# -eq 0 ]; then
     # every scenario, except writable ones listed in writable/known-failing
     # (NAME: reason), which are named here, not run and not counted
     for s in "$here"/scenarios/*.scn "$here"/writable/*.scn; do
         n=$(basename "$s" .scn)
-        if reason=$(grep -m1 "^$n:" "$here/writable/known-failing" 2>/dev/null); then
+        if reason=$(known_failing "$n"); then
             echo "NOT RUN $reason"
         else
             scenarios+=("$s")

@@ -108,6 +108,8 @@ fi
 rm -f "$WORK/g/probe"
 
 # ------------------------------------------------------------------ differential scenarios
+# shellcheck source=../diff/known-failing.sh
+. "$DIFF/known-failing.sh"
 scenarios=()
 if [ $# -gt 0 ]; then
 	for s; do
@@ -119,7 +121,7 @@ if [ $# -gt 0 ]; then
 else
 	for s in "$DIFF"/writable/*.scn "$DIFF/scenarios/whiteouts.scn" "$DIFF/scenarios/upper_layers.scn"; do
 		n=$(basename "$s" .scn)
-		if reason=$(grep -m1 "^$n:" "$DIFF/writable/known-failing" 2>/dev/null); then
+		if reason=$(known_failing "$n"); then
 			echo "# NOT RUN $reason"
 		else
 			scenarios+=("$s")

@@ -30,7 +30,7 @@ import argparse, ctypes, os, stat, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'diff'))
-from ovlview import diff_views, ename, snapshot, unlink_dirs, upper_view  # noqa: E402
+from ovlview import diff_views, ename, rmtree_mount, snapshot, unlink_dirs, upper_view  # noqa: E402
 from userns import fork_in_userns, fuse_node, parse_map, shift_tree  # noqa: E402
 
 MTIME = 1600000000
@@ -132,16 +132,6 @@ def mode_owner(p):
     return '%04o %d:%d' % (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
 
 
-def rmtree(p):
-    """rm -rf through the mount, bottom-up, lstat only."""
-    if stat.S_ISDIR(os.lstat(p).st_mode):
-        for n in os.listdir(p):
-            rmtree(os.path.join(p, n))
-        os.rmdir(p)
-    else:
-        os.unlink(p)
-
-
 def as_user(uid, fn):
     """fn() in a child with that uid/gid (no groups); its result string."""
     r, w = os.pipe()
@@ -182,7 +172,7 @@ EXPECT_RO0444 = ['ok:0444 0:0', 'ok:2', 'ok:read-only+w', 'ok:0444 0:0', 'ok',
 
 def steps_rmtree(m):
     t = os.path.join(m, 't')
-    return [res(lambda: rmtree(t)), res(lambda: os.mkdir(t, 0o755)), res(lambda: ls(t)),
+    return [res(lambda: rmtree_mount(t)), res(lambda: os.mkdir(t, 0o755)), res(lambda: ls(t)),
             res(lambda: mode_owner(t)), res(lambda: os.mkdir(t + '/a')), res(lambda: ls(t + '/a'))]
 
 
