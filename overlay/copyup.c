@@ -366,14 +366,19 @@ static int copy_up_file(struct ovl_fs *fs, struct ovl_node *node, bool with_data
 		 * invalidation, ovl_copy_up_in_place) makes the VFS look it up again. */
 		res = -ESTALE;
 	} else {
-		/* The other names of a lower hard link shared this node: they are
-		 * looked up at each use (entry timeout 0) and get a node of their own. */
 		node->origin_ino = st.st_nlink == 1 ? ovl_st_ino(fs, node->layer, st.st_ino) : 0;
 		node->layer = 0;
 		ovl_node_rehash(node, ust.st_dev, ust.st_ino);
 	}
 	if (res == 0 || res == -ESTALE)
 		ovl_dir_changed(parent);
+	/* A broken lower hard link now shows the copy's st_ino (no origin), which
+	 * the kernel takes only from fresh attributes and a fresh readdir. */
+	if ((res == 0 || res == -ESTALE) && st.st_nlink > 1 && fs->se) {
+		if (res == 0)
+			fuse_lowlevel_notify_inval_inode(fs->se, node->nodeid, -1, 0);
+		fuse_lowlevel_notify_inval_inode(fs->se, parent->nodeid, 0, 0);
+	}
 	pthread_rwlock_unlock(&fs->ns_lock);
 	return res;
 }

@@ -529,8 +529,14 @@ static int do_rename(struct ovl_fs *fs, struct move *mv)
 		else if (ddir && mv->d && mv->d->dir && (res = ovl_dir_is_empty(fs, mv->d)) >= 0)
 			res = res ? 0 : -ENOTEMPTY;
 	}
-	int up = res == 0 ? ovl_dir_fd_get(fs, mv->p, 0) : -1;
-	int unp = up >= 0 ? ovl_dir_fd_get(fs, mv->np, 0) : -1;
+	/* The kernel marks a directory moving into a merged one opaque before
+	 * its rename meets an upper-only target that is not empty: the mark stays. */
+	bool mark_anyway = res == -ENOTEMPTY && mv->d && S_ISDIR(src.st.st_mode) && mv->np->dir->nlayers > 1 &&
+			   dst.layer == 0 && mv->d->dir->nlayers == 1;
+	int up = res == 0 || mark_anyway ? ovl_dir_fd_get(fs, mv->p, 0) : -1;
+	if (mark_anyway && up >= 0)
+		set_opaque_at(fs, up, mv->name);
+	int unp = res == 0 && up >= 0 ? ovl_dir_fd_get(fs, mv->np, 0) : -1;
 	if (res == 0 && (up < 0 || unp < 0))
 		res = up < 0 ? up : unp;
 	if (res == 0 && has_dst && !exchange)

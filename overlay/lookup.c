@@ -196,11 +196,6 @@ static int entry_from_found(struct ovl_fs *fs, struct ovl_node *parent, const ch
 	}
 	e->attr = f->st;
 	ovl_node_present(fs, node, &e->attr);
-	/* The names of a lower hard link share a node, but a copy-up breaks the
-	 * link for the name written to, which the kernel does not send: it
-	 * looks the name up each time, and the node follows (ovl_op_lookup). */
-	if (fs->has_upper && f->layer != 0 && !S_ISDIR(f->st.st_mode) && f->st.st_nlink > 1)
-		e->entry_timeout = 0;
 	e->ino = node->nodeid;
 	e->generation = node->generation;
 	ovl_found_free(f);
@@ -257,13 +252,6 @@ void ovl_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		list_if_probed_enough(fs, p);
 	int res = ovl_lookup_entry(fs, p, name, &e);
 	pthread_rwlock_unlock(&fs->ns_lock);
-	struct ovl_node *n = res == 0 && fs->has_upper && e.entry_timeout == 0 ? ovl_node_get(e.ino) : NULL;
-	if (n && n->dir == NULL && n->layer != 0 && e.attr.st_nlink > 1) {
-		pthread_rwlock_wrlock(&fs->ns_lock);
-		if (n->layer != 0 && (n->parent != p || strcmp(n->name, name) != 0))
-			ovl_node_move(fs, n, p, name);
-		pthread_rwlock_unlock(&fs->ns_lock);
-	}
 	if (res == -ENOENT) {
 		e.ino = 0; /* a negative entry the kernel may cache */
 		fuse_reply_entry(req, &e);

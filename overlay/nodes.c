@@ -1,7 +1,8 @@
 /* Node table.  A FUSE nodeid is a slot number; a slot's generation grows on
  * every reuse, so a (nodeid, generation) pair is never handed out twice in a
  * mount's life.  Nodes are found by the identity of their backing object
- * (st_dev, st_ino), so every name of a lower hard link is one FUSE inode.
+ * (st_dev, st_ino), so every name of a lower hard link is one FUSE inode;
+ * with an upper layer each of those names is a node of its own (node_per_name).
  * Directory nodes cache one fd per layer they span, bounded by an LRU. */
 #include "config.h"
 
@@ -181,14 +182,25 @@ static void id_remove(struct id_shard *s, struct ovl_node *n)
 		}
 }
 
-static struct ovl_node *id_find(struct id_shard *s, dev_t dev, ino_t ino)
+/* The node of (dev, ino); with parent set, only one that stands for parent/name. */
+static struct ovl_node *id_find(struct id_shard *s, dev_t dev, ino_t ino, const struct ovl_node *parent,
+				const char *name)
 {
 	if (s->nbuckets == 0)
 		return NULL;
 	for (struct ovl_node *n = *bucket_of(s, dev, ino); n; n = n->hash_next)
-		if (n->dev == dev && n->ino == ino)
+		if (n->dev == dev && n->ino == ino &&
+		    (parent == NULL || (n->parent == parent && strcmp(n->name, name) == 0)))
 			return n;
 	return NULL;
+}
+
+/* As the kernel overlay without index: when the mount can copy up, each name
+ * of a lower hard link is an inode of its own (same st_ino), because a copy-up
+ * breaks the link for the name written to only.  Read-only, they are one. */
+static bool node_per_name(const struct ovl_fs *fs, uint32_t layer, const struct stat *st)
+{
+	return fs->has_upper && layer != 0 && !S_ISDIR(st->st_mode) && st->st_nlink > 1;
 }
 
 /* ---- directory fds ---- */
@@ -479,8 +491,9 @@ struct ovl_node *ovl_node_lookup_or_create(struct ovl_fs *fs, struct ovl_node *p
 					   uint32_t nlayers)
 {
 	struct id_shard *s = &id_shards[id_hash(st->st_dev, st->st_ino) % ID_SHARDS];
+	const struct ovl_node *named = node_per_name(fs, layer, st) ? parent : NULL;
 	pthread_mutex_lock(&s->lock);
-	struct ovl_node *n = id_find(s, st->st_dev, st->st_ino);
+	struct ovl_node *n = id_find(s, st->st_dev, st->st_ino, named, name);
 	if (n) {
 		if (n->nlookup++ == 0)
 			n->refs++;
@@ -500,7 +513,7 @@ struct ovl_node *ovl_node_lookup_or_create(struct ovl_fs *fs, struct ovl_node *p
 	ovl_node_ref(parent);
 
 	pthread_mutex_lock(&s->lock);
-	struct ovl_node *raced = id_find(s, st->st_dev, st->st_ino);
+	struct ovl_node *raced = id_find(s, st->st_dev, st->st_ino, named, name);
 	if (raced == NULL && id_insert(s, n) == 0) {
 		n->hashed = true;
 		n->nlookup = 1;
@@ -568,7 +581,7 @@ void ovl_node_rehash(struct ovl_node *node, dev_t dev, ino_t ino)
 		id_remove(from, node);
 	node->dev = dev;
 	node->ino = ino;
-	if (id_find(to, dev, ino) == NULL && id_insert(to, node) == 0)
+	if (id_find(to, dev, ino, NULL, NULL) == NULL && id_insert(to, node) == 0)
 		node->hashed = true;
 	else
 		node->hashed = false;
@@ -581,7 +594,7 @@ struct ovl_node *ovl_node_find(dev_t dev, ino_t ino)
 {
 	struct id_shard *s = &id_shards[id_hash(dev, ino) % ID_SHARDS];
 	pthread_mutex_lock(&s->lock);
-	struct ovl_node *n = id_find(s, dev, ino);
+	struct ovl_node *n = id_find(s, dev, ino, NULL, NULL);
 	if (n)
 		n->refs++;
 	pthread_mutex_unlock(&s->lock);
@@ -592,7 +605,7 @@ void ovl_node_unhash_id(dev_t dev, ino_t ino)
 {
 	struct id_shard *s = &id_shards[id_hash(dev, ino) % ID_SHARDS];
 	pthread_mutex_lock(&s->lock);
-	struct ovl_node *n = id_find(s, dev, ino);
+	struct ovl_node *n = id_find(s, dev, ino, NULL, NULL);
 	if (n) {
 		id_remove(s, n);
 		n->hashed = false;

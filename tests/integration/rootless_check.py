@@ -278,9 +278,6 @@ STEPS = [('a 0444 lower file owned by the namespace\'s root: written (copy-up); 
 # Known differences from the kernel overlay, not run (printed "NOT RUN"), as
 # tests/diff/writable/known-failing: each names what would fix it.
 KNOWN_FAILING = {
-    steps_hardlink: 'the two names of a lower hard link share one FUSE inode, so without '
-                    'passthrough the page cache of one shows the other\'s new data; needs a '
-                    'new nodeid per copied-up name (issue 4 open)',
     steps_unmapped: 'an owner outside the map reads as the overflow id, which is also a real '
                     'mapped id in podman\'s map: from userspace the copy-up cannot tell, and '
                     'chowns to 65534 as 1.10 does (the kernel answers EOVERFLOW)',
