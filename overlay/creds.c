@@ -39,8 +39,11 @@ void ovl_creds_enter(struct ovl_fs *fs, fuse_req_t req, struct ovl_creds *c)
 	if (c->umask_set)
 		umask(ctx->umask);
 	if (fs->keep_caps) {
-		setfsgid(c->gid);
-		setfsuid(c->uid);
+		/* between calls our fsuid and fsgid are 0: a root caller needs no switch */
+		if (c->gid != 0)
+			setfsgid(c->gid);
+		if (c->uid != 0)
+			setfsuid(c->uid);
 		c->switched = true;
 	}
 }
@@ -48,8 +51,10 @@ void ovl_creds_enter(struct ovl_fs *fs, fuse_req_t req, struct ovl_creds *c)
 void ovl_creds_leave(struct ovl_creds *c)
 {
 	if (c->switched) {
-		setfsuid(0);
-		setfsgid(0);
+		if (c->uid != 0)
+			setfsuid(0);
+		if (c->gid != 0)
+			setfsgid(0);
 	}
 	if (c->umask_set)
 		umask(0);

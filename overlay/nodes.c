@@ -362,18 +362,17 @@ void ovl_dir_fd_put(struct ovl_node *node)
 static struct ovl_node *node_alloc(struct ovl_node *parent, const char *name, uint32_t layer,
 				   const struct stat *st, const uint32_t *layers, uint32_t nlayers)
 {
-	struct ovl_node *n = calloc(1, sizeof *n);
+	size_t len = strlen(name) + 1;
+	struct ovl_node *n = calloc(1, sizeof *n + len);
 	if (n == NULL)
 		return NULL;
-	n->name = strdup(name);
+	n->name = memcpy(n->first_name, name, len);
 	n->parent = parent;
 	n->orphan_fd = -1;
 	n->layer = layer;
 	n->type = st->st_mode & S_IFMT;
 	n->dev = st->st_dev;
 	n->ino = st->st_ino;
-	if (n->name == NULL)
-		goto fail;
 	if (S_ISDIR(st->st_mode)) {
 		struct ovl_dir *d = calloc(1, sizeof *d);
 		if (d == NULL)
@@ -398,7 +397,6 @@ fail:
 		free(n->dir->fds);
 		free(n->dir);
 	}
-	free(n->name);
 	free(n);
 	return NULL;
 }
@@ -436,7 +434,8 @@ static void node_destroy(struct ovl_fs *fs, struct ovl_node *n)
 		free(a->name);
 		free(a);
 	}
-	free(n->name);
+	if (n->name != n->first_name)
+		free(n->name);
 	free(n);
 }
 
@@ -619,7 +618,8 @@ int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *new
 	if (name == NULL)
 		return -ENOMEM;
 	struct ovl_node *old = node->parent;
-	free(node->name);
+	if (node->name != node->first_name)
+		free(node->name);
 	node->name = name;
 	if (old != newparent) {
 		ovl_node_ref(newparent);

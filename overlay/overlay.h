@@ -114,6 +114,7 @@ struct ovl_node {
 	atomic_int opens;            /* open files */
 	struct ovl_alias *aliases;   /* other names of an upper hard link (ns_lock) */
 	int orphan_fd;               /* O_PATH fd of an upper object unlinked while open, or -1 */
+	char first_name[];           /* where name points until a rename (one allocation a node) */
 };
 
 /* ---- the mount ---- */

@@ -500,9 +500,10 @@ run_mode() { # MODE
 		notok "$mode: a new container sees the image unchanged" "$RUN_NOTE" "$out"
 	fi
 
-	# --- read-only root
+	# --- read-only root (the shell's error is captured into the line, not
+	# left to stderr, which ctr copies apart and may interleave mid-line)
 	out=$d/run-ro.out
-	if ctr_run "$mode" ro "$out" --rm --read-only -- sh -c 'echo "read: $(cat /data/modify.txt)"; if echo x >/data/ro.txt; then echo "write: allowed"; else echo "write: refused"; fi'; then
+	if ctr_run "$mode" ro "$out" --rm --read-only -- sh -c 'echo "read: $(cat /data/modify.txt)"; if err=$( (echo x >/data/ro.txt) 2>&1 ); then echo "write: allowed"; else echo "write: refused: $err"; fi'; then
 		expect_line "$mode: --read-only: reads" "$out" read "modified in layer 2"
 		if grep -q '^write: refused' "$out" && grep -qi 'read-only file system' "$out"; then
 			ok "$mode: --read-only: writes fail with EROFS"
