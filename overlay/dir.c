@@ -25,16 +25,6 @@ static int check_new_name(struct ovl_fs *fs, const char *name)
 	return strlen(name) > ovl_name_max(fs) ? -ENAMETOOLONG : 0;
 }
 
-static struct ovl_node *dir_node(fuse_req_t req, fuse_ino_t ino)
-{
-	struct ovl_node *n = ovl_node_get(ino);
-	if (n == NULL || n->dir == NULL) {
-		fuse_reply_err(req, n ? ENOTDIR : ESTALE);
-		return NULL;
-	}
-	return n;
-}
-
 /* The node at parent/name with a lookup ref (drop it with ovl_node_forget), or NULL. */
 static struct ovl_node *node_at(struct ovl_fs *fs, struct ovl_node *parent, const char *name, int *res)
 {
@@ -241,7 +231,7 @@ static int make_object(fuse_req_t req, struct ovl_node *parent, const char *name
 
 static void reply_made(fuse_req_t req, fuse_ino_t parent, const char *name, struct make *m)
 {
-	struct ovl_node *p = dir_node(req, parent);
+	struct ovl_node *p = ovl_req_dir(req, parent);
 	struct fuse_entry_param e;
 	if (p == NULL)
 		return;
@@ -287,7 +277,7 @@ void ovl_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const cha
 
 void ovl_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
 {
-	struct ovl_node *p = dir_node(req, parent);
+	struct ovl_node *p = ovl_req_dir(req, parent);
 	struct fuse_entry_param e;
 	if (p == NULL)
 		return;
@@ -393,14 +383,14 @@ static int remove_object(struct ovl_fs *fs, struct ovl_node *parent, const char 
 
 void ovl_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	struct ovl_node *p = dir_node(req, parent);
+	struct ovl_node *p = ovl_req_dir(req, parent);
 	if (p)
 		fuse_reply_err(req, -remove_object(ovl_fs_of(req), p, name, false));
 }
 
 void ovl_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	struct ovl_node *p = dir_node(req, parent);
+	struct ovl_node *p = ovl_req_dir(req, parent);
 	if (p)
 		fuse_reply_err(req, -remove_object(ovl_fs_of(req), p, name, true));
 }
@@ -576,7 +566,7 @@ void ovl_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino
 		fuse_reply_err(req, EINVAL); /* RENAME_WHITEOUT too, as the kernel overlay */
 		return;
 	}
-	if ((mv.p = dir_node(req, parent)) == NULL || (mv.np = dir_node(req, newparent)) == NULL)
+	if ((mv.p = ovl_req_dir(req, parent)) == NULL || (mv.np = ovl_req_dir(req, newparent)) == NULL)
 		return;
 	res = check_new_name(fs, newname);
 	if (res == 0 && ovl_name_is_reserved(name))

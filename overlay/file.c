@@ -175,12 +175,10 @@ void ovl_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file
 void ovl_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
-	struct ovl_node *n = ovl_node_get(ino);
+	struct ovl_node *n = ovl_req_dir(req, ino);
 	(void)fi;
-	if (n == NULL || n->dir == NULL) {
-		fuse_reply_err(req, n ? ENOTDIR : ESTALE);
+	if (n == NULL)
 		return;
-	}
 	if (!ovl_node_is_upper(fs, n)) {
 		fuse_reply_err(req, 0); /* nothing of ours to sync */
 		return;
@@ -228,13 +226,11 @@ void ovl_op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg, s
 		  unsigned flags, const void *in_buf, size_t in_bufsz, size_t out_bufsz)
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
-	struct ovl_node *n = ovl_node_get(ino);
+	struct ovl_node *n = ovl_req_node(req, ino);
 	(void)arg;
 	(void)flags;
-	if (n == NULL) {
-		fuse_reply_err(req, ESTALE);
+	if (n == NULL)
 		return;
-	}
 	if (cmd != FS_IOC_GETFLAGS && cmd != FS_IOC_SETFLAGS) {
 		fuse_reply_err(req, ENOTTY);
 		return;

@@ -100,12 +100,10 @@ static int stat_node_or_file(struct ovl_fs *fs, struct ovl_node *n, struct fuse_
 void ovl_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
-	struct ovl_node *n = ovl_node_get(ino);
+	struct ovl_node *n = ovl_req_node(req, ino);
 	struct stat st;
-	if (n == NULL) {
-		fuse_reply_err(req, ESTALE);
+	if (n == NULL)
 		return;
-	}
 	int res = stat_node_or_file(fs, n, fi, &st);
 	if (res < 0)
 		fuse_reply_err(req, -res);
@@ -169,12 +167,10 @@ static int setattr_cb(struct ovl_layer *layer, int dirfd, const char *name, void
 void ovl_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
-	struct ovl_node *n = ovl_node_get(ino);
+	struct ovl_node *n = ovl_req_node(req, ino);
 	struct stat st;
-	if (n == NULL) {
-		fuse_reply_err(req, ESTALE);
+	if (n == NULL)
 		return;
-	}
 	bool truncates = (to_set & FUSE_SET_ATTR_SIZE) && attr->st_size == 0;
 	int res = ovl_copy_up_in_place(fs, n, !truncates);
 	struct setattr_call c = { .attr = attr, .to_set = to_set, .fd = -1 };

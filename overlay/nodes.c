@@ -105,6 +105,24 @@ struct ovl_node *ovl_node_get(fuse_ino_t nodeid)
 	return sl ? atomic_load(&sl->node) : NULL;
 }
 
+struct ovl_node *ovl_req_node(fuse_req_t req, fuse_ino_t nodeid)
+{
+	struct ovl_node *n = ovl_node_get(nodeid);
+	if (n == NULL)
+		fuse_reply_err(req, ESTALE);
+	return n;
+}
+
+struct ovl_node *ovl_req_dir(fuse_req_t req, fuse_ino_t nodeid)
+{
+	struct ovl_node *n = ovl_req_node(req, nodeid);
+	if (n && n->dir == NULL) {
+		fuse_reply_err(req, ENOTDIR);
+		return NULL;
+	}
+	return n;
+}
+
 /* ---- identity hash: (dev, ino) -> node; guards nlookup and refs ---- */
 #define ID_SHARDS 64
 

@@ -150,6 +150,10 @@ void ovl_fs_close(struct ovl_fs *fs);
 /* nodes.c */
 int ovl_nodes_init(void);
 struct ovl_node *ovl_node_get(fuse_ino_t nodeid);
+/* The node a request names, or NULL once the reply (ESTALE) is sent. */
+struct ovl_node *ovl_req_node(fuse_req_t req, fuse_ino_t nodeid);
+/* The same for a directory (ENOTDIR for any other node). */
+struct ovl_node *ovl_req_dir(fuse_req_t req, fuse_ino_t nodeid);
 /* Finds the node for a backing object or makes one; takes one lookup ref.
  * layers/nlayers are used only when a directory node is made (copied). */
 struct ovl_node *ovl_node_lookup_or_create(struct ovl_fs *fs, struct ovl_node *parent, const char *name,

@@ -597,12 +597,10 @@ int ovl_listing_find(struct ovl_node *dir, const char *name, struct ovl_found *f
 /* ---- handlers ---- */
 void ovl_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct ovl_node *n = ovl_node_get(ino);
+	struct ovl_node *n = ovl_req_dir(req, ino);
 	struct ovl_listing *l;
-	if (n == NULL || n->dir == NULL) {
-		fuse_reply_err(req, n ? ENOTDIR : ESTALE);
+	if (n == NULL)
 		return;
-	}
 	struct ovl_fs *fs = ovl_fs_of(req);
 	pthread_rwlock_rdlock(&fs->ns_lock);
 	int res = dir_listing(fs, n, &l);
