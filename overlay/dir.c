@@ -183,7 +183,7 @@ static int entry_of_new(struct ovl_fs *fs, struct ovl_node *parent, int upfd, co
 	e->attr = st;
 	ovl_node_present(fs, n, &e->attr);
 	e->ino = n->nodeid;
-	e->generation = n->generation;
+	e->generation = ovl_node_generation(n);
 	return 0;
 }
 
@@ -326,8 +326,8 @@ static void name_going(struct ovl_fs *fs, struct ovl_node *parent, int upfd, con
 		return;
 	if (f->st.st_nlink > 1)
 		ovl_node_name_gone(fs, n, parent, name); /* the node takes another name */
-	else if (atomic_load(&n->opens) > 0 && n->orphan_fd < 0)
-		n->orphan_fd = openat(upfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	else if (atomic_load(&n->opens) > 0)
+		ovl_node_keep_orphan(n, upfd, name);
 	ovl_node_unref(fs, n);
 }
 

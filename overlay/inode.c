@@ -65,8 +65,9 @@ static int stat_cb(struct ovl_layer *layer, int pfd, const char *name, void *arg
 int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 {
 	int res;
-	if (node->orphan_fd >= 0) {
-		res = fstat(node->orphan_fd, st) < 0 ? -errno : 0;
+	int orphan_fd = ovl_node_orphan_fd(node);
+	if (orphan_fd >= 0) {
+		res = fstat(orphan_fd, st) < 0 ? -errno : 0;
 	} else if (node->dir) {
 		int fd = ovl_dir_fd_get(fs, node, 0);
 		if (fd < 0)

@@ -197,7 +197,7 @@ static int entry_from_found(struct ovl_fs *fs, struct ovl_node *parent, const ch
 	e->attr = f->st;
 	ovl_node_present(fs, node, &e->attr);
 	e->ino = node->nodeid;
-	e->generation = node->generation;
+	e->generation = ovl_node_generation(node);
 	ovl_found_free(f);
 	return 0;
 }

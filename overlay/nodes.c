@@ -75,7 +75,6 @@ static int slot_alloc(struct ovl_node *node, int shard_hint)
 	}
 	struct slot *sl = slot_at(shard, idx);
 	sl->generation++;
-	node->generation = sl->generation;
 	node->nodeid = (idx << SLOT_SHARD_BITS) | shard;
 	atomic_store(&sl->node, node);
 	pthread_mutex_unlock(&s->lock);
@@ -103,6 +102,12 @@ struct ovl_node *ovl_node_get(fuse_ino_t nodeid)
 		return NULL;
 	struct slot *sl = slot_at(nodeid & (SLOT_SHARDS - 1), idx);
 	return sl ? atomic_load(&sl->node) : NULL;
+}
+
+uint64_t ovl_node_generation(const struct ovl_node *node)
+{
+	/* the slot is the node's until it is freed: its generation stays put */
+	return slot_at(node->nodeid & (SLOT_SHARDS - 1), node->nodeid >> SLOT_SHARD_BITS)->generation;
 }
 
 struct ovl_node *ovl_req_node(fuse_req_t req, fuse_ino_t nodeid)
@@ -381,12 +386,11 @@ static struct ovl_node *node_alloc(struct ovl_node *parent, const char *name, ui
 				   const struct stat *st, const uint32_t *layers, uint32_t nlayers)
 {
 	size_t len = strlen(name) + 1;
-	struct ovl_node *n = calloc(1, sizeof *n + len);
+	struct ovl_node *n = calloc(1, offsetof(struct ovl_node, first_name) + len);
 	if (n == NULL)
 		return NULL;
 	n->name = memcpy(n->first_name, name, len);
 	n->parent = parent;
-	n->orphan_fd = -1;
 	n->layer = layer;
 	n->type = st->st_mode & S_IFMT;
 	n->dev = st->st_dev;
@@ -443,14 +447,17 @@ static void node_destroy(struct ovl_fs *fs, struct ovl_node *n)
 		free(d);
 		atomic_fetch_sub(&dirs_alive, 1);
 	}
-	if (n->orphan_fd >= 0)
-		close(n->orphan_fd);
-	while (n->aliases) {
-		struct ovl_alias *a = n->aliases;
-		n->aliases = a->next;
-		ovl_node_unref(fs, a->parent);
-		free(a->name);
-		free(a);
+	if (n->rare) {
+		if (n->rare->orphan_fd >= 0)
+			close(n->rare->orphan_fd);
+		while (n->rare->aliases) {
+			struct ovl_alias *a = n->rare->aliases;
+			n->rare->aliases = a->next;
+			ovl_node_unref(fs, a->parent);
+			free(a->name);
+			free(a);
+		}
+		free(n->rare);
 	}
 	if (n->name != n->first_name)
 		free(n->name);
@@ -647,23 +654,46 @@ int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *new
 	return 0;
 }
 
+static struct ovl_node_rare *node_rare(struct ovl_node *node)
+{
+	if (node->rare == NULL && (node->rare = malloc(sizeof *node->rare)) != NULL)
+		*node->rare = (struct ovl_node_rare){ .aliases = NULL, .orphan_fd = -1 };
+	return node->rare;
+}
+
+int ovl_node_orphan_fd(const struct ovl_node *node)
+{
+	return node->rare ? node->rare->orphan_fd : -1;
+}
+
+void ovl_node_keep_orphan(struct ovl_node *node, int upfd, const char *name)
+{
+	struct ovl_node_rare *r = node_rare(node);
+	/* without it, the node's getattr answers ENOENT, as before it was kept */
+	if (r && r->orphan_fd < 0)
+		r->orphan_fd = openat(upfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+}
+
 int ovl_node_add_alias(struct ovl_node *node, struct ovl_node *parent, const char *name)
 {
-	struct ovl_alias *a = malloc(sizeof *a);
+	struct ovl_node_rare *r = node_rare(node);
+	struct ovl_alias *a = r ? malloc(sizeof *a) : NULL;
 	if (a == NULL || (a->name = strdup(name)) == NULL) {
 		free(a);
 		return -ENOMEM;
 	}
 	ovl_node_ref(parent);
 	a->parent = parent;
-	a->next = node->aliases;
-	node->aliases = a;
+	a->next = r->aliases;
+	r->aliases = a;
 	return 0;
 }
 
 void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name)
 {
-	for (struct ovl_alias **p = &node->aliases; *p;) {
+	if (node->rare == NULL)
+		return;
+	for (struct ovl_alias **p = &node->rare->aliases; *p;) {
 		struct ovl_alias *a = *p;
 		if (a->parent == parent && strcmp(a->name, name) == 0) {
 			*p = a->next;
@@ -674,10 +704,10 @@ void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_nod
 			p = &a->next;
 		}
 	}
-	if (node->parent != parent || strcmp(node->name, name) != 0 || node->aliases == NULL)
+	if (node->parent != parent || strcmp(node->name, name) != 0 || node->rare->aliases == NULL)
 		return;
-	struct ovl_alias *a = node->aliases;
-	node->aliases = a->next;
+	struct ovl_alias *a = node->rare->aliases;
+	node->rare->aliases = a->next;
 	ovl_node_move(fs, node, a->parent, a->name);
 	ovl_node_unref(fs, a->parent);
 	free(a->name);

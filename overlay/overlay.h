@@ -96,24 +96,29 @@ struct ovl_alias {
 	struct ovl_alias *next;
 };
 
+/* Things few nodes need, kept apart: every node of a big tree is in memory. */
+struct ovl_node_rare {
+	struct ovl_alias *aliases;   /* other names of an upper hard link (ns_lock) */
+	int orphan_fd;               /* O_PATH fd of an upper object unlinked while open, or -1 */
+};
+
+/* Fields ordered for size: with a short name, one 112-byte malloc chunk. */
 struct ovl_node {
-	fuse_ino_t nodeid;
-	uint64_t generation;
+	fuse_ino_t nodeid;           /* its generation is in the node table */
 	uint64_t nlookup;            /* under the node's shard lock */
-	uint32_t refs;               /* kernel (1 while nlookup>0) + children + handles */
 	struct ovl_node *parent;     /* holds a ref; NULL for the root */
 	char *name;
-	uint32_t layer;              /* layer holding the object shown */
-	mode_t type;                 /* S_IFMT bits */
 	dev_t dev;                   /* identity of the backing object */
 	ino_t ino;
 	struct ovl_dir *dir;         /* directories only */
 	struct ovl_node *hash_next;
 	ino_t origin_ino;            /* st_ino shown for a copied-up object, 0: its own */
-	bool hashed;                 /* found by identity; false once its object is gone */
+	struct ovl_node_rare *rare;  /* NULL until needed (ns_lock) */
+	uint32_t layer;              /* layer holding the object shown */
 	atomic_int opens;            /* open files */
-	struct ovl_alias *aliases;   /* other names of an upper hard link (ns_lock) */
-	int orphan_fd;               /* O_PATH fd of an upper object unlinked while open, or -1 */
+	uint32_t refs;               /* kernel (1 while nlookup>0) + children + handles */
+	uint16_t type;               /* S_IFMT bits */
+	bool hashed;                 /* found by identity; false once its object is gone */
 	char first_name[];           /* where name points until a rename (one allocation a node) */
 };
 
@@ -183,6 +188,12 @@ struct ovl_node *ovl_node_find(dev_t dev, ino_t ino);
 int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newparent, const char *newname);
 /* Another name of the node's object (a hard link made through us). */
 int ovl_node_add_alias(struct ovl_node *node, struct ovl_node *parent, const char *name);
+/* The FUSE generation of node's nodeid. */
+uint64_t ovl_node_generation(const struct ovl_node *node);
+/* The O_PATH fd that keeps node's unlinked upper object, or -1. */
+int ovl_node_orphan_fd(const struct ovl_node *node);
+/* Keeps node's upper object, upfd/name, reachable while files are open on it. */
+void ovl_node_keep_orphan(struct ovl_node *node, int upfd, const char *name);
 /* parent/name of the node's object goes away: the node takes another of its
  * names if it stood for that one (ns_lock held for writing). */
 void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name);

@@ -44,15 +44,15 @@ struct ovl_merge {
 	bool stopped;
 };
 
+/* 24 bytes: a listing is kept for every directory read, entry by entry. */
 struct ovl_dirent {
-	const char *name;
-	uint32_t name_len;
+	ino_t ino;
+	uint32_t name_off;  /* into the listing's pool */
 	uint32_t layer;
+	uint32_t lower_off; /* index + 1 into the listing's lowers: the count, then the layers; 0: none */
+	uint8_t name_len;   /* getdents names are at most NAME_MAX */
 	uint8_t type;
 	bool ino_shown;
-	ino_t ino;
-	uint32_t nlower;
-	uint32_t *lower;
 };
 
 struct ovl_listing {
@@ -61,9 +61,20 @@ struct ovl_listing {
 	size_t n;
 	struct ovl_dirent *ents;
 	char *pool;
+	uint32_t *lowers;
 	_Atomic(uint32_t *) table; /* index + 1 into ents; built on the first lookup */
 	size_t table_cap;
 };
+
+static const char *dirent_name(const struct ovl_listing *l, const struct ovl_dirent *d)
+{
+	return l->pool + d->name_off;
+}
+
+static uint32_t dirent_nlower(const struct ovl_listing *l, const struct ovl_dirent *d)
+{
+	return d->lower_off ? l->lowers[d->lower_off - 1] : 0;
+}
 
 struct ovl_merge *ovl_merge_new(void)
 {
@@ -243,10 +254,12 @@ static int sort_listing(struct ovl_listing *l)
 {
 	if (l->n < 2)
 		return 0;
-	size_t lcp = strlen(l->ents[0].name);
+	const char *first = dirent_name(l, &l->ents[0]);
+	size_t lcp = strlen(first);
 	for (size_t i = 1; i < l->n && lcp; i++) {
+		const char *name = dirent_name(l, &l->ents[i]);
 		size_t k = 0;
-		while (k < lcp && l->ents[i].name[k] == l->ents[0].name[k])
+		while (k < lcp && name[k] == first[k])
 			k++;
 		lcp = k;
 	}
@@ -258,13 +271,14 @@ static int sort_listing(struct ovl_listing *l)
 		return -ENOMEM;
 	}
 	for (size_t i = 0; i < l->n; i++) {
-		const unsigned char *p = (const unsigned char *)l->ents[i].name + lcp;
+		const char *name = dirent_name(l, &l->ents[i]);
+		const unsigned char *p = (const unsigned char *)name + lcp;
 		uint64_t key = 0;
 		size_t k = 0;
 		for (; k < 8 && p[k]; k++)
 			key |= (uint64_t)p[k] << (56 - 8 * k);
 		keys[i] = (struct sort_key){ .key = key, .index = (uint32_t)i, .skip = (uint32_t)(lcp + k),
-					     .name = l->ents[i].name };
+					     .name = name };
 	}
 	radix_sort_keys(keys, keys + l->n, l->n);
 	/* names whose keys tie are ordered by the bytes past the key */
@@ -285,10 +299,17 @@ static int sort_listing(struct ovl_listing *l)
 struct ovl_listing *ovl_merge_finish(struct ovl_merge *m)
 {
 	struct ovl_listing *l = calloc(1, sizeof *l);
-	size_t visible = 0;
-	for (size_t i = 0; i < m->n; i++)
-		visible += m->ents[i].state == ENT_VISIBLE;
-	if (l == NULL || (l->ents = calloc(visible ? visible : 1, sizeof *l->ents)) == NULL) {
+	size_t visible = 0, nlowers = 0;
+	for (size_t i = 0; i < m->n; i++) {
+		if (m->ents[i].state == ENT_VISIBLE) {
+			visible++;
+			nlowers += m->ents[i].nlower ? m->ents[i].nlower + 1 : 0;
+		}
+	}
+	if (l == NULL || (l->ents = calloc(visible ? visible : 1, sizeof *l->ents)) == NULL ||
+	    (nlowers && (l->lowers = malloc(nlowers * sizeof *l->lowers)) == NULL)) {
+		if (l)
+			free(l->ents);
 		free(l);
 		ovl_merge_free(m);
 		return NULL;
@@ -297,25 +318,30 @@ struct ovl_listing *ovl_merge_finish(struct ovl_merge *m)
 	l->table_cap = 16;
 	while (l->table_cap < visible * 2)
 		l->table_cap *= 2;
-	/* the pool is complete: names can point into it from here on */
+	size_t lower_len = 0;
 	for (size_t i = 0; i < m->n; i++) {
 		struct merge_ent *e = &m->ents[i];
-		if (e->state != ENT_VISIBLE) {
-			free(e->lower);
+		if (e->state != ENT_VISIBLE)
 			continue;
+		uint32_t lower_off = 0;
+		if (e->nlower) {
+			lower_off = (uint32_t)lower_len + 1;
+			l->lowers[lower_len++] = e->nlower;
+			memcpy(l->lowers + lower_len, e->lower, e->nlower * sizeof *e->lower);
+			lower_len += e->nlower;
 		}
-		l->ents[l->n++] = (struct ovl_dirent){ .name = m->pool + e->name_off,
-						       .name_len = e->name_len,
+		l->ents[l->n++] = (struct ovl_dirent){ .name_off = e->name_off,
+						       .name_len = (uint8_t)e->name_len,
 						       .layer = e->layer,
 						       .type = e->type,
 						       .ino_shown = e->ino_shown,
 						       .ino = e->ino,
-						       .nlower = e->nlower,
-						       .lower = e->lower };
+						       .lower_off = lower_off };
 	}
-	l->pool = m->pool;
+	/* The pool grew by doubling from 4 KiB: most directories hold far less. */
+	char *pool = realloc(m->pool, m->pool_len ? m->pool_len : 1);
+	l->pool = pool ? pool : m->pool;
 	m->pool = NULL;
-	m->n = 0;
 	ovl_merge_free(m);
 	if (sort_listing(l) < 0) {
 		ovl_listing_unref(l);
@@ -334,7 +360,7 @@ static uint32_t *listing_table(struct ovl_listing *l)
 	if (t == NULL)
 		return NULL;
 	for (size_t i = 0; i < l->n; i++) {
-		size_t h = name_hash(l->ents[i].name, l->ents[i].name_len) & (l->table_cap - 1);
+		size_t h = name_hash(dirent_name(l, &l->ents[i]), l->ents[i].name_len) & (l->table_cap - 1);
 		while (t[h])
 			h = (h + 1) & (l->table_cap - 1);
 		t[h] = (uint32_t)i + 1;
@@ -356,7 +382,7 @@ ssize_t ovl_listing_index(struct ovl_listing *l, const char *name)
 	size_t h = name_hash(name, len) & (l->table_cap - 1);
 	for (; t[h]; h = (h + 1) & (l->table_cap - 1)) {
 		const struct ovl_dirent *d = &l->ents[t[h] - 1];
-		if (d->name_len == len && memcmp(d->name, name, len) == 0)
+		if (d->name_len == len && memcmp(dirent_name(l, d), name, len) == 0)
 			return (ssize_t)t[h] - 1;
 	}
 	return -1;
@@ -381,23 +407,22 @@ size_t ovl_listing_count(const struct ovl_listing *l)
 
 const char *ovl_listing_name(const struct ovl_listing *l, size_t i)
 {
-	return l->ents[i].name;
+	return dirent_name(l, &l->ents[i]);
 }
 
 void ovl_listing_entry(const struct ovl_listing *l, size_t i, uint32_t *layer, uint8_t *type, uint32_t *nlower)
 {
 	*layer = l->ents[i].layer;
 	*type = l->ents[i].type;
-	*nlower = l->ents[i].nlower;
+	*nlower = dirent_nlower(l, &l->ents[i]);
 }
 
 void ovl_listing_unref(struct ovl_listing *l)
 {
 	if (atomic_fetch_sub(&l->refs, 1) != 1)
 		return;
-	for (size_t i = 0; i < l->n; i++)
-		free(l->ents[i].lower);
 	free(l->ents);
+	free(l->lowers);
 	free(l->pool);
 	free(atomic_load(&l->table));
 	free(l);
@@ -566,17 +591,18 @@ int ovl_dir_load_listing(struct ovl_fs *fs, struct ovl_node *dir)
 
 /* What a listed entry tells a lookup: its top layer and, for a directory,
  * the layers it may merge.  1, or -1 out of memory. */
-static int found_from_dirent(const struct ovl_dirent *e, struct ovl_found *f)
+static int found_from_dirent(const struct ovl_listing *l, const struct ovl_dirent *e, struct ovl_found *f)
 {
+	uint32_t nlower = dirent_nlower(l, e);
 	memset(f, 0, sizeof *f);
 	f->layer = e->layer;
-	f->layers = malloc((e->nlower + 1) * sizeof *f->layers);
+	f->layers = malloc((nlower + 1) * sizeof *f->layers);
 	if (f->layers == NULL)
 		return -1;
 	f->layers[0] = e->layer;
-	if (e->nlower)
-		memcpy(f->layers + 1, e->lower, e->nlower * sizeof *e->lower);
-	f->nlayers = e->nlower + 1;
+	if (nlower)
+		memcpy(f->layers + 1, l->lowers + e->lower_off, nlower * sizeof *l->lowers);
+	f->nlayers = nlower + 1;
 	return 1;
 }
 
@@ -588,7 +614,7 @@ int ovl_listing_find(struct ovl_node *dir, const char *name, struct ovl_found *f
 	struct ovl_listing *l = d->listing;
 	if (l) {
 		ssize_t i = ovl_listing_index(l, name);
-		res = i == -2 ? -1 : i < 0 ? 0 : found_from_dirent(&l->ents[i], f);
+		res = i == -2 ? -1 : i < 0 ? 0 : found_from_dirent(l, &l->ents[i], f);
 	}
 	pthread_rwlock_unlock(&d->lock);
 	return res;
@@ -642,6 +668,7 @@ struct plus_batch {
 	struct ovl_fs *fs;
 	struct ovl_node *dir;
 	bool stale; /* the directory changed since the snapshot: look names up afresh */
+	const struct ovl_listing *l;
 	const struct ovl_dirent *ents;
 	struct fuse_entry_param *e;
 };
@@ -650,10 +677,11 @@ static void plus_lookup(void *arg, size_t k)
 {
 	struct plus_batch *b = arg;
 	const struct ovl_dirent *d = &b->ents[k];
+	const char *name = dirent_name(b->l, d);
 	struct ovl_found f;
-	int res = b->stale		       ? ovl_lookup_entry(b->fs, b->dir, d->name, &b->e[k])
-		  : found_from_dirent(d, &f) < 0 ? -ENOMEM
-						 : ovl_lookup_entry_listed(b->fs, b->dir, d->name, &f, &b->e[k]);
+	int res = b->stale				? ovl_lookup_entry(b->fs, b->dir, name, &b->e[k])
+		  : found_from_dirent(b->l, d, &f) < 0 ? -ENOMEM
+							: ovl_lookup_entry_listed(b->fs, b->dir, name, &f, &b->e[k]);
 	if (res < 0) {
 		/* still listed, without attributes: the kernel looks it up later */
 		memset(&b->e[k], 0, sizeof b->e[k]);
@@ -677,7 +705,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 	 * of a cold directory waits on many inode reads, which then overlap. */
 	size_t first = (size_t)off, end = plus ? first : l->n + 2, need = 0;
 	for (; plus && end < l->n + 2; end++) {
-		const char *name = end == 0 ? "." : end == 1 ? ".." : l->ents[end - 2].name;
+		const char *name = end == 0 ? "." : end == 1 ? ".." : dirent_name(l, &l->ents[end - 2]);
 		size_t len = fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0);
 		if (need + len > size)
 			break;
@@ -692,7 +720,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 			fuse_reply_err(req, ENOMEM);
 			return;
 		}
-		struct plus_batch b = { .fs = fs, .dir = n, .ents = &l->ents[lo - 2], .e = looked,
+		struct plus_batch b = { .fs = fs, .dir = n, .l = l, .ents = &l->ents[lo - 2], .e = looked,
 					.stale = l->version != atomic_load(&n->dir->version) };
 		ovl_parallel_for(end - lo, plus_lookup, &b);
 	}
@@ -704,10 +732,10 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 			name = i == 0 ? "." : "..";
 			dot_stat(fs, i == 0 || n->parent == NULL ? n : n->parent, &e.attr);
 		} else if (plus) {
-			name = l->ents[i - 2].name;
+			name = dirent_name(l, &l->ents[i - 2]);
 			e = looked[i - lo];
 		} else {
-			name = l->ents[i - 2].name;
+			name = dirent_name(l, &l->ents[i - 2]);
 			dirent_attr(fs, &l->ents[i - 2], &e.attr);
 		}
 		size_t len = plus ? fuse_add_direntry_plus(req, buf + pos, size - pos, name, &e, (off_t)i + 1)
