@@ -10,7 +10,9 @@ logged too).  Exit 0 on PASS, 1 on FAIL, 2 on a harness error.  Needs root,
 /dev/fuse, the kernel overlay, fusermount3.
   --whiteout-modes (env OVLDIFF_WHITEOUT_MODES): how OUR read-write mounts
     run: `ovl` (char 0/0 whiteouts, the default), `wh` (the daemon gets
-    FUSE_OVERLAYFS_DISABLE_OVL_WHITEOUT=1: `.wh.NAME` whiteouts) or `both`;
+    FUSE_OVERLAYFS_DISABLE_OVL_WHITEOUT=1: `.wh.NAME` whiteouts, and
+    FUSE_OVERLAYFS_DISABLE_PASSTHROUGH=1: data through the daemon, as
+    rootless mounts run) or `both`;
     overrides the scenario's `whiteout_modes`.  Labels: rw/MODE/VARIANT.
   --self-check (env OVLDIFF_SELF_CHECK=1): the kernel stands in for ours
     (kernel variant, ovl mode, ours= expectations ignored): a scenario must
@@ -1227,7 +1229,8 @@ class Run:
                     after, problems = snapshot(mnt, self.ours_view, self.recent)
                     d += self.compare(label + '/after-ops', kafter, self.strip(after),
                                       kprobe, run_probes(mnt, self.scn.probes), problems, mode)
-                env = {'FUSE_OVERLAYFS_DISABLE_OVL_WHITEOUT': '1'} if mode == 'wh' else None
+                env = {'FUSE_OVERLAYFS_DISABLE_OVL_WHITEOUT': '1',
+                       'FUSE_OVERLAYFS_DISABLE_PASSTHROUGH': '1'} if mode == 'wh' else None
                 diffs += self.with_ours(label, b'r-' + tag, opts, body, env)
                 if 'upper' not in self.ignore:
                     diffs += diff_views(kup, self.strip(upper_view(u, self.selfcheck, self.recent)),
