@@ -339,7 +339,7 @@ struct ovl_listing *ovl_merge_finish(struct ovl_merge *m)
 						       .lower_off = lower_off };
 	}
 	/* The pool grew by doubling from 4 KiB: most directories hold far less. */
-	char *pool = realloc(m->pool, m->pool_len ? m->pool_len : 1);
+	char *pool = m->pool_len ? realloc(m->pool, m->pool_len) : NULL;
 	l->pool = pool ? pool : m->pool;
 	m->pool = NULL;
 	ovl_merge_free(m);
