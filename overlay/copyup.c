@@ -391,6 +391,8 @@ int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, bool with_data)
 		return ovl_copy_up_dirs(fs, node);
 	if (ovl_node_is_upper(fs, node))
 		return 0;
+	if (node->unlinked)
+		return -ENOENT; /* what now has its name is another object */
 	pthread_mutex_t *m = copy_up_lock(node);
 	pthread_mutex_lock(m);
 	/* done once: a concurrent copy-up of the same node waited for us */
@@ -399,8 +401,8 @@ int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, bool with_data)
 	return res;
 }
 
-/* Makes the kernel drop node's name, so that its retry after ESTALE looks
- * the name up and reaches the new node. */
+/* Makes the kernel drop node's name, so that callers that do not walk the
+ * path again after ESTALE (an fd's setattr) reach the new node next time. */
 static void copy_up_stale(struct ovl_fs *fs, struct ovl_node *node)
 {
 	char name[NAME_MAX + 1];
@@ -408,8 +410,8 @@ static void copy_up_stale(struct ovl_fs *fs, struct ovl_node *node)
 	fuse_ino_t parent = node->parent ? node->parent->nodeid : 0;
 	snprintf(name, sizeof name, "%s", node->name);
 	pthread_rwlock_unlock(&fs->ns_lock);
-	if (parent && fs->se)
-		fuse_lowlevel_notify_inval_entry(fs->se, parent, name, strlen(name));
+	if (parent)
+		ovl_notify_inval_entry_later(fs, parent, name);
 }
 
 int ovl_copy_up_in_place(struct ovl_fs *fs, struct ovl_node *node, bool with_data)

@@ -281,7 +281,7 @@ void ovl_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t m
 	struct fuse_entry_param e;
 	if (p == NULL)
 		return;
-	struct make m = { .mode = S_IFREG | (mode & 07777), .open_flags = fi->flags };
+	struct make m = { .mode = S_IFREG | (mode & 07777), .open_flags = ovl_backing_open_flags(ovl_fs_of(req), fi->flags) };
 	int res = make_object(req, p, name, &m, &e);
 	if (res < 0) {
 		fuse_reply_err(req, -res);
@@ -319,15 +319,23 @@ static int remove_in_upper(struct ovl_fs *fs, struct ovl_node *parent, int upfd,
 static void name_going(struct ovl_fs *fs, struct ovl_node *parent, int upfd, const char *name,
 		       const struct ovl_found *f)
 {
-	if (f->layer != 0 || S_ISDIR(f->st.st_mode))
+	if (S_ISDIR(f->st.st_mode))
 		return;
-	struct ovl_node *n = ovl_node_find(f->st.st_dev, f->st.st_ino);
+	bool upper = f->layer == 0, linked = f->st.st_nlink > 1;
+	/* each name of a lower hard link has a node of its own (nodes.c) */
+	struct ovl_node *n = ovl_node_find(f->st.st_dev, f->st.st_ino, !upper && linked ? parent : NULL, name);
 	if (n == NULL)
 		return;
-	if (f->st.st_nlink > 1)
+	if (upper && linked) {
 		ovl_node_name_gone(fs, n, parent, name); /* the node takes another name */
-	else if (atomic_load(&n->opens) > 0)
-		ovl_node_keep_orphan(n, upfd, name);
+	} else {
+		if (upper && atomic_load(&n->opens) > 0)
+			ovl_node_keep_orphan(n, upfd, name);
+		/* What comes to take the name is another object: a late request
+		 * for this node (the kernel flushes a replaced file's times) must
+		 * not reach it by name. */
+		n->unlinked = true;
+	}
 	ovl_node_unref(fs, n);
 }
 

@@ -29,16 +29,31 @@ int ovl_file_fd(const struct fuse_file_info *fi)
 	return fh_fd(fi);
 }
 
+int ovl_backing_open_flags(const struct ovl_fs *fs, int flags)
+{
+	if (!fs->writeback_cache)
+		return flags;
+	/* The kernel reads pages around a partial write, through any open file,
+	 * and writes back at offsets of its own choosing, O_APPEND ones too. */
+	if ((flags & O_ACCMODE) == O_WRONLY)
+		flags = (flags & ~O_ACCMODE) | O_RDWR;
+	return flags & ~O_APPEND;
+}
+
 struct open_call {
 	struct ovl_fs *fs;
 	int flags;
+	int asked_mode; /* O_ACCMODE bits the caller asked for */
 	int fd;
 };
 
 static int open_cb(struct ovl_layer *layer, int dirfd, const char *name, void *arg)
 {
 	struct open_call *c = arg;
-	c->fd = ovl_layer_open(c->fs, layer, dirfd, name, c->flags);
+	int flags = ovl_backing_open_flags(c->fs, c->flags);
+	c->fd = ovl_layer_open(c->fs, layer, dirfd, name, flags);
+	if (c->fd < 0 && errno == EACCES && (flags & O_ACCMODE) != c->asked_mode) /* a write-only file */
+		c->fd = ovl_layer_open(c->fs, layer, dirfd, name, (flags & ~O_ACCMODE) | c->asked_mode);
 	return c->fd < 0 ? -errno : 0;
 }
 
@@ -104,7 +119,8 @@ void ovl_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int res = 0;
 	if (opens_for_writing(fi->flags))
 		res = ovl_copy_up_in_place(fs, n, !(fi->flags & O_TRUNC));
-	struct open_call c = { .fs = fs, .flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY) };
+	struct open_call c = { .fs = fs, .flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY),
+			       .asked_mode = fi->flags & O_ACCMODE };
 	if (res == 0) {
 		pthread_rwlock_rdlock(&fs->ns_lock);
 		res = ovl_node_at(fs, n, open_cb, &c);
@@ -192,7 +208,13 @@ void ovl_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 
 void ovl_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)
 {
-	(void)ino;
+	struct ovl_fs *fs = ovl_fs_of(req);
+	/* The kernel asks without writing its cached pages back first, so data
+	 * still only in its cache would be reported as a hole (and skipped by a
+	 * sparse copy).  Dropping the cache writes dirty pages back to us first
+	 * (other threads serve those WRITEs; the kernel holds no lock they need). */
+	if (fs->writeback_cache && (whence == SEEK_DATA || whence == SEEK_HOLE) && fs->se)
+		fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
 	off_t res = lseek(fh_fd(fi), off, whence);
 	if (res < 0)
 		fuse_reply_err(req, errno);

@@ -46,6 +46,8 @@ void ovl_node_present(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 int ovl_node_at(struct ovl_fs *fs, struct ovl_node *node, ovl_at_fn fn, void *arg)
 {
 	struct ovl_node *parent = node->parent;
+	if (node->unlinked)
+		return -ENOENT;
 	int pos = ovl_dir_layer_pos(parent->dir, node->layer);
 	if (pos < 0)
 		return -EIO;

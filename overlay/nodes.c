@@ -614,11 +614,11 @@ void ovl_node_rehash(struct ovl_node *node, dev_t dev, ino_t ino)
 		pthread_mutex_unlock(&to->lock);
 }
 
-struct ovl_node *ovl_node_find(dev_t dev, ino_t ino)
+struct ovl_node *ovl_node_find(dev_t dev, ino_t ino, const struct ovl_node *parent, const char *name)
 {
 	struct id_shard *s = &id_shards[id_hash(dev, ino) % ID_SHARDS];
 	pthread_mutex_lock(&s->lock);
-	struct ovl_node *n = id_find(s, dev, ino, NULL, NULL);
+	struct ovl_node *n = id_find(s, dev, ino, parent, name);
 	if (n)
 		n->refs++;
 	pthread_mutex_unlock(&s->lock);

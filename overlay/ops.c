@@ -15,17 +15,29 @@ static void ovl_init(void *userdata, struct fuse_conn_info *conn)
 	/* the caller's umask comes to us: the upper filesystem applies it, or a
 	 * default ACL instead (creds.c) */
 	want |= FUSE_CAP_DONT_MASK | FUSE_CAP_IOCTL_DIR;
+	/* Passthrough, where it can be had, excludes the writeback cache and is
+	 * faster still; elsewhere the writeback cache turns small writes into
+	 * few large requests (DESIGN.md §3, COMPAT.md writeback=). */
+	if (fs->cfg->writeback && !ovl_passthrough_possible())
+		want |= FUSE_CAP_WRITEBACK_CACHE;
+	else
+		conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 	conn->want |= want & conn->capable;
-	/* No writeback cache: passthrough excludes it, and without it every
-	 * write reaches the upper file in order. */
-	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	fs->writeback_cache = (conn->want & FUSE_CAP_WRITEBACK_CACHE) != 0;
 	conn->max_readahead = conn->max_readahead ? conn->max_readahead : 1 << 20;
 	/* Last: passthrough depends on the final want (no writeback cache). */
 	ovl_passthrough_init(conn);
 }
 
+static void ovl_destroy(void *userdata)
+{
+	(void)userdata;
+	ovl_notify_drain(); /* they use the session, which goes next */
+}
+
 const struct fuse_lowlevel_ops ovl_ops = {
 	.init = ovl_init,
+	.destroy = ovl_destroy,
 	.lookup = ovl_op_lookup,
 	.forget = ovl_op_forget,
 	.forget_multi = ovl_op_forget_multi,

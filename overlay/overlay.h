@@ -119,6 +119,7 @@ struct ovl_node {
 	uint32_t refs;               /* kernel (1 while nlookup>0) + children + handles */
 	uint16_t type;               /* S_IFMT bits */
 	bool hashed;                 /* found by identity; false once its object is gone */
+	bool unlinked;               /* its name went away (ns_lock): only an open file reaches it */
 	char first_name[];           /* where name points until a rename (one allocation a node) */
 };
 
@@ -143,6 +144,7 @@ struct ovl_fs {
 	bool whiteout_files;         /* write .wh.NAME, not char 0/0 */
 	bool keep_caps;              /* fsuid switches keep our capabilities */
 	bool trusted_xattrs;         /* the upper takes trusted.* xattrs */
+	bool writeback_cache;        /* the kernel caches writes (file.c: how backing files open) */
 	atomic_ulong temp_counter;
 	struct fuse_session *se;     /* for invalidations */
 };
@@ -182,8 +184,9 @@ void ovl_node_rehash(struct ovl_node *node, dev_t dev, ino_t ino);
 /* The object (dev, ino) is gone: a later lookup of the same identity (a
  * reused inode number) must make a new node. */
 void ovl_node_unhash_id(dev_t dev, ino_t ino);
-/* The node of a backing object, with a ref (ovl_node_unref), or NULL. */
-struct ovl_node *ovl_node_find(dev_t dev, ino_t ino);
+/* The node of a backing object, with a ref (ovl_node_unref), or NULL; with
+ * parent set, only the one standing for parent/name. */
+struct ovl_node *ovl_node_find(dev_t dev, ino_t ino, const struct ovl_node *parent, const char *name);
 /* Moves the node to newparent/newname (the caller holds ns_lock for writing). */
 int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newparent, const char *newname);
 /* Another name of the node's object (a hard link made through us). */
@@ -251,6 +254,8 @@ ino_t ovl_st_ino(const struct ovl_fs *fs, uint32_t layer, ino_t ino);
 /* file.c */
 /* The backing fd of an open file. */
 int ovl_file_fd(const struct fuse_file_info *fi);
+/* The flags a backing file is opened with for an open or create with flags. */
+int ovl_backing_open_flags(const struct ovl_fs *fs, int flags);
 /* Replies to a create that made the entry e and opened fd. */
 void ovl_file_reply_create(fuse_req_t req, const struct fuse_entry_param *e, struct fuse_file_info *fi, int fd);
 
@@ -321,6 +326,11 @@ int ovl_work_remove(struct ovl_fs *fs, const char *name);
 /* grow.c: makes *ptr (an array of *cap elements) hold at least need elements. */
 int ovl_grow(void *ptr, size_t *cap, size_t need, size_t elem_size, size_t initial);
 
+/* notify.c: drops parent/name from the kernel's cache, from a thread of its
+ * own (a handler must not: the caller may hold the parent's lock). */
+void ovl_notify_inval_entry_later(struct ovl_fs *fs, fuse_ino_t parent, const char *name);
+/* Waits until every invalidation asked for has been sent (before the session goes). */
+void ovl_notify_drain(void);
 /* workers.c: runs fn(arg, 0..n-1) on a small pool (and the caller), returns when all ran. */
 void ovl_parallel_for(size_t n, void (*fn)(void *arg, size_t i), void *arg);
 

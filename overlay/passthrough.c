@@ -166,6 +166,11 @@ int ovl_passthrough_setup(struct fuse_session *se)
 	return 0;
 }
 
+bool ovl_passthrough_possible(void)
+{
+	return pt.unwrapped == NULL && atomic_load(&pt.offered);
+}
+
 void ovl_passthrough_init(const struct fuse_conn_info *conn)
 {
 	const char *why = pt.unwrapped;

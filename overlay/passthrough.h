@@ -12,6 +12,9 @@ int ovl_passthrough_setup(struct fuse_session *se);
 /* ops.c init: decides from what the kernel's INIT offered and conn->want
  * (passthrough excludes the writeback cache), and says so in the debug log. */
 void ovl_passthrough_init(const struct fuse_conn_info *conn);
+/* ops.c init, before: whether passthrough can be used, so the writeback cache
+ * (which it excludes) is asked for only where it cannot. */
+bool ovl_passthrough_possible(void);
 /* A backing id (> 0) for an open of nodeid whose backing fd is fd, shared by
  * all opens of nodeid until the last ovl_passthrough_put; 0: serve this open
  * through the daemon; -EIO: nodeid has a backing id for another file. */

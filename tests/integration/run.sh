@@ -345,6 +345,68 @@ t_passthrough_reads() {
 	return $r
 }
 
+t_writeback_cache() {
+	setup writeback
+	echo lower >"$T/l1/app"
+	local r=0 pid n
+	# without passthrough, small writes reach the daemon gathered (writeback=1, the default)
+	FUSE_OVERLAYFS_DISABLE_PASSTHROUGH=1 "$BIN" -d -o "lowerdir=$T/l1:$T/l2,upperdir=$T/u,workdir=$T/w" "$T/m" 2>"$T/err" &
+	pid=$!
+	wait_mounted "$T/m" || return 1
+	head -c 512000 /dev/urandom >"$T/data"
+	dd if="$T/data" of="$T/m/small" bs=512 status=none || { fail "dd through the mount"; r=1; }
+	cmp "$T/data" "$T/u/small" || { fail "upper file differs once dd closed it"; r=1; }
+	n=$(grep -c "opcode: WRITE " "$T/err")
+	[ "$n" -ge 1 ] && [ "$n" -le 100 ] || { fail "1000 writes of 512 B came as $n WRITE requests, want 1..100"; r=1; }
+	# O_APPEND, and a write-only open: the kernel writes back at its own offsets and
+	# reads around partial pages through any open file
+	python3 - "$T/m" <<-'EOF' || { fail "append / write-only opens through the writeback cache"; r=1; }
+	import os, sys
+	m = sys.argv[1]
+	fd = os.open(m + '/app', os.O_WRONLY | os.O_APPEND)
+	for chunk in (b'a' * 10, b'b' * 5000, b'c'):
+	    os.write(fd, chunk)
+	os.lseek(fd, 0, os.SEEK_SET)
+	os.write(fd, b'd')          # O_APPEND: still at the end
+	os.close(fd)
+	want = b'lower\n' + b'a' * 10 + b'b' * 5000 + b'cd'
+	assert open(m + '/app', 'rb').read() == want, 'merged view'
+	fd = os.open(m + '/wo', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o200)
+	os.write(fd, b'x' * 9000)
+	os.pwrite(fd, b'y', 100)    # a partial page: read around it
+	os.close(fd)
+	assert os.stat(m + '/wo').st_mode & 0o777 == 0o200, 'mode'
+	# data still only in the kernel's cache is data to SEEK_DATA (a sparse
+	# copy would skip it otherwise)
+	fd = os.open(m + '/sp', os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+	os.ftruncate(fd, 1 << 20)
+	os.pwrite(fd, b'z' * 8192, 512 << 10)
+	fd2 = os.open(m + '/sp', os.O_RDONLY)
+	assert os.lseek(fd2, 0, os.SEEK_DATA) == 512 << 10, 'SEEK_DATA over unwritten-back data'
+	assert os.lseek(fd2, 512 << 10, os.SEEK_HOLE) == (512 << 10) + 8192, 'SEEK_HOLE after it'
+	os.close(fd2)
+	os.close(fd)
+	EOF
+	[ "$(cat "$T/u/app")" = "lower
+$(head -c 10 /dev/zero | tr '\0' a)$(head -c 5000 /dev/zero | tr '\0' b)cd" ] || { fail "upper app: $(head -c 40 "$T/u/app")"; r=1; }
+	[ "$(head -c 100 "$T/u/wo" | tr -d x)" = "" ] && [ "$(head -c 101 "$T/u/wo" | tail -c 1)" = y ] &&
+		[ "$(stat -c %s "$T/u/wo")" = 9000 ] || { fail "upper wo content"; r=1; }
+	fusermount3 -u "$T/m"
+	wait $pid || { fail "daemon exited $?"; r=1; }
+	# writeback=0: every write is a request
+	rm -rf "$T/u" "$T/w" && mkdir "$T/u" "$T/w"
+	FUSE_OVERLAYFS_DISABLE_PASSTHROUGH=1 "$BIN" -d -o "lowerdir=$T/l1:$T/l2,upperdir=$T/u,workdir=$T/w,writeback=0" "$T/m" 2>"$T/err0" &
+	pid=$!
+	wait_mounted "$T/m" || return 1
+	dd if="$T/data" of="$T/m/small" bs=512 status=none || { fail "dd with writeback=0"; r=1; }
+	cmp "$T/data" "$T/u/small" || { fail "upper file differs (writeback=0)"; r=1; }
+	n=$(grep -c "opcode: WRITE " "$T/err0")
+	[ "$n" -ge 1000 ] || { fail "writeback=0: 1000 writes came as $n WRITE requests"; r=1; }
+	fusermount3 -u "$T/m"
+	wait $pid || { fail "daemon exited $?"; r=1; }
+	return $r
+}
+
 t_help_version() {
 	local r=0
 	"$BIN" --help | grep -q "lowerdir" || { fail "--help"; r=1; }
