@@ -103,9 +103,10 @@ static int acl_stage(struct ovl_fs *fs, int upfd, const char *tmp)
 	return -1;
 }
 
-/* Creates name in parent's upper directory upfd (ns_lock held for writing). */
+/* Creates name in parent's upper directory upfd (ns_lock held for writing);
+ * known_wh: the whiteout there if the lookup just saw it, else -1. */
 static int make_in_upper(struct ovl_fs *fs, const struct ovl_creds *c, struct ovl_node *parent, int upfd,
-			 const char *name, struct make *m)
+			 const char *name, struct make *m, int known_wh)
 {
 	bool is_dir = S_ISDIR(m->mode) && m->source == NULL;
 	int wh = OVL_WH_NONE;
@@ -117,7 +118,7 @@ static int make_in_upper(struct ovl_fs *fs, const struct ovl_creds *c, struct ov
 			return res < 0 ? res : m->source ? 0 : ovl_creds_fix_owner(c, upfd, name);
 		if ((wh = ovl_upper_whiteout_at(fs, upfd, name)) != OVL_WH_CHAR)
 			return wh < 0 ? wh : -EEXIST;
-	} else if ((wh = ovl_upper_whiteout_at(fs, upfd, name)) < 0) {
+	} else if ((wh = known_wh >= 0 ? known_wh : ovl_upper_whiteout_at(fs, upfd, name)) < 0) {
 		return wh;
 	}
 	/* A directory replacing a whiteout is opaque (the kernel's rule), so it
@@ -168,12 +169,12 @@ static int make_in_upper(struct ovl_fs *fs, const struct ovl_creds *c, struct ov
 
 /* The entry of what was just made: no lower layer merges with it (a lower
  * directory of that name was hidden, or it would have been found). */
-static int entry_of_new(struct ovl_fs *fs, struct ovl_node *parent, int upfd, const char *name,
+static int entry_of_new(struct ovl_fs *fs, struct ovl_node *parent, int upfd, const char *name, int fd,
 			struct fuse_entry_param *e)
 {
 	struct stat st;
 	const uint32_t upper_only[1] = { 0 };
-	if (fstatat(upfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+	if ((fd >= 0 ? fstat(fd, &st) : fstatat(upfd, name, &st, AT_SYMLINK_NOFOLLOW)) < 0)
 		return -errno;
 	memset(e, 0, sizeof *e);
 	e->entry_timeout = e->attr_timeout = fs->timeout;
@@ -204,16 +205,17 @@ static int make_object(fuse_req_t req, struct ovl_node *parent, const char *name
 	ovl_creds_enter(fs, req, &c);
 	pthread_rwlock_wrlock(&fs->ns_lock);
 	/* only the upper layer: creating there finds an existing name */
+	f.upper_wh = -1;
 	res = parent->dir->nlayers == 1 ? -ENOENT : ovl_lookup_name(fs, parent, name, &f);
 	if (res == 0) {
 		ovl_found_free(&f);
 		res = -EEXIST;
 	} else if (res == -ENOENT) {
 		int upfd = ovl_dir_fd_get(fs, parent, 0);
-		res = upfd < 0 ? upfd : make_in_upper(fs, &c, parent, upfd, name, m);
+		res = upfd < 0 ? upfd : make_in_upper(fs, &c, parent, upfd, name, m, f.upper_wh);
 		if (res == 0) {
 			ovl_dir_changed(parent);
-			res = entry_of_new(fs, parent, upfd, name, e);
+			res = entry_of_new(fs, parent, upfd, name, m->fd, e);
 		}
 		if (res == 0 && m->source)
 			res = ovl_node_add_alias(m->source, parent, name);

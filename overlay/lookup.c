@@ -72,13 +72,18 @@ static int lookup_probe(struct ovl_fs *fs, struct ovl_node *parent, const char *
 			ovl_dir_fd_put(parent);
 			if (wh < 0)
 				return wh;
+			if (layer->index == 0 && !last) /* what a create there needs to know */
+				f->upper_wh = wh ? OVL_WH_FILE : OVL_WH_NONE;
 			if (wh > 0)
 				break;
 			continue;
 		}
 		ovl_dir_fd_put(parent);
-		if (ovl_stat_is_whiteout(&st))
+		if (ovl_stat_is_whiteout(&st)) {
+			if (layer->index == 0)
+				f->upper_wh = OVL_WH_CHAR;
 			break;
+		}
 		if (!found) {
 			found = true;
 			f->st = st;
@@ -132,6 +137,7 @@ static int lookup_listed(struct ovl_fs *fs, struct ovl_node *parent, const char 
 int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *parent, const char *name, struct ovl_found *f)
 {
 	memset(f, 0, sizeof *f);
+	f->upper_wh = -1;
 	if (parent->dir == NULL)
 		return -ENOTDIR;
 	int listed = ovl_listing_find(parent, name, f);
@@ -143,6 +149,7 @@ int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *parent, const char *name
 			return res;
 		ovl_found_free(f);
 		memset(f, 0, sizeof *f);
+		f->upper_wh = -1;
 	}
 	int res = lookup_probe(fs, parent, name, f, 0);
 	if (res < 0)

@@ -216,6 +216,7 @@ struct ovl_found {
 	uint32_t layer;
 	uint32_t nlayers;            /* directories: layers merged */
 	uint32_t *layers;
+	int upper_wh;                /* -ENOENT after probing the upper: OVL_WH_* there; else -1 */
 };
 int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *parent, const char *name, struct ovl_found *f);
 void ovl_found_free(struct ovl_found *f);
