@@ -103,10 +103,16 @@ static int acl_stage(struct ovl_fs *fs, int upfd, const char *tmp)
 	return -1;
 }
 
-/* Creates name in parent's upper directory upfd (ns_lock held for writing);
- * known_wh: the whiteout there if the lookup just saw it, else -1. */
+/* make_in_upper: what it needs ns_lock held for writing to do (a whiteout to replace). */
+#define MAKE_NEEDS_EXCLUSIVE 1
+
+/* Creates name in parent's upper directory upfd; known_wh: the whiteout there
+ * if the lookup just saw it, else -1.  Held for reading, ns_lock is enough to
+ * create a name nothing occupies (the VFS serializes changes to one directory,
+ * and an exclusive create cannot take another's object); replacing a
+ * whiteout needs it for writing: else MAKE_NEEDS_EXCLUSIVE, nothing done. */
 static int make_in_upper(struct ovl_fs *fs, const struct ovl_creds *c, struct ovl_node *parent, int upfd,
-			 const char *name, struct make *m, int known_wh)
+			 const char *name, struct make *m, int known_wh, bool exclusive)
 {
 	bool is_dir = S_ISDIR(m->mode) && m->source == NULL;
 	int wh = OVL_WH_NONE;
@@ -124,6 +130,8 @@ static int make_in_upper(struct ovl_fs *fs, const struct ovl_creds *c, struct ov
 	/* A directory replacing a whiteout is opaque (the kernel's rule), so it
 	 * is finished in work first; so is anything replacing a char whiteout. */
 	bool direct = wh == OVL_WH_NONE || (wh == OVL_WH_FILE && !is_dir);
+	if (!exclusive && wh != OVL_WH_NONE)
+		return MAKE_NEEDS_EXCLUSIVE;
 	char tmp[OVL_TEMPNAME_MAX];
 	int dfd = upfd, stage = -1;
 	const char *dname = name;
@@ -140,6 +148,7 @@ static int make_in_upper(struct ovl_fs *fs, const struct ovl_creds *c, struct ov
 		}
 	}
 	int res = make_at(fs, dfd, dname, m);
+	bool made = res == 0;
 	if (res == 0 && m->source == NULL)
 		res = ovl_creds_fix_owner(c, dfd, dname);
 	if (res == 0 && is_dir && wh != OVL_WH_NONE)
@@ -158,7 +167,7 @@ static int make_in_upper(struct ovl_fs *fs, const struct ovl_creds *c, struct ov
 		if (m->fd >= 0)
 			close(m->fd);
 		m->fd = -1;
-		if (direct)
+		if (direct && made)
 			unlinkat(upfd, name, is_dir ? AT_REMOVEDIR : 0);
 		return res;
 	}
@@ -203,7 +212,10 @@ static int make_object(fuse_req_t req, struct ovl_node *parent, const char *name
 	if (res < 0)
 		return res;
 	ovl_creds_enter(fs, req, &c);
-	pthread_rwlock_wrlock(&fs->ns_lock);
+	/* a link also changes the aliases of its source's node */
+	bool exclusive = m->source != NULL;
+again:
+	(exclusive ? pthread_rwlock_wrlock : pthread_rwlock_rdlock)(&fs->ns_lock);
 	/* only the upper layer: creating there finds an existing name */
 	f.upper_wh = -1;
 	res = parent->dir->nlayers == 1 ? -ENOENT : ovl_lookup_name(fs, parent, name, &f);
@@ -212,7 +224,13 @@ static int make_object(fuse_req_t req, struct ovl_node *parent, const char *name
 		res = -EEXIST;
 	} else if (res == -ENOENT) {
 		int upfd = ovl_dir_fd_get(fs, parent, 0);
-		res = upfd < 0 ? upfd : make_in_upper(fs, &c, parent, upfd, name, m, f.upper_wh);
+		res = upfd < 0 ? upfd : make_in_upper(fs, &c, parent, upfd, name, m, f.upper_wh, exclusive);
+		if (res == MAKE_NEEDS_EXCLUSIVE) {
+			ovl_dir_fd_put(parent);
+			pthread_rwlock_unlock(&fs->ns_lock);
+			exclusive = true;
+			goto again;
+		}
 		if (res == 0) {
 			ovl_dir_changed(parent);
 			res = entry_of_new(fs, parent, upfd, name, m->fd, e);

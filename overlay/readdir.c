@@ -569,10 +569,13 @@ static int dir_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_list
 	if (d->listing) {
 		ovl_listing_unref(l);
 		l = d->listing;
-	} else {
+		atomic_fetch_add(&l->refs, 1);
+	} else if (l->version == atomic_load(&d->version)) {
+		/* (a create holds ns_lock only for reading: it may have changed
+		 * the directory while we read it, and then it is not cached) */
 		d->listing = l;
+		atomic_fetch_add(&l->refs, 1);
 	}
-	atomic_fetch_add(&l->refs, 1);
 	pthread_rwlock_unlock(&d->lock);
 	*out = l;
 	return 0;
