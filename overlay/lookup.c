@@ -72,7 +72,7 @@ static int lookup_probe(struct ovl_fs *fs, struct ovl_node *parent, const char *
 			ovl_dir_fd_put(parent);
 			if (wh < 0)
 				return wh;
-			if (layer->index == 0 && !last) /* what a create there needs to know */
+			if (layer->is_upper && !last) /* what a create there needs to know */
 				f->upper_wh = wh ? OVL_WH_FILE : OVL_WH_NONE;
 			if (wh > 0)
 				break;
@@ -80,7 +80,7 @@ static int lookup_probe(struct ovl_fs *fs, struct ovl_node *parent, const char *
 		}
 		ovl_dir_fd_put(parent);
 		if (ovl_stat_is_whiteout(&st)) {
-			if (layer->index == 0)
+			if (layer->is_upper)
 				f->upper_wh = OVL_WH_CHAR;
 			break;
 		}

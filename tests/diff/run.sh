@@ -31,14 +31,7 @@ scenarios=()
 if [ $# -eq 0 ]; then
     # every scenario, except writable ones listed in writable/known-failing
     # (NAME: reason), which are named here, not run and not counted
-    for s in "$here"/scenarios/*.scn "$here"/writable/*.scn; do
-        n=$(basename "$s" .scn)
-        if reason=$(known_failing "$n"); then
-            echo "NOT RUN $reason"
-        else
-            scenarios+=("$s")
-        fi
-    done
+    runnable_scenarios scenarios '' "$here"/scenarios/*.scn "$here"/writable/*.scn
 else
     for s in "$@"; do
         if [ -f "$s" ]; then scenarios+=("$s")

@@ -119,14 +119,7 @@ if [ $# -gt 0 ]; then
 		else die "no such scenario: $s"; fi
 	done
 else
-	for s in "$DIFF"/writable/*.scn "$DIFF/scenarios/whiteouts.scn" "$DIFF/scenarios/upper_layers.scn"; do
-		n=$(basename "$s" .scn)
-		if reason=$(known_failing "$n"); then
-			echo "# NOT RUN $reason"
-		else
-			scenarios+=("$s")
-		fi
-	done
+	runnable_scenarios scenarios '# ' "$DIFF"/writable/*.scn "$DIFF/scenarios/whiteouts.scn" "$DIFF/scenarios/upper_layers.scn"
 fi
 faillogs=
 for s in "${scenarios[@]}"; do
