@@ -9,7 +9,9 @@
 #include <string.h>
 
 #include "overlay/overlay.h"
+#include "overlay/devio.h"
 #include "overlay/passthrough.h"
+#include "overlay/uring.h"
 
 static struct ovl_fs *counters_fs;
 
@@ -19,11 +21,15 @@ static void *counters_thread(void *arg)
 	sigset_t *set = arg;
 	int sig;
 	while (sigwait(set, &sig) == 0) {
-		long nodes, dirs;
+		long nodes, dirs, ring_requests, ring_threads;
 		ovl_nodes_counters(&nodes, &dirs);
-		ovl_log(OVL_INFO, "nodes=%ld dirs=%ld dir_fds=%ld lookups=%ld forgets=%ld listings=%ld", nodes, dirs,
-			atomic_load(&counters_fs->dir_fds_open), atomic_load(&counters_fs->stat_lookups),
-			atomic_load(&counters_fs->stat_forgets), atomic_load(&counters_fs->stat_listings));
+		ovl_uring_counters(&ring_requests, &ring_threads);
+		ovl_log(OVL_INFO,
+			"nodes=%ld dirs=%ld dir_fds=%ld lookups=%ld forgets=%ld listings=%ld io_uring_requests=%ld "
+			"io_uring_threads=%ld",
+			nodes, dirs, atomic_load(&counters_fs->dir_fds_open), atomic_load(&counters_fs->stat_lookups),
+			atomic_load(&counters_fs->stat_forgets), atomic_load(&counters_fs->stat_listings), ring_requests,
+			ring_threads);
 	}
 	return NULL;
 }
@@ -73,8 +79,9 @@ int main(int argc, char *argv[])
 		snprintf(err, sizeof err, "%s: mountpoint: cannot mount", cfg.mountpoint);
 		return fail(err);
 	}
-	/* Wraps the /dev/fuse io for passthrough; the fd stays the mount's. */
-	if (ovl_passthrough_setup(se) < 0) {
+	/* Wraps the /dev/fuse io for passthrough and io_uring; the fd stays the mount's. */
+	bool want_uring = ovl_uring_wanted(se, cfg.threaded);
+	if (ovl_devio_setup(se, ovl_passthrough_wanted(), want_uring) < 0) {
 		fuse_session_unmount(se);
 		return fail("cannot set up the FUSE device io");
 	}
@@ -110,6 +117,7 @@ int main(int argc, char *argv[])
 	}
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
-	fuse_session_destroy(se);
+	if (ovl_uring_stop())
+		fuse_session_destroy(se);
 	return res ? 1 : 0;
 }

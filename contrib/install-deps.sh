@@ -3,7 +3,7 @@
 # benchmark need.  Idempotent; runs apt-get only when something is missing.
 set -eu
 PKGS="build-essential autoconf automake libtool pkg-config
-libfuse3-dev fuse3 libattr1-dev libacl1-dev libxxhash-dev check libseccomp-dev
+libfuse3-dev liburing-dev fuse3 libattr1-dev libacl1-dev libxxhash-dev check libseccomp-dev
 fuse-overlayfs attr acl python3 util-linux procps psmisc kmod
 hyperfine fio time strace"
 # the containerd snapshotter shim: its libraries, protoc-c, containerd's .proto

@@ -3,6 +3,7 @@
 
 #include "ops.h"
 #include "passthrough.h"
+#include "uring.h"
 
 static void ovl_init(void *userdata, struct fuse_conn_info *conn)
 {
@@ -25,6 +26,7 @@ static void ovl_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want |= want & conn->capable;
 	fs->writeback_cache = (conn->want & FUSE_CAP_WRITEBACK_CACHE) != 0;
 	conn->max_readahead = conn->max_readahead ? conn->max_readahead : 1 << 20;
+	ovl_uring_init(conn);
 	/* Last: passthrough depends on the final want (no writeback cache). */
 	ovl_passthrough_init(conn);
 }

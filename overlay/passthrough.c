@@ -1,10 +1,8 @@
 /* FUSE passthrough with libfuse 3.14 (DESIGN.md §3 "Data path").
  *
  * libfuse 3.14 neither tells us that the kernel offers FUSE_PASSTHROUGH nor
- * lets us ask for it, so the device io is wrapped: the read side notes the
- * offer in the kernel's INIT request, the write side patches our INIT reply.
- * Every channel goes through the wrapper, the clone_fd ones too (libfuse
- * passes each its own fd).  Backing files are registered on the session fd.
+ * lets us ask for it: devio.c negotiates it.  Backing files are registered on
+ * the session fd.
  *
  * One mount per process: the state is file-static. */
 #include "config.h"
@@ -22,12 +20,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "devio.h"
 #include "passthrough.h"
 
 /* What /usr/include/linux/fuse.h (6.1) lacks; values from the 6.9+ uapi. */
-#ifndef FUSE_PASSTHROUGH
-#define FUSE_PASSTHROUGH (1ULL << 37)
-#endif
 #ifndef FOPEN_PASSTHROUGH
 #define FOPEN_PASSTHROUGH (1 << 7)
 #endif
@@ -47,84 +43,13 @@ struct pt_open_out {
 	int32_t backing_id;
 };
 _Static_assert(sizeof(struct pt_open_out) == sizeof(struct fuse_open_out), "fuse_open_out layout");
-/* Byte offsets in fuse_init_in/fuse_init_out, fixed by the protocol; spelled
- * out because the headers' field names differ by version (flags2 from 7.36,
- * max_stack_depth from 7.40, which older headers call unused[0]). */
-enum {
-	INIT_IN_MAJOR = 0, INIT_IN_MINOR = 4, INIT_IN_FLAGS = 12, INIT_IN_FLAGS2 = 16, INIT_IN_MIN = 20,
-	INIT_OUT_FLAGS = 12, INIT_OUT_FLAGS2 = 32, INIT_OUT_MAX_STACK_DEPTH = 36, INIT_OUT_MAX = 64,
-};
-
-static uint32_t get32(const void *p, size_t off)
-{
-	uint32_t v;
-	memcpy(&v, (const char *)p + off, sizeof v);
-	return v;
-}
-
-static void set32(void *p, size_t off, uint32_t v)
-{
-	memcpy((char *)p + off, &v, sizeof v);
-}
-
 /* Inode number of the initial user namespace (the kernel's PROC_USER_INIT_INO). */
 #define USER_NS_INIT_INO 0xEFFFFFFDU
 
 static struct {
-	const char *unwrapped;          /* why the custom io is not installed, or NULL */
-	int devfd;                      /* session fd: backing ids live on it */
-	atomic_bool offered;            /* the last INIT request offered FUSE_PASSTHROUGH */
-	_Atomic uint64_t init_unique;   /* that INIT request, until answered */
+	const char *unusable;           /* why passthrough cannot be used, or NULL */
 	atomic_bool enabled;            /* asked for in the INIT reply; cleared on EPERM */
-} pt = { .unwrapped = "not set up", .devfd = -1 };
-
-/* ---- device io ---- */
-
-static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
-{
-	(void)userdata;
-	ssize_t n = read(fd, buf, len);
-	const struct fuse_in_header *in = buf;
-	if (n >= (ssize_t)(sizeof *in + INIT_IN_MIN) && in->opcode == FUSE_INIT) {
-		const void *arg = in + 1;
-		/* flags2 exists from 7.36 on and counts only with FUSE_INIT_EXT */
-		bool ext = get32(arg, INIT_IN_MAJOR) == 7 && get32(arg, INIT_IN_MINOR) >= 36 &&
-			   (get32(arg, INIT_IN_FLAGS) & FUSE_INIT_EXT);
-		atomic_store(&pt.offered, ext && (get32(arg, INIT_IN_FLAGS2) & (uint32_t)(FUSE_PASSTHROUGH >> 32)));
-		atomic_store(&pt.init_unique, in->unique);
-	}
-	return n;
-}
-
-static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
-{
-	(void)userdata;
-	uint64_t init = atomic_load_explicit(&pt.init_unique, memory_order_relaxed);
-	const struct fuse_out_header *out = iov[0].iov_base;
-	/* do_init answers with exactly two pieces: header and fuse_init_out */
-	if (init == 0 || count != 2 || iov[0].iov_len != sizeof *out || out->unique != init)
-		return writev(fd, iov, count);
-	atomic_store(&pt.init_unique, 0);
-	char arg[INIT_OUT_MAX];
-	size_t len = iov[1].iov_len;
-	if (out->error != 0 || !atomic_load(&pt.enabled) || len < INIT_OUT_MAX_STACK_DEPTH + 4 || len > sizeof arg)
-		return writev(fd, iov, count);
-	memcpy(arg, iov[1].iov_base, len);
-	set32(arg, INIT_OUT_FLAGS, get32(arg, INIT_OUT_FLAGS) | FUSE_INIT_EXT);
-	set32(arg, INIT_OUT_FLAGS2, get32(arg, INIT_OUT_FLAGS2) | (uint32_t)(FUSE_PASSTHROUGH >> 32));
-	/* Our mount is one level above its layers; a layer that is itself
-	 * stacked (overlayfs) gets ELOOP at BACKING_OPEN and is served by us. */
-	set32(arg, INIT_OUT_MAX_STACK_DEPTH, 1);
-	struct iovec v[2] = { iov[0], { arg, len } };
-	return writev(fd, v, 2);
-}
-
-static ssize_t io_splice(int fdin, off_t *offin, int fdout, off_t *offout, size_t len, unsigned flags,
-			 void *userdata)
-{
-	(void)userdata;
-	return splice(fdin, offin, fdout, offout, len, flags);
-}
+} pt = { .unusable = "not set up" };
 
 /* CAP_SYS_ADMIN in the initial user namespace: what BACKING_OPEN checks. */
 static bool privileged(void)
@@ -137,48 +62,42 @@ static bool privileged(void)
 	return stat("/proc/self/ns/user", &st) == 0 && st.st_ino == USER_NS_INIT_INO;
 }
 
-int ovl_passthrough_setup(struct fuse_session *se)
+bool ovl_passthrough_wanted(void)
 {
-	/* Rootless & co keep libfuse's own io, untouched. */
+	/* Rootless & co keep libfuse's own io, untouched, unless io_uring needs it. */
 	const char *off = getenv("FUSE_OVERLAYFS_DISABLE_PASSTHROUGH");
-	if (off != NULL && *off != '\0') {
-		pt.unwrapped = "FUSE_OVERLAYFS_DISABLE_PASSTHROUGH set";
-		return 0;
-	}
-	if (!privileged()) {
-		pt.unwrapped = "no CAP_SYS_ADMIN in the initial user namespace";
-		return 0;
-	}
-	/* Splice both ways, as without custom io: libfuse offers splice only
-	 * for the directions the io implements. */
-	static const struct fuse_custom_io io = {
-		.read = io_read,
-		.writev = io_writev,
-		.splice_receive = io_splice,
-		.splice_send = io_splice,
-	};
-	int fd = fuse_session_fd(se);
-	int res = fuse_session_custom_io(se, &io, fd);
-	if (res < 0)
-		return res;
-	pt.devfd = fd;
-	pt.unwrapped = NULL;
-	return 0;
+	if (off != NULL && *off != '\0')
+		pt.unusable = "FUSE_OVERLAYFS_DISABLE_PASSTHROUGH set";
+	else if (!privileged())
+		pt.unusable = "no CAP_SYS_ADMIN in the initial user namespace";
+	else
+		pt.unusable = NULL;
+	return pt.unusable == NULL;
+}
+
+static const char *why_not(void)
+{
+	if (pt.unusable != NULL)
+		return pt.unusable;
+	if (ovl_devio_unwrapped() != NULL)
+		return ovl_devio_unwrapped();
+	if (!(ovl_devio_offered() & OVL_INIT_PASSTHROUGH))
+		return "the kernel does not offer it";
+	return NULL;
 }
 
 bool ovl_passthrough_possible(void)
 {
-	return pt.unwrapped == NULL && atomic_load(&pt.offered);
+	return why_not() == NULL;
 }
 
 void ovl_passthrough_init(const struct fuse_conn_info *conn)
 {
-	const char *why = pt.unwrapped;
-	if (why == NULL && !atomic_load(&pt.offered))
-		why = "the kernel does not offer it";
+	const char *why = why_not();
 	if (why == NULL && (conn->want & FUSE_CAP_WRITEBACK_CACHE))
 		why = "writeback cache in use";
 	atomic_store(&pt.enabled, why == NULL);
+	ovl_devio_ask(OVL_INIT_PASSTHROUGH, why == NULL);
 	if (why == NULL)
 		ovl_log(OVL_DEBUG, "passthrough: in use");
 	else
@@ -234,7 +153,7 @@ int ovl_passthrough_get(fuse_ino_t nodeid, int fd)
 		 * backing file per open, with that open's flags. */
 		struct fuse_backing_map map = { .fd = fd };
 		struct backing *b = malloc(sizeof *b);
-		id = b ? ioctl(pt.devfd, FUSE_DEV_IOC_BACKING_OPEN, &map) : -1;
+		id = b ? ioctl(ovl_devio_fd(), FUSE_DEV_IOC_BACKING_OPEN, &map) : -1;
 		if (id > 0) {
 			*b = (struct backing){ .nodeid = nodeid, .dev = st.st_dev, .ino = st.st_ino, .id = id, .refs = 1 };
 			*slot = b;
@@ -275,7 +194,7 @@ void ovl_passthrough_put(fuse_ino_t nodeid)
 		/* Only now: the kernel looks the id up after our open reply, and
 		 * its inode keeps its own reference for the opens it still has. */
 		uint32_t id = (uint32_t)b->id;
-		if (ioctl(pt.devfd, FUSE_DEV_IOC_BACKING_CLOSE, &id) < 0)
+		if (ioctl(ovl_devio_fd(), FUSE_DEV_IOC_BACKING_CLOSE, &id) < 0)
 			ovl_log(OVL_WARN, "passthrough: closing backing id %u: %s", id, strerror(errno));
 		ovl_log(OVL_DEBUG, "passthrough: nodeid %lu: backing id %u closed", (unsigned long)nodeid, id);
 		free(b);

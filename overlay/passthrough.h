@@ -1,14 +1,14 @@
 /* FUSE passthrough (kernel 6.9+): reads of an open file go from the kernel
  * straight to the backing file.  libfuse 3.14 has no API for it, so the
- * /dev/fuse traffic is wrapped with fuse_session_custom_io (DESIGN.md §3). */
+ * /dev/fuse traffic is wrapped (devio.c, DESIGN.md §3). */
 #ifndef OVL_PASSTHROUGH_H
 #define OVL_PASSTHROUGH_H
 
 #include "overlay.h"
 
-/* main.c, after fuse_session_mount: wraps the device io when passthrough may be
- * used (CAP_SYS_ADMIN in the initial user namespace); else leaves it alone. */
-int ovl_passthrough_setup(struct fuse_session *se);
+/* main.c: whether passthrough may be used (CAP_SYS_ADMIN in the initial user
+ * namespace, not disabled), so that devio.c wraps the device io for it. */
+bool ovl_passthrough_wanted(void);
 /* ops.c init: decides from what the kernel's INIT offered and conn->want
  * (passthrough excludes the writeback cache), and says so in the debug log. */
 void ovl_passthrough_init(const struct fuse_conn_info *conn);

@@ -20,8 +20,10 @@ for c in fusermount3 mount.fuse3 setfattr getfattr setpriv; do
 done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ovl-it.XXXXXX")
+URING_SAVED=$(cat /sys/module/fuse/parameters/enable_uring 2>/dev/null)
 cleanup() {
 	local m
+	[ -n "$URING_SAVED" ] && echo "$URING_SAVED" >/sys/module/fuse/parameters/enable_uring
 	# tests run in subshells: find their leftovers by prefix
 	for m in $(awk -v w="$WORK/" 'index($2, w) == 1 {print $2}' /proc/mounts); do
 		fusermount3 -u "$m" 2>/dev/null || umount -l "$m"
@@ -404,6 +406,93 @@ $(head -c 10 /dev/zero | tr '\0' a)$(head -c 5000 /dev/zero | tr '\0' b)cd" ] ||
 	[ "$n" -ge 1000 ] || { fail "writeback=0: 1000 writes came as $n WRITE requests"; r=1; }
 	fusermount3 -u "$T/m"
 	wait $pid || { fail "daemon exited $?"; r=1; }
+	return $r
+}
+
+# FUSE over io_uring (kernel 6.14+): turned on for this test only, then the
+# kernel's setting is restored (also by cleanup, should the test die).
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+t_io_uring() {
+	setup uring
+	[ -w "$URING_PARAM" ] || { fail "$URING_PARAM missing: the kernel has no FUSE io_uring"; return 1; }
+	local r=0 pid n cpus q
+	cpus=$(python3 -c 'import os; print(len(os.sched_getaffinity(0)))')
+	head -c 3000000 /dev/urandom >"$T/l2/big"
+	mkdir "$T/l2/many"
+	for n in $(seq 2000); do : >"$T/l2/many/entry-with-a-longish-name-$n"; done
+	echo Y >"$URING_PARAM"
+	# without passthrough every read and write goes through the ring too
+	FUSE_OVERLAYFS_DISABLE_PASSTHROUGH=1 "$BIN" -d -o "lowerdir=$T/l1:$T/l2,upperdir=$T/u,workdir=$T/w" "$T/m" 2>"$T/err" &
+	pid=$!
+	wait_mounted "$T/m" || { echo "$URING_SAVED" >"$URING_PARAM"; return 1; }
+	for q in $(seq 0 $((cpus - 1))); do
+		taskset -c "$q" stat "$T/m/low" >/dev/null
+		grep -q "io_uring: queue $q: a thread registered" "$T/err" || { fail "queue $q did not register"; r=1; }
+	done
+	python3 - "$T/m" "$T/l2" "$cpus" <<-'EOF2' || { fail "operations through the ring"; r=1; }
+	import os, sys
+	m, low, cpus = sys.argv[1], sys.argv[2], int(sys.argv[3])
+	for cpu in range(cpus):       # requests of every queue
+	    os.sched_setaffinity(0, {cpu})
+	    d = f'{m}/c{cpu}'
+	    os.mkdir(d)
+	    for i in range(200):
+	        with open(f'{d}/f{i}', 'w') as f:
+	            f.write(str(i))
+	    os.rename(f'{d}/f0', f'{d}/g0')
+	    os.symlink('t' * 4000, f'{d}/long-target')     # a payload copied out of the ring
+	    assert os.readlink(f'{d}/long-target') == 't' * 4000
+	    os.setxattr(f'{d}/g0', 'user.big', b'v' * 3000)
+	    assert os.getxattr(f'{d}/g0', 'user.big') == b'v' * 3000
+	    assert sorted(os.listdir(d))[:3] == ['f1', 'f10', 'f100']
+	    for i in range(1, 200):
+	        os.unlink(f'{d}/f{i}')
+	os.sched_setaffinity(0, set(range(cpus)))
+	# large replies (READ, READDIRPLUS) and large requests (WRITE) through the payload buffer
+	assert open(f'{m}/big', 'rb').read() == open(f'{low}/big', 'rb').read(), 'read of a lower file'
+	assert len(os.listdir(f'{m}/many')) == 2000, 'listing'
+	data = os.urandom(5 << 20)
+	with open(f'{m}/new', 'wb') as f:
+	    f.write(data)
+	assert open(f'{m}/new', 'rb').read() == data, 'read back'
+	# lseek over data only in the kernel's cache: the daemon's thread waits for
+	# WRITEs of its own CPU, which another thread of that queue must serve
+	for cpu in range(cpus):
+	    os.sched_setaffinity(0, {cpu})
+	    fd = os.open(f'{m}/sp{cpu}', os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+	    os.ftruncate(fd, 1 << 20)
+	    os.pwrite(fd, b'z' * 8192, 512 << 10)
+	    assert os.lseek(fd, 0, os.SEEK_DATA) == 512 << 10, 'SEEK_DATA'
+	    os.close(fd)
+	EOF2
+	cmp "$T/u/new" <(cat "$T/m/new") || { fail "upper new differs"; r=1; }
+	kill -USR1 $pid
+	sleep 0.3
+	n=$(sed -n 's/.*io_uring_requests=\([0-9]*\).*/\1/p' "$T/err" | tail -1)
+	[ "${n:-0}" -gt 1000 ] || { fail "io_uring_requests=${n:-none}: requests did not come through the ring"; r=1; }
+	[ "$(grep -c 'opcode: LOOKUP' "$T/err")" -gt 0 ] || { fail "no request in the trace"; r=1; }
+	fusermount3 -u "$T/m"
+	wait $pid || { fail "daemon exited $? after unmount"; r=1; }
+	# the differential suite through the ring, with passthrough and without
+	FUSE_OVERLAYFS="$BIN" "$top/tests/diff/run.sh" >"$T/diff.log" 2>&1 ||
+		{ fail "diff suite through io_uring: $(grep -v '^PASS' "$T/diff.log" | head -5)"; r=1; }
+	FUSE_OVERLAYFS_DISABLE_PASSTHROUGH=1 FUSE_OVERLAYFS="$BIN" "$top/tests/diff/run.sh" >"$T/diff2.log" 2>&1 ||
+		{ fail "diff suite through io_uring, no passthrough: $(grep -v '^PASS' "$T/diff2.log" | head -5)"; r=1; }
+	# not used where it is turned off: by us, or by threaded=0
+	for how in env threaded; do
+		if [ $how = env ]; then
+			FUSE_OVERLAYFS_DISABLE_IO_URING=1 "$BIN" -d -o "lowerdir=$T/l1:$T/l2" "$T/m" 2>"$T/err-$how" &
+		else
+			"$BIN" -d -o "lowerdir=$T/l1:$T/l2,threaded=0" "$T/m" 2>"$T/err-$how" &
+		fi
+		pid=$!
+		wait_mounted "$T/m" || { r=1; continue; }
+		[ "$(cat "$T/m/low")" = low ] || { fail "$how: read"; r=1; }
+		grep -q "io_uring: not in use" "$T/err-$how" || { fail "$how: io_uring not refused: $(grep io_uring "$T/err-$how")"; r=1; }
+		fusermount3 -u "$T/m"
+		wait $pid
+	done
+	echo "$URING_SAVED" >"$URING_PARAM"
 	return $r
 }
 

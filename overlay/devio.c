@@ -1,0 +1,168 @@
+/* The wrapped /dev/fuse io (see devio.h).  Every channel goes through the
+ * wrapper, the clone_fd ones too (libfuse passes each its own fd).
+ *
+ * One mount per process: the state is file-static. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fuse.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "devio.h"
+#include "uring.h"
+
+/* Byte offsets in fuse_init_in/fuse_init_out, fixed by the protocol; spelled
+ * out because the headers' field names differ by version (flags2 from 7.36,
+ * max_stack_depth from 7.40, which older headers call unused[0]). */
+enum {
+	INIT_IN_MAJOR = 0, INIT_IN_MINOR = 4, INIT_IN_FLAGS = 12, INIT_IN_FLAGS2 = 16, INIT_IN_MIN = 20,
+	INIT_OUT_FLAGS = 12, INIT_OUT_MAX_WRITE = 20, INIT_OUT_MAX_PAGES = 28, INIT_OUT_FLAGS2 = 32,
+	INIT_OUT_MAX_STACK_DEPTH = 36, INIT_OUT_MAX = 64,
+};
+
+static uint32_t get32(const void *p, size_t off)
+{
+	uint32_t v;
+	memcpy(&v, (const char *)p + off, sizeof v);
+	return v;
+}
+
+static void set32(void *p, size_t off, uint32_t v)
+{
+	memcpy((char *)p + off, &v, sizeof v);
+}
+
+static struct {
+	const char *unwrapped;          /* why the custom io is not installed, or NULL */
+	int devfd;                      /* session fd: backing ids and io_uring live on it */
+	_Atomic uint64_t offered;       /* INIT flags the last INIT request offered */
+	_Atomic uint64_t init_unique;   /* that INIT request, until answered */
+	_Atomic uint64_t asked;         /* flags our INIT reply adds */
+} io = { .unwrapped = "not set up", .devfd = -1 };
+
+static __thread bool read_a_forget;
+
+static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
+{
+	(void)userdata;
+	/* With io_uring serving every request, /dev/fuse brings FORGETs (and rare
+	 * INTERRUPTs): waking for each one costs the caller a cross-CPU wakeup,
+	 * so let them gather into one BATCH_FORGET. */
+	if (read_a_forget && ovl_uring_serving()) {
+		struct timespec ts = { 0, 2000000 };
+		nanosleep(&ts, NULL);
+	}
+	ssize_t n = read(fd, buf, len);
+	const struct fuse_in_header *in = buf;
+	read_a_forget = n >= (ssize_t)sizeof *in && (in->opcode == FUSE_FORGET || in->opcode == FUSE_BATCH_FORGET);
+	if (n >= (ssize_t)(sizeof *in + INIT_IN_MIN) && in->opcode == FUSE_INIT) {
+		const void *arg = in + 1;
+		uint64_t flags = get32(arg, INIT_IN_FLAGS);
+		/* flags2 exists from 7.36 on and counts only with FUSE_INIT_EXT */
+		if (get32(arg, INIT_IN_MAJOR) == 7 && get32(arg, INIT_IN_MINOR) >= 36 && (flags & FUSE_INIT_EXT))
+			flags |= (uint64_t)get32(arg, INIT_IN_FLAGS2) << 32;
+		atomic_store(&io.offered, flags);
+		atomic_store(&io.init_unique, in->unique);
+	}
+	return n;
+}
+
+/* Our INIT reply, with the flags asked for; then io_uring's queues start. */
+static ssize_t write_init_reply(int fd, struct iovec *iov)
+{
+	const struct fuse_out_header *out = iov[0].iov_base;
+	char arg[INIT_OUT_MAX];
+	size_t len = iov[1].iov_len;
+	uint64_t asked = atomic_load(&io.asked);
+	if (out->error != 0 || asked == 0 || len < INIT_OUT_MAX_STACK_DEPTH + 4 || len > sizeof arg)
+		return writev(fd, iov, 2);
+	memcpy(arg, iov[1].iov_base, len);
+	set32(arg, INIT_OUT_FLAGS, get32(arg, INIT_OUT_FLAGS) | FUSE_INIT_EXT);
+	set32(arg, INIT_OUT_FLAGS2, get32(arg, INIT_OUT_FLAGS2) | (uint32_t)(asked >> 32));
+	/* Our mount is one level above its layers; a layer that is itself
+	 * stacked (overlayfs) gets ELOOP at BACKING_OPEN and is served by us. */
+	if (asked & OVL_INIT_PASSTHROUGH)
+		set32(arg, INIT_OUT_MAX_STACK_DEPTH, 1);
+	struct iovec v[2] = { iov[0], { arg, len } };
+	ssize_t n = writev(fd, v, 2);
+	/* The kernel has taken the reply when writev returns: io_uring entries
+	 * can be registered from now on. */
+	if (n >= 0 && (asked & OVL_INIT_OVER_IO_URING)) {
+		uint16_t max_pages;
+		memcpy(&max_pages, arg + INIT_OUT_MAX_PAGES, sizeof max_pages);
+		ovl_uring_start(io.devfd, get32(arg, INIT_OUT_MAX_WRITE), max_pages);
+	}
+	return n;
+}
+
+static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+	(void)userdata;
+	ssize_t n = ovl_uring_take_reply(iov, count);
+	if (n >= 0)
+		return n;
+	uint64_t init = atomic_load_explicit(&io.init_unique, memory_order_relaxed);
+	const struct fuse_out_header *out = iov[0].iov_base;
+	/* do_init answers with exactly two pieces: header and fuse_init_out */
+	if (init == 0 || count != 2 || iov[0].iov_len != sizeof *out || out->unique != init)
+		return writev(fd, iov, count);
+	atomic_store(&io.init_unique, 0);
+	return write_init_reply(fd, iov);
+}
+
+static ssize_t io_splice(int fdin, off_t *offin, int fdout, off_t *offout, size_t len, unsigned flags,
+			 void *userdata)
+{
+	(void)userdata;
+	return splice(fdin, offin, fdout, offout, len, flags);
+}
+
+int ovl_devio_setup(struct fuse_session *se, bool want_passthrough, bool want_uring)
+{
+	if (!want_passthrough && !want_uring) {
+		io.unwrapped = "neither passthrough nor io_uring can be used";
+		return 0;
+	}
+	/* Splice both ways, as without custom io: libfuse offers splice only
+	 * for the directions the io implements. */
+	static const struct fuse_custom_io ops = {
+		.read = io_read,
+		.writev = io_writev,
+		.splice_receive = io_splice,
+		.splice_send = io_splice,
+	};
+	int fd = fuse_session_fd(se);
+	int res = fuse_session_custom_io(se, &ops, fd);
+	if (res < 0)
+		return res;
+	io.devfd = fd;
+	io.unwrapped = NULL;
+	return 0;
+}
+
+const char *ovl_devio_unwrapped(void)
+{
+	return io.unwrapped;
+}
+
+int ovl_devio_fd(void)
+{
+	return io.devfd;
+}
+
+uint64_t ovl_devio_offered(void)
+{
+	return atomic_load(&io.offered);
+}
+
+void ovl_devio_ask(uint64_t flag, bool on)
+{
+	if (on)
+		atomic_fetch_or(&io.asked, flag);
+	else
+		atomic_fetch_and(&io.asked, ~flag);
+}
