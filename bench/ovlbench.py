@@ -634,10 +634,23 @@ def ratio(x, y):
     return f'{x / y:.2f}' if x is not None and y else '-'
 
 
+URING_PARAM = '/sys/module/fuse/parameters/enable_uring'
+
+
+def uring_param():
+    try:
+        with open(URING_PARAM) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def report(a, fss, res, rss, fails, bins, kopts):
     g = lambda d, fs: d.get(fs)
     print(f'\nfuse-overlayfs bench: size {a.size}, median of {a.reps} reps, seconds\n')
     print(f'ref = {bins["ref"]}  \nours = {bins["ours"]}\n')
+    print(f'fuse module `enable_uring={uring_param() or "absent"}` (ours takes requests through io_uring '
+          f'when Y; 1.10 never does)\n')
     if kopts is not None:
         print(f'kernel read-write mounts: `-o lowerdir=..,upperdir=..,workdir=..` only; mountinfo shows '
               f'`{kopts}`; module defaults: `{kernel_defaults()}`\n')
@@ -671,6 +684,8 @@ def main():
     ap.add_argument('--timeout', type=float, default=600,
                     help='seconds before one command is killed and counted as a failure (default 600)')
     ap.add_argument('--list', action='store_true', help='list workloads and exit')
+    ap.add_argument('--uring', choices=['Y', 'N'],
+                    help='set the fuse module parameter enable_uring for the run, then restore it')
     a = ap.parse_args()
     a.dir = os.path.abspath(a.dir)
     bins = {'ref': os.environ.get('REF_FUSE_OVERLAYFS', '/usr/bin/fuse-overlayfs'),
@@ -702,21 +717,31 @@ def main():
     mounts = Mounts(bins, os.path.join(a.dir, 'mnt'), rwdir)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     res, rss, fails, raw = {}, {}, {}, {}
+    uring_saved = uring_param()
+    if a.uring:
+        if uring_saved is None:
+            sys.exit(f'--uring: {URING_PARAM} is missing (a kernel before 6.14)')
+        with open(URING_PARAM, 'w') as f:
+            f.write(a.uring)
     try:
         for w in sel:
             raw[w] = bench(a, w, wl[w], mounts, fss, res, rss, fails)
     finally:
         mounts.umount_all()
+        if res:
+            report(a, fss, res, rss, fails, bins, mounts.kernel_rw_opts)
+        if a.uring:
+            with open(URING_PARAM, 'w') as f:
+                f.write(uring_saved)
         if os.path.isdir(rwdir):   # an upper whose removal an interrupt cut short
             for e in os.listdir(rwdir):
                 rm_rf(os.path.join(rwdir, e))
-        if res:
-            report(a, fss, res, rss, fails, bins, mounts.kernel_rw_opts)
         if a.json:
             with open(a.json, 'w') as f:
                 json.dump({'size': a.size, 'reps': a.reps, 'bins': bins, 'fs': fss,
                            'median_s': res, 'failures': fails, 'peak_rss_kb': rss, 'raw': raw,
-                           'kernel_rw_opts': mounts.kernel_rw_opts}, f, indent=1)
+                           'kernel_rw_opts': mounts.kernel_rw_opts, 'enable_uring': a.uring or uring_saved},
+                          f, indent=1)
 
 
 if __name__ == '__main__':

@@ -111,17 +111,34 @@ static bool kernel_allows_uring(void)
 	return c == 'Y' || c == '1';
 }
 
+/* Once asked for at INIT, the kernel holds every request back until each
+ * queue has an entry: so ask only if this process can make rings at all
+ * (seccomp profiles and kernel.io_uring_disabled forbid it). */
+static bool can_make_rings(void)
+{
+	struct io_uring ring;
+	struct io_uring_params p = { .flags = IORING_SETUP_SQE128 };
+	int res = io_uring_queue_init_params(2, &ring, &p);
+	if (res < 0) {
+		ovl_log(OVL_DEBUG, "io_uring: io_uring_setup: %s", strerror(-res));
+		return false;
+	}
+	io_uring_queue_exit(&ring);
+	return true;
+}
+
 bool ovl_uring_wanted(struct fuse_session *se, bool threaded)
 {
 	const char *off = getenv("FUSE_OVERLAYFS_DISABLE_IO_URING");
 	u.se = se;
-	u.wanted = threaded && (off == NULL || *off == '\0') && kernel_allows_uring();
+	u.wanted = threaded && (off == NULL || *off == '\0') && kernel_allows_uring() && can_make_rings();
 	return u.wanted;
 }
 
 void ovl_uring_init(struct fuse_conn_info *conn)
 {
-	const char *why = !u.wanted ? "not enabled (fuse.enable_uring=0, threaded=0 or FUSE_OVERLAYFS_DISABLE_IO_URING)"
+	const char *why = !u.wanted ? "not enabled (fuse.enable_uring=N, threaded=0, FUSE_OVERLAYFS_DISABLE_IO_URING, "
+				      "or no io_uring for this process)"
 			  : ovl_devio_unwrapped() != NULL ? ovl_devio_unwrapped()
 			  : !(ovl_devio_offered() & OVL_INIT_OVER_IO_URING) ? "the kernel does not offer it"
 			  : NULL;

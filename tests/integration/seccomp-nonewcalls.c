@@ -1,5 +1,6 @@
 /* Runs a command as a kernel without openat2, statx, the *xattrat calls,
- * copy_file_range and renameat2 would: each answers ENOSYS.  The daemon must
+ * copy_file_range, renameat2 and io_uring would: each answers ENOSYS (as
+ * container seccomp profiles answer io_uring_setup).  The daemon must
  * then work through its fallbacks. */
 #include <errno.h>
 #include <seccomp.h>
@@ -9,7 +10,7 @@
 int main(int argc, char *argv[])
 {
 	static const char *const calls[] = { "openat2", "statx", "getxattrat", "listxattrat", "setxattrat",
-					     "removexattrat", "copy_file_range", "renameat2" };
+					     "removexattrat", "copy_file_range", "renameat2", "io_uring_setup" };
 	if (argc < 2) {
 		fprintf(stderr, "usage: %s COMMAND [ARG...]\n", argv[0]);
 		return 2;
