@@ -109,8 +109,8 @@ class Fail(Exception):
 
 
 class Mounts:
-    def __init__(self, bins, mntdir, rwdir):
-        self.bins, self.mntdir, self.rwdir = bins, mntdir, rwdir
+    def __init__(self, bins, mntdir, rwdir, ours_opts=None):
+        self.bins, self.mntdir, self.rwdir, self.ours_opts = bins, mntdir, rwdir, ours_opts
         self.live = {}            # mnt -> (fs, daemon pid, upper+work base dir)
         self.kernel_rw_opts = None   # what the kernel reports for its read-write mounts
 
@@ -128,7 +128,8 @@ class Mounts:
         if fs == 'kernel':
             cmd = ['mount', '-t', 'overlay', 'overlay', '-o', opts, mnt]
         else:
-            cmd = [self.bins[fs], '-o', opts, mnt]
+            extra = self.ours_opts if fs == 'ours' and self.ours_opts else ''
+            cmd = [self.bins[fs], '-o', opts + (',' + extra if extra else ''), mnt]
         with open(os.path.join(self.mntdir, 'mount.err'), 'w+') as err:   # a file, not a pipe:
             p = subprocess.run(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stderr=err)   # the daemon inherits it
             if p.returncode:
@@ -648,7 +649,7 @@ def uring_param():
 def report(a, fss, res, rss, fails, bins, kopts):
     g = lambda d, fs: d.get(fs)
     print(f'\nfuse-overlayfs bench: size {a.size}, median of {a.reps} reps, seconds\n')
-    print(f'ref = {bins["ref"]}  \nours = {bins["ours"]}\n')
+    print(f'ref = {bins["ref"]}  \nours = {bins["ours"]}' + (f' with `-o ..,{a.ours_opts}`' if a.ours_opts else '') + '\n')
     print(f'fuse module `enable_uring={uring_param() or "absent"}` (ours takes requests through io_uring '
           f'when Y; 1.10 never does)\n')
     if kopts is not None:
@@ -684,6 +685,7 @@ def main():
     ap.add_argument('--timeout', type=float, default=600,
                     help='seconds before one command is killed and counted as a failure (default 600)')
     ap.add_argument('--list', action='store_true', help='list workloads and exit')
+    ap.add_argument('--ours-opts', help='more -o options for ours only (volatile, to compare copy-ups with 1.10)')
     ap.add_argument('--uring', choices=['Y', 'N'],
                     help='set the fuse module parameter enable_uring for the run, then restore it')
     a = ap.parse_args()
@@ -714,7 +716,7 @@ def main():
         os.makedirs(rwdir, exist_ok=True)
         if os.stat(data).st_dev != os.stat(rwdir).st_dev:
             log(f'# WARNING: {rwdir} (upper, work) and {data} (lower) are on different filesystems')
-    mounts = Mounts(bins, os.path.join(a.dir, 'mnt'), rwdir)
+    mounts = Mounts(bins, os.path.join(a.dir, 'mnt'), rwdir, a.ours_opts)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     res, rss, fails, raw = {}, {}, {}, {}
     uring_saved = uring_param()
