@@ -259,6 +259,33 @@ static void handle(struct server *s)
 	}
 }
 
+/* A queue could not get its first entry.  Unless io_uring already serves
+ * (then every queue has one), the kernel holds every request back until it
+ * does: a REGISTER it refuses (no iovec) makes it give io_uring up and take
+ * /dev/fuse again. */
+static void give_up(unsigned qid, const char *what, int err)
+{
+	if (ovl_uring_serving())
+		return;
+	ovl_log(OVL_WARN, "io_uring: queue %u: %s: %s; requests come through /dev/fuse", qid, what, strerror(err));
+	struct io_uring ring;
+	struct io_uring_params p = { .flags = IORING_SETUP_SQE128 };
+	struct io_uring_sqe *sqe;
+	if (io_uring_queue_init_params(2, &ring, &p) < 0) {
+		ovl_log(OVL_ERR, "io_uring: cannot turn io_uring off: requests stay held");
+		return;
+	}
+	if ((sqe = io_uring_get_sqe(&ring)) != NULL) {
+		memset(sqe, 0, 128);
+		sqe->opcode = IORING_OP_URING_CMD;
+		sqe->fd = u.devfd;
+		sqe->cmd_op = URING_CMD_REGISTER;
+		((struct uring_cmd_req *)sqe->cmd)->qid = (uint16_t)qid;
+		io_uring_submit_and_wait(&ring, 1);
+	}
+	io_uring_queue_exit(&ring);
+}
+
 static void thread_gone(void)
 {
 	pthread_mutex_lock(&u.live_lock);
@@ -286,7 +313,7 @@ static void *serve(void *arg)
 		res = io_uring_queue_init_params(2, &s->ring, &p);
 	}
 	if (res < 0) {
-		ovl_log(OVL_WARN, "io_uring: queue %u: io_uring_setup: %s", q->qid, strerror(-res));
+		give_up(q->qid, "io_uring_setup", -res);
 		atomic_fetch_sub(&q->idle, 1);
 		thread_gone();
 		return NULL;
@@ -296,7 +323,10 @@ static void *serve(void *arg)
 		struct io_uring_cqe *cqe;
 		res = io_uring_submit_and_wait(&s->ring, 1);
 		if (res < 0 && res != -EINTR) {
-			ovl_log(OVL_WARN, "io_uring: queue %u: io_uring_enter: %s", q->qid, strerror(-res));
+			if (s->registered)
+				ovl_log(OVL_WARN, "io_uring: queue %u: io_uring_enter: %s", q->qid, strerror(-res));
+			else
+				give_up(q->qid, "io_uring_enter", -res);
 			break;
 		}
 		if (io_uring_peek_cqe(&s->ring, &cqe) != 0)
@@ -311,8 +341,12 @@ static void *serve(void *arg)
 			continue;
 		}
 		if (res < 0) {
-			/* ENOTCONN, ECANCELED: the mount is going away */
-			if (!s->registered)
+			/* ENOTCONN, ECANCELED: the mount is going away.  A refused
+			 * REGISTER has made the kernel give io_uring up already;
+			 * EAGAIN to the end has not. */
+			if (res == -EAGAIN)
+				give_up(q->qid, "register", -res);
+			else if (!s->registered)
 				ovl_log(OVL_WARN, "io_uring: queue %u: register: %s; requests come through /dev/fuse",
 					q->qid, strerror(-res));
 			break;
@@ -346,8 +380,11 @@ static void grow(struct queue *q)
 				MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) : MAP_FAILED;
 	if (region == MAP_FAILED) {
 		free(s);
+		if (q->nthreads == 0)
+			give_up(q->qid, "buffers", ENOMEM);
+		else
+			ovl_log(OVL_WARN, "io_uring: queue %u: no memory for another thread", q->qid);
 		pthread_mutex_unlock(&q->lock);
-		ovl_log(OVL_WARN, "io_uring: queue %u: no memory for another thread", q->qid);
 		return;
 	}
 	s->q = q;
@@ -372,7 +409,10 @@ static void grow(struct queue *q)
 		thread_gone();
 		munmap(region, PREFIX + u.payload_size);
 		free(s);
-		ovl_log(OVL_WARN, "io_uring: queue %u: pthread_create: %s", q->qid, strerror(err));
+		if (q->nthreads == 0)
+			give_up(q->qid, "pthread_create", err);
+		else
+			ovl_log(OVL_WARN, "io_uring: queue %u: pthread_create: %s", q->qid, strerror(err));
 	} else {
 		q->nthreads++;
 	}
