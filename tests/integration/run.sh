@@ -426,7 +426,8 @@ t_io_uring() {
 	pid=$!
 	wait_mounted "$T/m" || { echo "$URING_SAVED" >"$URING_PARAM"; return 1; }
 	for q in $(seq 0 $((cpus - 1))); do
-		taskset -c "$q" stat "$T/m/low" >/dev/null
+		# a name never looked up: a LOOKUP from CPU q, on queue q
+		taskset -c "$q" stat "$T/m/absent-$q" >/dev/null 2>&1
 		grep -q "io_uring: queue $q: a thread registered" "$T/err" || { fail "queue $q did not register"; r=1; }
 	done
 	python3 - "$T/m" "$T/l2" "$cpus" <<-'EOF2' || { fail "operations through the ring"; r=1; }
