@@ -111,14 +111,33 @@ static bool kernel_allows_uring(void)
 	return c == 'Y' || c == '1';
 }
 
+/* A ring for one thread's commands: SQE128 carries them; the kernels that
+ * have FUSE over io_uring (6.14+) all take the single-issuer flags. */
+static int make_ring(struct io_uring *ring)
+{
+	struct io_uring_params p = { .flags = IORING_SETUP_SQE128 | IORING_SETUP_SINGLE_ISSUER |
+					      IORING_SETUP_DEFER_TASKRUN };
+	return io_uring_queue_init_params(2, ring, &p);
+}
+
+/* A /dev/fuse command for queue qid (sqe->addr, sqe->len and the commit id
+ * are the caller's to add). */
+static void fill_cmd(struct io_uring_sqe *sqe, uint32_t op, unsigned qid)
+{
+	memset(sqe, 0, 128); /* SQE128 */
+	sqe->opcode = IORING_OP_URING_CMD;
+	sqe->fd = u.devfd;
+	sqe->cmd_op = op;
+	((struct uring_cmd_req *)sqe->cmd)->qid = (uint16_t)qid;
+}
+
 /* Once asked for at INIT, the kernel holds every request back until each
  * queue has an entry: so ask only if this process can make rings at all
  * (seccomp profiles and kernel.io_uring_disabled forbid it). */
 static bool can_make_rings(void)
 {
 	struct io_uring ring;
-	struct io_uring_params p = { .flags = IORING_SETUP_SQE128 };
-	int res = io_uring_queue_init_params(2, &ring, &p);
+	int res = make_ring(&ring);
 	if (res < 0) {
 		ovl_log(OVL_DEBUG, "io_uring: io_uring_setup: %s", strerror(-res));
 		return false;
@@ -181,17 +200,12 @@ static void prep_cmd(struct server *s, uint32_t op)
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
 	if (sqe == NULL)
 		return; /* cannot be: one command in flight at a time */
-	memset(sqe, 0, 128); /* SQE128 */
-	sqe->opcode = IORING_OP_URING_CMD;
-	sqe->fd = u.devfd;
-	sqe->cmd_op = op;
-	struct uring_cmd_req *req = (struct uring_cmd_req *)sqe->cmd;
-	req->qid = (uint16_t)s->q->qid;
+	fill_cmd(sqe, op, s->q->qid);
 	if (op == URING_CMD_REGISTER) {
 		sqe->addr = (uintptr_t)s->iov;
 		sqe->len = 2;
 	} else {
-		req->commit_id = s->commit_id;
+		((struct uring_cmd_req *)sqe->cmd)->commit_id = s->commit_id;
 	}
 }
 
@@ -269,18 +283,13 @@ static void give_up(unsigned qid, const char *what, int err)
 		return;
 	ovl_log(OVL_WARN, "io_uring: queue %u: %s: %s; requests come through /dev/fuse", qid, what, strerror(err));
 	struct io_uring ring;
-	struct io_uring_params p = { .flags = IORING_SETUP_SQE128 };
 	struct io_uring_sqe *sqe;
-	if (io_uring_queue_init_params(2, &ring, &p) < 0) {
+	if (make_ring(&ring) < 0) {
 		ovl_log(OVL_ERR, "io_uring: cannot turn io_uring off: requests stay held");
 		return;
 	}
 	if ((sqe = io_uring_get_sqe(&ring)) != NULL) {
-		memset(sqe, 0, 128);
-		sqe->opcode = IORING_OP_URING_CMD;
-		sqe->fd = u.devfd;
-		sqe->cmd_op = URING_CMD_REGISTER;
-		((struct uring_cmd_req *)sqe->cmd)->qid = (uint16_t)qid;
+		fill_cmd(sqe, URING_CMD_REGISTER, qid); /* no iovec: refused */
 		io_uring_submit_and_wait(&ring, 1);
 	}
 	io_uring_queue_exit(&ring);
@@ -305,13 +314,7 @@ static void *serve(void *arg)
 	CPU_SET(q->qid, &cpus);
 	pthread_setaffinity_np(pthread_self(), sizeof cpus, &cpus); /* a cpuset may forbid it: then unpinned */
 
-	struct io_uring_params p = { .flags = IORING_SETUP_SQE128 | IORING_SETUP_SINGLE_ISSUER |
-					      IORING_SETUP_DEFER_TASKRUN };
-	int res = io_uring_queue_init_params(2, &s->ring, &p);
-	if (res == -EINVAL) { /* before 6.1 */
-		p = (struct io_uring_params){ .flags = IORING_SETUP_SQE128 };
-		res = io_uring_queue_init_params(2, &s->ring, &p);
-	}
+	int res = make_ring(&s->ring);
 	if (res < 0) {
 		give_up(q->qid, "io_uring_setup", -res);
 		atomic_fetch_sub(&q->idle, 1);
