@@ -1,6 +1,6 @@
 /* Layers that are plain directories.  Every call works on one name below a
  * directory fd and refuses to follow symlinks.  The newer syscalls (openat2,
- * *xattrat) are probed once; the fallbacks are chosen for kernels without them
+ * *xattrat, fchmodat2) are probed once; the fallbacks are chosen for kernels without them
  * and are exercised by tests/integration under a seccomp filter. */
 #include "config.h"
 
@@ -29,6 +29,9 @@
 #ifndef SYS_removexattrat
 #define SYS_removexattrat 466
 #endif
+#ifndef SYS_fchmodat2
+#define SYS_fchmodat2 452
+#endif
 
 struct ovl_xattr_args {
 	uint64_t value;
@@ -38,6 +41,7 @@ struct ovl_xattr_args {
 
 static bool have_openat2;
 static bool have_xattrat;
+static bool have_fchmodat2;
 
 static bool name_is_single_component(const char *name)
 {
@@ -56,6 +60,15 @@ void ovl_direct_probe_syscalls(void)
 	char buf[1];
 	long r = syscall(SYS_listxattrat, AT_FDCWD, "/", AT_SYMLINK_NOFOLLOW, buf, 0);
 	have_xattrat = r >= 0 || (errno != ENOSYS && errno != EPERM);
+
+	/* an invalid mode bit: changes nothing, fails with EINVAL where the call exists */
+	r = syscall(SYS_fchmodat2, AT_FDCWD, "/", (mode_t)-1, ~0);
+	have_fchmodat2 = r >= 0 || (errno != ENOSYS && errno != EPERM);
+}
+
+bool ovl_direct_has_fchmodat2(void)
+{
+	return have_fchmodat2;
 }
 
 bool ovl_direct_has_openat2(void)
@@ -171,6 +184,23 @@ static int direct_removexattrat(struct ovl_layer *l, int dirfd, const char *name
 	return lremovexattr(path, xname);
 }
 
+static int direct_chmodat(struct ovl_layer *l, int dirfd, const char *name, mode_t mode)
+{
+	(void)l;
+	if (have_fchmodat2)
+		return syscall(SYS_fchmodat2, dirfd, name, mode, AT_SYMLINK_NOFOLLOW);
+	/* fchmodat would follow a symlink: make sure name is none (under the
+	 * caller's namespace lock nothing of ours replaces it meanwhile) */
+	struct stat st;
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -1;
+	if (S_ISLNK(st.st_mode)) {
+		errno = EOPNOTSUPP;
+		return -1;
+	}
+	return fchmodat(dirfd, name, mode, 0);
+}
+
 static int direct_statfs(struct ovl_layer *l, struct statvfs *st)
 {
 	return fstatvfs(l->root_fd, st);
@@ -198,6 +228,7 @@ const struct ovl_layer_ops ovl_direct_layer_ops = {
 	.readlinkat = direct_readlinkat,
 	.getxattrat = direct_getxattrat,
 	.listxattrat = direct_listxattrat,
+	.chmodat = direct_chmodat,
 	.setxattrat = direct_setxattrat,
 	.removexattrat = direct_removexattrat,
 	.statfs = direct_statfs,

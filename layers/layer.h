@@ -4,6 +4,7 @@
 #ifndef OVL_LAYER_H
 #define OVL_LAYER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -26,6 +27,8 @@ struct ovl_layer_ops {
 	int (*setxattrat)(struct ovl_layer *l, int dirfd, const char *name, const char *xname, const void *value,
 			  size_t size, int flags);
 	int (*removexattrat)(struct ovl_layer *l, int dirfd, const char *name, const char *xname);
+	/* chmod of name below dirfd; EOPNOTSUPP for a symlink, which is never followed. */
+	int (*chmodat)(struct ovl_layer *l, int dirfd, const char *name, mode_t mode);
 	int (*statfs)(struct ovl_layer *l, struct statvfs *st);
 };
 
@@ -36,6 +39,7 @@ struct ovl_layer {
 	dev_t dev;
 	uint32_t fsid;       /* index among the distinct st_dev of all layers */
 	bool is_upper;
+	atomic_bool no_clone; /* FICLONE from here to the upper failed for want of support */
 	const struct ovl_layer_ops *ops;
 };
 
@@ -46,6 +50,7 @@ void ovl_direct_probe_syscalls(void);
 /* For tests and messages: which calls are in use. */
 bool ovl_direct_has_openat2(void);
 bool ovl_direct_has_xattrat(void);
+bool ovl_direct_has_fchmodat2(void);
 /* Opens a layer root (which may itself be a symlink) as a directory fd. */
 int ovl_direct_open_root(const char *path, char **resolved);
 

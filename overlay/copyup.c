@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "ops.h"
@@ -86,18 +87,29 @@ static int copy_range_rw(int src, int dst, off_t in, off_t end)
 	return 0;
 }
 
-/* Copies size bytes, leaving holes where the source has them. */
-static int copy_data(int src, int dst, off_t size)
+/* Copies the data of src (stat *st, from layer lower), leaving holes where it has them. */
+static int copy_data(struct ovl_layer *lower, int src, int dst, const struct stat *st)
 {
-	if (size == 0 || ioctl(dst, FICLONE, src) == 0)
+	off_t size = st->st_size;
+	if (size == 0)
 		return 0;
-	for (off_t pos = 0; pos < size;) {
-		off_t data = lseek(src, pos, SEEK_DATA);
+	/* a filesystem that cannot clone says so every time: ask once a layer */
+	if (!atomic_load_explicit(&lower->no_clone, memory_order_relaxed)) {
+		if (ioctl(dst, FICLONE, src) == 0)
+			return 0;
+		if (errno == EOPNOTSUPP || errno == EXDEV || errno == ENOTTY)
+			atomic_store_explicit(&lower->no_clone, true, memory_order_relaxed);
+	}
+	/* as many blocks as bytes: no hole worth looking for */
+	bool dense = (off_t)st->st_blocks * 512 >= size;
+	off_t pos = 0;
+	while (pos < size) {
+		off_t data = dense ? pos : lseek(src, pos, SEEK_DATA);
 		if (data < 0 && errno == ENXIO)
 			break; /* a hole to the end */
 		if (data < 0)
 			data = pos; /* no SEEK_DATA here: copy it all */
-		off_t hole = lseek(src, data, SEEK_HOLE);
+		off_t hole = dense ? size : lseek(src, data, SEEK_HOLE);
 		if (hole < 0 || hole > size)
 			hole = size;
 		off_t in = data, out = data;
@@ -116,7 +128,9 @@ static int copy_data(int src, int dst, off_t size)
 		}
 		pos = hole;
 	}
-	return ftruncate(dst, size) < 0 ? -errno : 0;
+	/* only a trailing hole is left to make (a truncate to the same size
+	 * would still cost ext4 a journalled truncate) */
+	return pos < size && ftruncate(dst, size) < 0 ? -errno : 0;
 }
 
 static int xattr_copy_check(const char *name, struct error_context *ctx)
@@ -131,6 +145,10 @@ static int copy_xattrs(int src_dirfd, const char *src_name, int src_fd, int dst_
 	char sp[PATH_MAX], dp[PATH_MAX];
 	int res;
 	if (src_fd >= 0 && dst_fd >= 0) {
+		/* most files have none: one call to learn it, not libattr's two */
+		ssize_t len = flistxattr(src_fd, NULL, 0);
+		if (len == 0 || (len < 0 && (errno == ENOTSUP || errno == ENOSYS)))
+			return 0;
 		res = attr_copy_fd(NULL, src_fd, NULL, dst_fd, xattr_copy_check, NULL);
 	} else {
 		/* symlinks and special files cannot be opened: their names, through
@@ -145,9 +163,9 @@ static int copy_xattrs(int src_dirfd, const char *src_name, int src_fd, int dst_
 }
 
 /* Builds in work/tmp a copy of the object `name` below the lower directory
- * fd pfd; *st gets its lower stat. */
+ * fd pfd; *st gets its lower stat, *copy the copy's. */
 static int build_copy(struct ovl_fs *fs, struct ovl_layer *lower, int pfd, const char *name, const char *tmp,
-		      bool with_data, struct stat *st)
+		      bool with_data, struct stat *st, struct stat *copy)
 {
 	int src = -1, dst = -1, res = 0;
 	int wfd = fs->work_fd;
@@ -161,7 +179,7 @@ static int build_copy(struct ovl_fs *fs, struct ovl_layer *lower, int pfd, const
 		if (src < 0 || dst < 0)
 			res = -errno;
 		else if (with_data)
-			res = copy_data(src, dst, st->st_size);
+			res = copy_data(lower, src, dst, st);
 	} else if (S_ISLNK(type)) {
 		char target[PATH_MAX + 1];
 		ssize_t len = lower->ops->readlinkat(lower, pfd, name, target, sizeof target - 1);
@@ -179,15 +197,17 @@ static int build_copy(struct ovl_fs *fs, struct ovl_layer *lower, int pfd, const
 		res = copy_xattrs(pfd, name, src, wfd, tmp, dst);
 	/* not for a lower hard link: the copy is a new inode (kernel, index=off) */
 	if (res == 0 && st->st_nlink == 1)
-		res = origin_set(fs, wfd, tmp, st);
+		res = dst >= 0 ? origin_set(fs, dst, NULL, st) : origin_set(fs, wfd, tmp, st);
 	if (res == 0 && !S_ISLNK(type) &&
 	    (dst >= 0 ? fchmod(dst, st->st_mode & 07777) : fchmodat(wfd, tmp, st->st_mode & 07777, 0)) < 0)
 		res = -errno;
-	if (res == 0 && utimensat(wfd, tmp, times, AT_SYMLINK_NOFOLLOW) < 0)
+	if (res == 0 && (dst >= 0 ? futimens(dst, times) : utimensat(wfd, tmp, times, AT_SYMLINK_NOFOLLOW)) < 0)
 		res = -errno;
 	/* the kernel overlay syncs every data copy-up: a crash must not leave an
 	 * empty upper file hiding intact lower data */
 	if (res == 0 && dst >= 0 && fs->cfg->fsync && fsync(dst) < 0)
+		res = -errno;
+	if (res == 0 && (dst >= 0 ? fstat(dst, copy) : fstatat(wfd, tmp, copy, AT_SYMLINK_NOFOLLOW)) < 0)
 		res = -errno;
 	if (src >= 0)
 		close(src);
@@ -318,6 +338,8 @@ static int copy_up_file(struct ovl_fs *fs, struct ovl_node *node, bool with_data
 	/* the node cannot move meanwhile (a rename copies it up first, under
 	 * our lock), and a lower layer does not change */
 	pthread_rwlock_rdlock(&fs->ns_lock);
+	/* every change of the parent's names through us counts here */
+	unsigned names_version = atomic_load(&parent->dir->version);
 	int pos = ovl_dir_layer_pos(parent->dir, node->layer);
 	int pfd = pos < 0 ? -EIO : ovl_dir_fd_get(fs, parent, (uint32_t)pos);
 	int upfd = pfd < 0 ? pfd : ovl_dir_fd_get(fs, parent, 0);
@@ -335,22 +357,21 @@ static int copy_up_file(struct ovl_fs *fs, struct ovl_node *node, bool with_data
 	if (pfd < 0 || upfd < 0)
 		return pfd < 0 ? pfd : upfd;
 	ovl_work_tempname(fs, tmp);
-	res = build_copy(fs, lower, pfd, node->name, tmp, with_data, &st);
-	if (res == 0 && fstatat(fs->work_fd, tmp, &ust, AT_SYMLINK_NOFOLLOW) < 0) {
-		res = -errno;
-		ovl_work_remove(fs, tmp);
-	}
+	res = build_copy(fs, lower, pfd, node->name, tmp, with_data, &st, &ust);
 	ovl_dir_fd_put(parent);
 	if (res < 0)
 		return res;
 
 	pthread_rwlock_wrlock(&fs->ns_lock);
 	/* still shown where it was? (it may have been removed meanwhile) */
-	struct ovl_found now;
-	res = ovl_lookup_name(fs, parent, node->name, &now);
-	if (res == 0 && (now.layer != node->layer || now.st.st_ino != st.st_ino || now.st.st_dev != st.st_dev))
-		res = -ESTALE;
-	ovl_found_free(&now);
+	if (atomic_load(&parent->dir->version) != names_version) {
+		struct ovl_found now;
+		res = ovl_lookup_name(fs, parent, node->name, &now);
+		if (res == 0 &&
+		    (now.layer != node->layer || now.st.st_ino != st.st_ino || now.st.st_dev != st.st_dev))
+			res = -ESTALE;
+		ovl_found_free(&now);
+	}
 	upfd = res < 0 ? res : ovl_dir_fd_get(fs, parent, 0);
 	if (upfd < 0) {
 		res = upfd;

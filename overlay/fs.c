@@ -69,8 +69,8 @@ int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t e
 		return -1;
 	}
 	ovl_direct_probe_syscalls();
-	ovl_log(OVL_DEBUG, "openat2: %s; *xattrat: %s", ovl_direct_has_openat2() ? "in use" : "fallback",
-		ovl_direct_has_xattrat() ? "in use" : "fallback");
+	ovl_log(OVL_DEBUG, "openat2: %s; *xattrat: %s; fchmodat2: %s", ovl_direct_has_openat2() ? "in use" : "fallback",
+		ovl_direct_has_xattrat() ? "in use" : "fallback", ovl_direct_has_fchmodat2() ? "in use" : "fallback");
 	fs->cfg = cfg;
 	fs->timeout = cfg->timeout;
 	fs->has_upper = cfg->upperdir != NULL;

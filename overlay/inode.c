@@ -124,12 +124,7 @@ static int setattr_cb(struct ovl_layer *layer, int dirfd, const char *name, void
 {
 	struct setattr_call *c = arg;
 	const struct stat *a = c->attr;
-	struct stat st;
-	(void)layer;
 	/* by fd where there is one; else by name, never following a symlink */
-	if (c->fd < 0 && fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return -errno;
-	bool is_link = c->fd < 0 && S_ISLNK(st.st_mode);
 	if (c->to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
 		uid_t uid = (c->to_set & FUSE_SET_ATTR_UID) ? a->st_uid : (uid_t)-1;
 		gid_t gid = (c->to_set & FUSE_SET_ATTR_GID) ? a->st_gid : (gid_t)-1;
@@ -137,10 +132,8 @@ static int setattr_cb(struct ovl_layer *layer, int dirfd, const char *name, void
 			return -errno;
 	}
 	if (c->to_set & FUSE_SET_ATTR_MODE) {
-		if (is_link)
-			return -EOPNOTSUPP;
-		/* a name here is not a symlink (checked): fchmodat cannot follow one */
-		if ((c->fd >= 0 ? fchmod(c->fd, a->st_mode & 07777) : fchmodat(dirfd, name, a->st_mode & 07777, 0)) < 0)
+		mode_t mode = a->st_mode & 07777;
+		if ((c->fd >= 0 ? fchmod(c->fd, mode) : layer->ops->chmodat(layer, dirfd, name, mode)) < 0)
 			return -errno;
 	}
 	if (c->to_set & FUSE_SET_ATTR_SIZE) {

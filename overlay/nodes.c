@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -30,25 +31,46 @@ struct slot {
 
 struct slot_shard {
 	pthread_mutex_t lock;
-	struct slot *chunks[MAX_CHUNKS];
 	uint64_t used;      /* slots ever handed out */
 	uint64_t free_head; /* index + 1 */
 };
 
 static struct slot_shard slot_shards[SLOT_SHARDS];
+/* Chunk-major, so the first chunks of every shard share one page: untouched
+ * bss costs no memory, and a small mount touches one page here, not one per shard. */
+static struct slot *chunk_dir[MAX_CHUNKS][SLOT_SHARDS];
 static atomic_uint next_slot_shard;
+static _Thread_local int thread_slot_shard = -1;
 static atomic_long nodes_alive, dirs_alive;
 
 static struct slot *slot_at(uint32_t shard, uint64_t idx)
 {
-	struct slot *chunk = slot_shards[shard].chunks[idx >> CHUNK_BITS];
+	struct slot *chunk = chunk_dir[idx >> CHUNK_BITS][shard];
 	return chunk ? &chunk[idx & (CHUNK_SIZE - 1)] : NULL;
+}
+
+/* Anonymous pages are backed only once written, so a chunk costs memory in
+ * proportion to the slots used (calloc would clear it all). */
+static struct slot *chunk_new(void)
+{
+	void *p = mmap(NULL, CHUNK_SIZE * sizeof(struct slot), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		       -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+/* Each thread allocates from a shard of its own (frees go to the slot's shard),
+ * so threads rarely share a lock and a mount with few threads touches few chunks. */
+static uint32_t my_slot_shard(void)
+{
+	if (thread_slot_shard < 0)
+		thread_slot_shard = (int)(atomic_fetch_add(&next_slot_shard, 1) % SLOT_SHARDS);
+	return (uint32_t)thread_slot_shard;
 }
 
 /* Gives node a nodeid and generation; shard_hint forces a shard (the root). */
 static int slot_alloc(struct ovl_node *node, int shard_hint)
 {
-	uint32_t shard = shard_hint >= 0 ? (uint32_t)shard_hint : atomic_fetch_add(&next_slot_shard, 1) % SLOT_SHARDS;
+	uint32_t shard = shard_hint >= 0 ? (uint32_t)shard_hint : my_slot_shard();
 	struct slot_shard *s = &slot_shards[shard];
 	uint64_t idx;
 	pthread_mutex_lock(&s->lock);
@@ -63,13 +85,13 @@ static int slot_alloc(struct ovl_node *node, int shard_hint)
 			pthread_mutex_unlock(&s->lock);
 			return -ENFILE;
 		}
-		if (s->chunks[idx >> CHUNK_BITS] == NULL) {
-			struct slot *chunk = calloc(CHUNK_SIZE, sizeof *chunk);
+		if (chunk_dir[idx >> CHUNK_BITS][shard] == NULL) {
+			struct slot *chunk = chunk_new();
 			if (chunk == NULL) {
 				pthread_mutex_unlock(&s->lock);
 				return -ENOMEM;
 			}
-			s->chunks[idx >> CHUNK_BITS] = chunk;
+			chunk_dir[idx >> CHUNK_BITS][shard] = chunk;
 		}
 		s->used = idx + 1;
 	}

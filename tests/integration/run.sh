@@ -550,7 +550,7 @@ t_fallback_syscalls() {
 	"$NONEW" "$BIN" -d -o "lowerdir=$T/l1:$T/l2" "$T/m" 2>"$T/err" &
 	local pid=$! r=0
 	for _ in $(seq 50); do grep -q " $T/m " /proc/mounts && break; sleep 0.1; done
-	grep -q "openat2: fallback; \*xattrat: fallback" "$T/err" || { fail "fallbacks not chosen: $(grep openat2 "$T/err")"; r=1; }
+	grep -q "openat2: fallback; \*xattrat: fallback; fchmodat2: fallback" "$T/err" || { fail "fallbacks not chosen: $(grep openat2 "$T/err")"; r=1; }
 	[ "$(cat "$T/m/d/sub/f")" = in-sub ] || { fail "read through fallbacks"; r=1; }
 	setfattr -n user.k -v v "$T/l2/low"
 	[ "$(getfattr --only-values -n user.k "$T/m/low" 2>/dev/null)" = v ] || { fail "xattr through fallback"; r=1; }
@@ -561,6 +561,37 @@ t_fallback_syscalls() {
 	chmod +x "$T/wrapped"
 	FUSE_OVERLAYFS="$T/wrapped" "$top/tests/diff/run.sh" >"$T/diff.log" 2>&1 ||
 		{ fail "diff suite under seccomp: $(grep -v '^PASS' "$T/diff.log" | head -5)"; r=1; }
+	return $r
+}
+
+# Copy-up keeps holes (also a trailing one) and copies dense files whole,
+# the upper's own data blocks count what was copied.
+t_copy_up_keeps_holes() {
+	setup holes
+	local r=0 f
+	python3 - "$T/l2" <<'PY'
+import os, sys
+d = sys.argv[1]
+with open(os.path.join(d, 'sparse'), 'wb') as f:    # data in the middle, holes around it
+    f.truncate(64 << 20)
+    f.seek(1 << 20); f.write(b'x' * 4096)
+with open(os.path.join(d, 'tailhole'), 'wb') as f:  # data, then a hole to the end
+    f.write(b'head' * 1024)
+    f.truncate(16 << 20)
+with open(os.path.join(d, 'dense'), 'wb') as f:
+    f.write(os.urandom(3 << 20))
+PY
+	"$BIN" -o "lowerdir=$T/l1:$T/l2,upperdir=$T/u,workdir=$T/w" "$T/m" || { fail "mount failed"; return 1; }
+	for f in sparse tailhole dense; do
+		chmod 0600 "$T/m/$f" || { fail "chmod $f"; r=1; }
+		[ -f "$T/u/$f" ] || { fail "$f not copied up"; r=1; continue; }
+		cmp -s "$T/l2/$f" "$T/u/$f" || { fail "$f: upper content differs"; r=1; }
+		[ "$(stat -c %s "$T/u/$f")" = "$(stat -c %s "$T/l2/$f")" ] || { fail "$f: size differs"; r=1; }
+	done
+	[ "$(stat -c %b "$T/u/sparse")" -le 64 ] || { fail "sparse: holes filled ($(stat -c %b "$T/u/sparse") blocks)"; r=1; }
+	[ "$(stat -c %b "$T/u/tailhole")" -le 64 ] || { fail "tailhole: holes filled"; r=1; }
+	[ "$(stat -c %b "$T/u/dense")" -ge 6144 ] || { fail "dense: data missing"; r=1; }
+	unmount_and_wait "$T/m" || r=1
 	return $r
 }
 

@@ -1,5 +1,5 @@
 /* Runs a command as a kernel without openat2, statx, the *xattrat calls,
- * copy_file_range, renameat2 and io_uring would: each answers ENOSYS (as
+ * fchmodat2, copy_file_range, renameat2 and io_uring would: each answers ENOSYS (as
  * container seccomp profiles answer io_uring_setup).  The daemon must
  * then work through its fallbacks. */
 #include <errno.h>
@@ -7,10 +7,18 @@
 #include <stdio.h>
 #include <unistd.h>
 
+/* Numbers for libseccomp versions older than the call: fixed on every arch since 5.x. */
+static const struct {
+	const char *name;
+	int nr;
+} calls[] = {
+	{ "openat2", -1 },	    { "statx", -1 },	       { "getxattrat", 464 },	  { "listxattrat", 465 },
+	{ "setxattrat", 463 },	    { "removexattrat", 466 }, { "fchmodat2", 452 },	  { "copy_file_range", -1 },
+	{ "renameat2", -1 },	    { "io_uring_setup", -1 },
+};
+
 int main(int argc, char *argv[])
 {
-	static const char *const calls[] = { "openat2", "statx", "getxattrat", "listxattrat", "setxattrat",
-					     "removexattrat", "copy_file_range", "renameat2", "io_uring_setup" };
 	if (argc < 2) {
 		fprintf(stderr, "usage: %s COMMAND [ARG...]\n", argv[0]);
 		return 2;
@@ -19,17 +27,15 @@ int main(int argc, char *argv[])
 	if (ctx == NULL)
 		return 2;
 	for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
-		int nr = seccomp_syscall_resolve_name(calls[i]);
-		if (nr == __NR_SCMP_ERROR) {
-			/* libseccomp older than the call: its number is fixed on every arch since 5.x */
-			nr = i == 2 ? 464 : i == 3 ? 465 : i == 4 ? 463 : i == 5 ? 466 : -1;
-			if (nr < 0) {
-				fprintf(stderr, "%s: unknown syscall %s\n", argv[0], calls[i]);
-				return 2;
-			}
+		int nr = seccomp_syscall_resolve_name(calls[i].name);
+		if (nr == __NR_SCMP_ERROR)
+			nr = calls[i].nr;
+		if (nr < 0) {
+			fprintf(stderr, "%s: unknown syscall %s\n", argv[0], calls[i].name);
+			return 2;
 		}
 		if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), nr, 0) < 0) {
-			fprintf(stderr, "%s: cannot filter %s\n", argv[0], calls[i]);
+			fprintf(stderr, "%s: cannot filter %s\n", argv[0], calls[i].name);
 			return 2;
 		}
 	}
