@@ -191,7 +191,8 @@ static int build_copy(struct ovl_fs *fs, struct ovl_layer *lower, int pfd, const
 	} else if (mknodat(wfd, tmp, type | 0600, st->st_rdev) < 0) {
 		return -errno; /* fifo, socket, device: recreated as what they are */
 	}
-	if (res == 0 && fchownat(wfd, tmp, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+	if (res == 0 && (dst >= 0 ? fchown(dst, st->st_uid, st->st_gid)
+				  : fchownat(wfd, tmp, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW)) < 0)
 		res = -errno;
 	if (res == 0)
 		res = copy_xattrs(pfd, name, src, wfd, tmp, dst);
