@@ -339,10 +339,11 @@ static int copy_up_file(struct ovl_fs *fs, struct ovl_node *node, bool with_data
 	/* the node cannot move meanwhile (a rename copies it up first, under
 	 * our lock), and a lower layer does not change */
 	pthread_rwlock_rdlock(&fs->ns_lock);
-	/* every change of the parent's names through us counts here */
+	/* Every change of the parent's names through us counts here; one made
+	 * before (the name removed since ovl_copy_up looked) marked the node. */
 	unsigned names_version = atomic_load(&parent->dir->version);
 	int pos = ovl_dir_layer_pos(parent->dir, node->layer);
-	int pfd = pos < 0 ? -EIO : ovl_dir_fd_get(fs, parent, (uint32_t)pos);
+	int pfd = node->unlinked ? -ENOENT : pos < 0 ? -EIO : ovl_dir_fd_get(fs, parent, (uint32_t)pos);
 	int upfd = pfd < 0 ? pfd : ovl_dir_fd_get(fs, parent, 0);
 	if (upfd >= 0) {
 		/* copied up already under another node (a lower hard link, or a
