@@ -16,22 +16,7 @@
 #include <unistd.h>
 
 #include "layer.h"
-
-#ifndef SYS_getxattrat
-#define SYS_getxattrat 464
-#endif
-#ifndef SYS_listxattrat
-#define SYS_listxattrat 465
-#endif
-#ifndef SYS_setxattrat
-#define SYS_setxattrat 463
-#endif
-#ifndef SYS_removexattrat
-#define SYS_removexattrat 466
-#endif
-#ifndef SYS_fchmodat2
-#define SYS_fchmodat2 452
-#endif
+#include "syscall_nr.h"
 
 struct ovl_xattr_args {
 	uint64_t value;

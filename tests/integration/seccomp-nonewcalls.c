@@ -7,14 +7,23 @@
 #include <stdio.h>
 #include <unistd.h>
 
-/* Numbers for libseccomp versions older than the call: fixed on every arch since 5.x. */
+#include "../../layers/syscall_nr.h"
+
+/* Numbers for libseccomp versions older than the call (-1: every version knows it). */
 static const struct {
 	const char *name;
 	int nr;
 } calls[] = {
-	{ "openat2", -1 },	    { "statx", -1 },	       { "getxattrat", 464 },	  { "listxattrat", 465 },
-	{ "setxattrat", 463 },	    { "removexattrat", 466 }, { "fchmodat2", 452 },	  { "copy_file_range", -1 },
-	{ "renameat2", -1 },	    { "io_uring_setup", -1 },
+	{ "openat2", -1 },
+	{ "statx", -1 },
+	{ "getxattrat", SYS_getxattrat },
+	{ "listxattrat", SYS_listxattrat },
+	{ "setxattrat", SYS_setxattrat },
+	{ "removexattrat", SYS_removexattrat },
+	{ "fchmodat2", SYS_fchmodat2 },
+	{ "copy_file_range", -1 },
+	{ "renameat2", -1 },
+	{ "io_uring_setup", -1 },
 };
 
 int main(int argc, char *argv[])
