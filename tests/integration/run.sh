@@ -779,6 +779,26 @@ t_dir_fd_limit() {
 	unmount_and_wait "$T/m"
 }
 
+t_daemon_link_mode() {
+	# configure's default links the daemon as a static PIE (no shared library
+	# mapped: less RSS); --disable-static-daemon links it against libc.so
+	local mode
+	mode=$(sed -n 's/^DAEMON_LDFLAGS = *//p' "$top/Makefile")
+	setup linkmode
+	"$BIN" -o "lowerdir=$T/l1:$T/l2" "$T/m" || fail "mount failed"
+	mounted_by_us "$T/m" || return 1
+	local pid libs
+	pid=$(daemon_pid "$T/m")
+	libs=$(awk '$6 ~ /\.so/ {print $6}' "/proc/$pid/maps" | sort -u | tr '\n' ' ')
+	if [ "$mode" = -static-pie ]; then
+		[ -z "$libs" ] || fail "static PIE build maps shared libraries: $libs"
+		awk '$6 ~ /fuse-overlayfs$/ && $2 ~ /x/' "/proc/$pid/maps" | grep -q . || fail "no executable mapping of the binary"
+	else
+		case $libs in *libc.so*) ;; *) fail "dynamic build (DAEMON_LDFLAGS '$mode') maps no libc.so: $libs" ;; esac
+	fi
+	unmount_and_wait "$T/m"
+}
+
 all_tests=$(declare -F | awk '$3 ~ /^t_/ {print $3}')
 [ $# -gt 0 ] && all_tests=$(printf 't_%s\n' "$@")
 for t in $all_tests; do
