@@ -1,7 +1,7 @@
 #!/bin/bash
 # Builds, installs (mount(8) finds helpers only in system paths) and runs every
 # test: Check unit tests, integration tests on real mounts, differential tests
-# against the kernel overlay, crash, ENOSPC, round-trip and image-layer
+# against the kernel overlay, crash, power cut, ENOSPC, round-trip and image-layer
 # (tarball) tests of the writable overlay.  Ends with "N passed, M failed".
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,6 +46,7 @@ suites=(
 	"differential tests (kernel overlay vs ours):./tests/diff/run.sh"
 	"crash consistency (kill -9 during write storms, 10 seeds):./tests/integration/crash.sh $(seq -s' ' 1 10)"
 	"full upper filesystem (ENOSPC):./tests/integration/enospc.sh"
+	"copy-ups through a power cut (ext4 shut down without its journal flushed):./tests/integration/powercut.sh"
 	"uppers exchanged with 1.10 and the kernel overlay:./tests/integration/roundtrip.sh"
 	"an image layer tarball applied as containerd does (kernel overlay vs ours):./tests/integration/tarball.sh"
 	"rootless writes (user namespace, kernel overlay with userxattr vs ours):./tests/integration/rootless.sh"

@@ -1,7 +1,7 @@
 /* Copy-up (DESIGN.md §3): an object of a lower layer is rebuilt in
  * <workdir>/work under a temporary name (data by FICLONE, else by
- * copy_file_range keeping holes; xattrs, owner, mode, times last), synced,
- * then renamed into the upper layer.  A crash leaves the old state or the
+ * copy_file_range keeping holes; xattrs, owner, mode, times last), made
+ * crash-safe (make_data_crash_safe), then renamed into the upper layer.  A crash leaves the old state or the
  * new one.  Parents are copied up first, top-down.  The data is copied with
  * no namespace lock held; only the rename takes ns_lock. */
 #include "config.h"
@@ -12,10 +12,12 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -162,6 +164,73 @@ static int copy_xattrs(int src_dirfd, const char *src_name, int src_fd, int dst_
 	return res < 0 ? -errno : 0;
 }
 
+/* A crash must not leave an empty or zeroed upper file hiding intact lower
+ * data: the kernel overlay fsyncs every data copy-up before its rename.  On
+ * ext4 with data=ordered the journal commits in order, and a commit first
+ * writes the data of the blocks it allocates.  Once the copy's writeback has
+ * completed, its allocation (and, with dioread_nolock, the conversion of its
+ * unwritten extents, done before the pages leave writeback) belongs to a
+ * transaction no later than the rename's: a crash shows the rename only with
+ * the data.  ext4's auto_da_alloc relies on the same for renames over files.
+ * That is the kernel's crash guarantee without a journal commit per file. */
+static int make_data_crash_safe(struct ovl_fs *fs, int dst)
+{
+	switch (fs->copy_sync) {
+	case OVL_COPY_SYNC_ORDERED: {
+		unsigned how = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
+		return sync_file_range(dst, 0, 0, how) < 0 ? -errno : 0;
+	}
+	case OVL_COPY_SYNC_FSYNC:
+		return fsync(dst) < 0 ? -errno : 0;
+	default:
+		return 0; /* fsync=0, volatile */
+	}
+}
+
+/* Whether the filesystem of fd is ext4 journalling with data=ordered (or
+ * data=journal): its options are in /proc/fs/ext4/<block device name>. */
+static bool commits_data_before_metadata(int fd, char *dev, size_t devlen)
+{
+	struct statfs sfs;
+	struct stat st;
+	if (fstatfs(fd, &sfs) < 0 || sfs.f_type != EXT4_SUPER_MAGIC || fstat(fd, &st) < 0)
+		return false;
+	char path[PATH_MAX], target[PATH_MAX];
+	snprintf(path, sizeof path, "/sys/dev/block/%u:%u", major(st.st_dev), minor(st.st_dev));
+	ssize_t len = readlink(path, target, sizeof target - 1);
+	if (len <= 0)
+		return false;
+	target[len] = '\0';
+	const char *slash = strrchr(target, '/');
+	snprintf(dev, devlen, "%.*s", NAME_MAX, slash ? slash + 1 : target);
+	snprintf(path, sizeof path, "/proc/fs/ext4/%s/options", dev);
+	FILE *f = fopen(path, "re");
+	if (f == NULL)
+		return false;
+	bool ordered = false;
+	char line[128];
+	while (fgets(line, sizeof line, f))
+		if (strcmp(line, "data=ordered\n") == 0 || strcmp(line, "data=journal\n") == 0)
+			ordered = true;
+	fclose(f);
+	return ordered;
+}
+
+void ovl_copy_up_setup(struct ovl_fs *fs)
+{
+	char dev[NAME_MAX + 1] = "";
+	if (!fs->cfg->fsync)
+		fs->copy_sync = OVL_COPY_SYNC_NONE;
+	else if (commits_data_before_metadata(fs->work_fd, dev, sizeof dev))
+		fs->copy_sync = OVL_COPY_SYNC_ORDERED;
+	else
+		fs->copy_sync = OVL_COPY_SYNC_FSYNC;
+	ovl_log(OVL_DEBUG, "copy-up data made crash-safe by: %s%s%s",
+		fs->copy_sync == OVL_COPY_SYNC_ORDERED ? "writeback before the rename (ext4 data=ordered on " :
+		fs->copy_sync == OVL_COPY_SYNC_FSYNC   ? "fsync" : "nothing (fsync=0 or volatile)",
+		fs->copy_sync == OVL_COPY_SYNC_ORDERED ? dev : "", fs->copy_sync == OVL_COPY_SYNC_ORDERED ? ")" : "");
+}
+
 /* Builds in work/tmp a copy of the object `name` below the lower directory
  * fd pfd; *st gets its lower stat, *copy the copy's. */
 static int build_copy(struct ovl_fs *fs, struct ovl_layer *lower, int pfd, const char *name, const char *tmp,
@@ -204,10 +273,8 @@ static int build_copy(struct ovl_fs *fs, struct ovl_layer *lower, int pfd, const
 		res = -errno;
 	if (res == 0 && (dst >= 0 ? futimens(dst, times) : utimensat(wfd, tmp, times, AT_SYMLINK_NOFOLLOW)) < 0)
 		res = -errno;
-	/* the kernel overlay syncs every data copy-up: a crash must not leave an
-	 * empty upper file hiding intact lower data */
-	if (res == 0 && dst >= 0 && fs->cfg->fsync && fsync(dst) < 0)
-		res = -errno;
+	if (res == 0 && dst >= 0 && with_data && st->st_size > 0)
+		res = make_data_crash_safe(fs, dst);
 	if (res == 0 && (dst >= 0 ? fstat(dst, copy) : fstatat(wfd, tmp, copy, AT_SYMLINK_NOFOLLOW)) < 0)
 		res = -errno;
 	if (src >= 0)

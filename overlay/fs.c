@@ -145,6 +145,7 @@ int ovl_fs_prepare_workdir(struct ovl_fs *fs, char *err, size_t errlen)
 		return -1;
 	}
 	ovl_whiteout_setup(fs);
+	ovl_copy_up_setup(fs);
 	ovl_creds_setup(fs);
 	return 0;
 }

@@ -146,6 +146,7 @@ struct ovl_fs {
 	bool trusted_xattrs;         /* the upper takes trusted.* xattrs */
 	bool writeback_cache;        /* the kernel caches writes (file.c: how backing files open) */
 	atomic_ulong temp_counter;
+	enum { OVL_COPY_SYNC_NONE, OVL_COPY_SYNC_FSYNC, OVL_COPY_SYNC_ORDERED } copy_sync; /* copyup.c */
 	struct fuse_session *se;     /* for invalidations */
 };
 
@@ -230,6 +231,8 @@ int ovl_lookup_entry_listed(struct ovl_fs *fs, struct ovl_node *parent, const ch
 int ovl_lower_positive(struct ovl_fs *fs, struct ovl_node *parent, const char *name);
 
 /* copyup.c */
+/* Chooses how copied data is made crash-safe before its rename (at mount). */
+void ovl_copy_up_setup(struct ovl_fs *fs);
 /* Makes node an object of the upper layer (parents first).  -ESTALE: the
  * name got a new node (see copyup.c), the caller answers ESTALE. */
 int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, bool with_data);

@@ -129,12 +129,13 @@ cleanup() {
 # ------------------------------------------------------------------ mounts
 is_mounted() { awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; }
 
-# start_fuse BIN LOWER UPPER WORKDIR MNT ERRFILE: the daemon in the foreground
-# mode (FPID, also in PIDS), stderr appended to ERRFILE; waits up to 5 s for
-# the mount to answer.  Returns 1 if it does not (the daemon may have died).
-# Environment assignments in front of the call reach the daemon.
+# start_fuse BIN LOWER UPPER WORKDIR MNT ERRFILE [OPTIONS]: the daemon in the
+# foreground mode (FPID, also in PIDS), stderr appended to ERRFILE, OPTIONS
+# (comma-separated) after the layers; waits up to 5 s for the mount to
+# answer.  Returns 1 if it does not (the daemon may have died).  Environment
+# assignments in front of the call reach the daemon.
 start_fuse() {
-	"$1" -f -o "lowerdir=$2,upperdir=$3,workdir=$4" "$5" 2>>"$6" &
+	"$1" -f -o "lowerdir=$2,upperdir=$3,workdir=$4${7:+,$7}" "$5" 2>>"$6" &
 	FPID=$!
 	PIDS+=("$FPID")
 	for _ in $(seq 100); do
