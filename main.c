@@ -50,8 +50,9 @@ int main(int argc, char *argv[])
 
 	/* malloc's default, 8 arenas a CPU, gives each of our request threads
 	 * one: a few hundred KiB of RSS for no gain, as requests allocate little. */
-	if (getenv("MALLOC_ARENA_MAX") == NULL)
-		mallopt(M_ARENA_MAX, (int)sysconf(_SC_NPROCESSORS_ONLN));
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	if (getenv("MALLOC_ARENA_MAX") == NULL && ncpu > 0)
+		mallopt(M_ARENA_MAX, (int)ncpu);
 	ovl_config_init(&cfg);
 	if (ovl_options_parse(argc, argv, &cfg, err, sizeof err) < 0)
 		return fail(err);

@@ -1,9 +1,10 @@
 /* Copy-up (DESIGN.md §3): an object of a lower layer is rebuilt in
  * <workdir>/work under a temporary name (data by FICLONE, else by
  * copy_file_range keeping holes; xattrs, owner, mode, times last), made
- * crash-safe (make_data_crash_safe), then renamed into the upper layer.  A crash leaves the old state or the
- * new one.  Parents are copied up first, top-down.  The data is copied with
- * no namespace lock held; only the rename takes ns_lock. */
+ * crash-safe (make_data_crash_safe), then renamed into the upper layer.  A
+ * crash leaves the old state or the new one.  Parents are copied up first,
+ * top-down.  The data is copied with no namespace lock held; only the rename
+ * takes ns_lock. */
 #include "config.h"
 
 #include <attr/libattr.h>
@@ -180,10 +181,10 @@ static int make_data_crash_safe(struct ovl_fs *fs, int dst)
 		unsigned how = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
 		return sync_file_range(dst, 0, 0, how) < 0 ? -errno : 0;
 	}
-	case OVL_COPY_SYNC_FSYNC:
-		return fsync(dst) < 0 ? -errno : 0;
-	default:
+	case OVL_COPY_SYNC_NONE:
 		return 0; /* fsync=0, volatile */
+	default:
+		return fsync(dst) < 0 ? -errno : 0;
 	}
 }
 
@@ -218,17 +219,18 @@ static bool commits_data_before_metadata(int fd, char *dev, size_t devlen)
 
 void ovl_copy_up_setup(struct ovl_fs *fs)
 {
-	char dev[NAME_MAX + 1] = "";
-	if (!fs->cfg->fsync)
+	char dev[NAME_MAX + 1];
+	if (!fs->cfg->fsync) {
 		fs->copy_sync = OVL_COPY_SYNC_NONE;
-	else if (commits_data_before_metadata(fs->work_fd, dev, sizeof dev))
+		ovl_log(OVL_DEBUG, "copy-up data made crash-safe by: nothing (fsync=0 or volatile)");
+	} else if (commits_data_before_metadata(fs->work_fd, dev, sizeof dev)) {
 		fs->copy_sync = OVL_COPY_SYNC_ORDERED;
-	else
+		ovl_log(OVL_DEBUG, "copy-up data made crash-safe by: writeback before the rename (ext4 data=ordered on %s)",
+			dev);
+	} else {
 		fs->copy_sync = OVL_COPY_SYNC_FSYNC;
-	ovl_log(OVL_DEBUG, "copy-up data made crash-safe by: %s%s%s",
-		fs->copy_sync == OVL_COPY_SYNC_ORDERED ? "writeback before the rename (ext4 data=ordered on " :
-		fs->copy_sync == OVL_COPY_SYNC_FSYNC   ? "fsync" : "nothing (fsync=0 or volatile)",
-		fs->copy_sync == OVL_COPY_SYNC_ORDERED ? dev : "", fs->copy_sync == OVL_COPY_SYNC_ORDERED ? ")" : "");
+		ovl_log(OVL_DEBUG, "copy-up data made crash-safe by: fsync");
+	}
 }
 
 /* Builds in work/tmp a copy of the object `name` below the lower directory

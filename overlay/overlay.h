@@ -146,7 +146,7 @@ struct ovl_fs {
 	bool trusted_xattrs;         /* the upper takes trusted.* xattrs */
 	bool writeback_cache;        /* the kernel caches writes (file.c: how backing files open) */
 	atomic_ulong temp_counter;
-	enum { OVL_COPY_SYNC_NONE, OVL_COPY_SYNC_FSYNC, OVL_COPY_SYNC_ORDERED } copy_sync; /* copyup.c */
+	enum { OVL_COPY_SYNC_FSYNC, OVL_COPY_SYNC_ORDERED, OVL_COPY_SYNC_NONE } copy_sync; /* copyup.c; 0 the safe one */
 	struct fuse_session *se;     /* for invalidations */
 };
 
