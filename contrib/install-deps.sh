@@ -4,7 +4,7 @@
 set -eu
 PKGS="build-essential autoconf automake libtool pkg-config
 libfuse3-dev liburing-dev fuse3 libattr1-dev libacl1-dev libxxhash-dev check libseccomp-dev
-fuse-overlayfs attr acl python3 util-linux procps psmisc kmod
+fuse-overlayfs attr acl python3 util-linux e2fsprogs procps psmisc kmod
 hyperfine fio time strace"
 # the containerd snapshotter shim: its libraries, protoc-c, containerd's .proto
 # files (and Go test suite), containerd itself (runc comes with it) and a
@@ -27,4 +27,6 @@ fi
 # The kernel overlay is the reference of the differential tests.
 grep -qw overlay /proc/filesystems || modprobe overlay
 [ -c /dev/fuse ] || modprobe fuse
+# the power-cut test puts an ext4 on a loop device
+[ -e /dev/loop-control ] || modprobe loop
 echo "install-deps: ok"
