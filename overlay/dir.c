@@ -399,7 +399,7 @@ static int remove_object(struct ovl_fs *fs, struct ovl_node *parent, const char 
 		}
 		if (res == 0) {
 			forget_identity(&f);
-			ovl_dir_changed(parent);
+			ovl_dir_name_removed(parent, name);
 		}
 		if (n)
 			ovl_node_forget(fs, n, 1);

@@ -763,13 +763,18 @@ int ovl_dir_add_upper(struct ovl_fs *fs, struct ovl_node *node, int upper_fd)
 	return 0;
 }
 
-void ovl_dir_changed(struct ovl_node *dir)
+/* The cached listing goes, unless keep_removed names a name removed through
+ * us that it can mark instead. */
+static void dir_changed(struct ovl_node *dir, const char *keep_removed)
 {
 	struct ovl_dir *d = dir->dir;
 	atomic_fetch_add(&d->version, 1);
 	pthread_rwlock_wrlock(&d->lock);
 	struct ovl_listing *l = d->listing;
-	d->listing = NULL;
+	if (l && keep_removed && ovl_listing_remove_name(l, keep_removed))
+		l = NULL;
+	else
+		d->listing = NULL;
 	pthread_rwlock_unlock(&d->lock);
 	if (l) {
 		/* listing again must cost no more than the probes it saves, or a
@@ -778,4 +783,14 @@ void ovl_dir_changed(struct ovl_node *dir)
 		atomic_store(&d->list_after, (unsigned)ovl_listing_count(l) * d->nlayers);
 		ovl_listing_unref(l);
 	}
+}
+
+void ovl_dir_changed(struct ovl_node *dir)
+{
+	dir_changed(dir, NULL);
+}
+
+void ovl_dir_name_removed(struct ovl_node *dir, const char *name)
+{
+	dir_changed(dir, name);
 }

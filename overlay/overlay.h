@@ -205,6 +205,9 @@ void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_nod
 int ovl_dir_add_upper(struct ovl_fs *fs, struct ovl_node *node, int upper_fd);
 /* Drops the cached merged listing (the directory changed). */
 void ovl_dir_changed(struct ovl_node *dir);
+/* name was removed: the listing stays for lookups of the other names, so
+ * that removing a directory's entries one by one (rm -rf) probes no layer. */
+void ovl_dir_name_removed(struct ovl_node *dir, const char *name);
 /* Whether the node's object is in the upper layer. */
 static inline bool ovl_node_is_upper(const struct ovl_fs *fs, const struct ovl_node *n)
 {

@@ -53,6 +53,7 @@ struct ovl_dirent {
 	uint8_t name_len;   /* getdents names are at most NAME_MAX */
 	uint8_t type;
 	bool ino_shown;
+	bool removed;       /* through us, since the listing was read (see ovl_listing_remove_name) */
 };
 
 struct ovl_listing {
@@ -64,6 +65,7 @@ struct ovl_listing {
 	uint32_t *lowers;
 	_Atomic(uint32_t *) table; /* index + 1 into ents; built on the first lookup */
 	size_t table_cap;
+	size_t nremoved;   /* under the directory's lock */
 };
 
 static const char *dirent_name(const struct ovl_listing *l, const struct ovl_dirent *d)
@@ -383,9 +385,24 @@ ssize_t ovl_listing_index(struct ovl_listing *l, const char *name)
 	for (; t[h]; h = (h + 1) & (l->table_cap - 1)) {
 		const struct ovl_dirent *d = &l->ents[t[h] - 1];
 		if (d->name_len == len && memcmp(dirent_name(l, d), name, len) == 0)
-			return (ssize_t)t[h] - 1;
+			return d->removed ? -1 : (ssize_t)t[h] - 1;
 	}
 	return -1;
+}
+
+bool ovl_listing_remove_name(struct ovl_listing *l, const char *name)
+{
+	ssize_t i = ovl_listing_index(l, name);
+	if (i < 0)
+		return false;
+	l->ents[i].removed = true;
+	l->nremoved++;
+	return true;
+}
+
+size_t ovl_listing_remaining(const struct ovl_listing *l)
+{
+	return l->n - l->nremoved;
 }
 
 void ovl_merge_free(struct ovl_merge *m)
@@ -547,14 +564,18 @@ static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_li
 	return *out ? 0 : -ENOMEM;
 }
 
-/* The node's cached listing, built on first use; the caller gets a ref. */
-static int dir_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_listing **out)
+/* The node's cached listing, built on first use; the caller gets a ref.
+ * One that names were removed from since it was read serves lookups, and
+ * emptiness checks (with_removed), but a reader gets one read afresh. */
+static int dir_listing(struct ovl_fs *fs, struct ovl_node *node, bool with_removed, struct ovl_listing **out)
 {
 	struct ovl_dir *d = node->dir;
 	pthread_rwlock_rdlock(&d->lock);
 	struct ovl_listing *l = d->listing;
-	if (l)
+	if (l && (with_removed || l->nremoved == 0))
 		atomic_fetch_add(&l->refs, 1);
+	else
+		l = NULL;
 	pthread_rwlock_unlock(&d->lock);
 	if (l) {
 		*out = l;
@@ -565,18 +586,22 @@ static int dir_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_list
 		*out = l;
 		return res;
 	}
+	struct ovl_listing *replaced = NULL;
 	pthread_rwlock_wrlock(&d->lock);
-	if (d->listing) {
+	if (d->listing && d->listing->nremoved == 0) {
 		ovl_listing_unref(l);
 		l = d->listing;
 		atomic_fetch_add(&l->refs, 1);
 	} else if (l->version == atomic_load(&d->version)) {
 		/* (a create holds ns_lock only for reading: it may have changed
 		 * the directory while we read it, and then it is not cached) */
+		replaced = d->listing;
 		d->listing = l;
 		atomic_fetch_add(&l->refs, 1);
 	}
 	pthread_rwlock_unlock(&d->lock);
+	if (replaced)
+		ovl_listing_unref(replaced);
 	*out = l;
 	return 0;
 }
@@ -586,7 +611,7 @@ int ovl_dir_load_listing(struct ovl_fs *fs, struct ovl_node *dir)
 	struct ovl_listing *l;
 	if (fs->timeout == 0)
 		return -EAGAIN;
-	int res = dir_listing(fs, dir, &l);
+	int res = dir_listing(fs, dir, false, &l);
 	if (res == 0)
 		ovl_listing_unref(l);
 	return res;
@@ -632,7 +657,7 @@ void ovl_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	struct ovl_fs *fs = ovl_fs_of(req);
 	pthread_rwlock_rdlock(&fs->ns_lock);
-	int res = dir_listing(fs, n, &l);
+	int res = dir_listing(fs, n, false, &l);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	if (res < 0) {
 		fuse_reply_err(req, -res);
@@ -771,10 +796,12 @@ void ovl_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, 
 int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *dir)
 {
 	struct ovl_listing *l;
-	int res = dir_listing(fs, dir, &l);
+	int res = dir_listing(fs, dir, true, &l);
 	if (res < 0)
 		return res;
-	res = l->n == 0;
+	pthread_rwlock_rdlock(&dir->dir->lock);
+	res = ovl_listing_remaining(l) == 0;
+	pthread_rwlock_unlock(&dir->dir->lock);
 	ovl_listing_unref(l);
 	return res;
 }

@@ -28,8 +28,14 @@ struct ovl_listing *ovl_merge_finish(struct ovl_merge *m);
 void ovl_merge_free(struct ovl_merge *m);
 
 size_t ovl_listing_count(const struct ovl_listing *l);
-/* Index of name in the listing, -1 if absent, -2 out of memory. */
+/* Index of name in the listing, -1 if absent (or removed), -2 out of memory. */
 ssize_t ovl_listing_index(struct ovl_listing *l, const char *name);
+/* A name removed through us since the listing was read: it is then absent
+ * for ovl_listing_index, yet keeps its place, so that a reader's offsets
+ * hold.  False when the name is not listed: the listing is out of date. */
+bool ovl_listing_remove_name(struct ovl_listing *l, const char *name);
+/* The listed names not removed since. */
+size_t ovl_listing_remaining(const struct ovl_listing *l);
 const char *ovl_listing_name(const struct ovl_listing *l, size_t i);
 void ovl_listing_entry(const struct ovl_listing *l, size_t i, uint32_t *layer, uint8_t *type, uint32_t *nlower);
 void ovl_listing_unref(struct ovl_listing *l);

@@ -68,6 +68,7 @@ SCENARIO FORMAT (one statement a line; `#` starts a comment line)
         [flags=create|replace] | rmxattr P NAME | getxattr P|@H NAME
         (value, or a hash when long) | listxattr P|@H (sorted, our own and
         the kernel's overlay names left out) |
+    listdir P (the names readdir gives, sorted; a hash when long) |
     utimes P|@H [atime=T|now|omit] [mtime=T|now|omit] [now] [omit] [nofollow]
         (utimensat/futimens; no times at all = both now; T = SECONDS[.FRAC];
         result: the times after, a time of this run shows as `recent`, an
@@ -213,7 +214,7 @@ OP_KINDS = (LAYER_KINDS - {'whiteout', 'opaque', 'many'}) | {
     'rmxattr', 'read', 'ino', 'remount',
     'create', 'open', 'close', 'write', 'ftruncate', 'utimes', 'stat',
     'getxattr', 'listxattr', 'fsync', 'fdatasync', 'fallocate', 'seek',
-    'copyrange', 'lock', 'openunlink', 'statfs', 'rmtree', 'asuid'}
+    'copyrange', 'lock', 'openunlink', 'statfs', 'rmtree', 'asuid', 'listdir'}
 # spellings that are only aliases of entries
 ALIASES = {'mkdir': 'dir', 'link': 'hardlink', 'setxattr': 'xattr'}
 MKNOD_TYPES = {'fifo': 'fifo', 'socket': 'socket', 'char': 'chardev',
@@ -882,6 +883,9 @@ def do_op(ctx, e):
         h = ctx.handle(p)
         v = os.getxattr(h[0] if h else ctx.path(p), e.args[1], follow_symlinks=bool(h))
         return 'ok:' + (repr(v) if len(v) < 40 else hashlib.sha256(v).hexdigest()[:16])
+    if k == 'listdir':
+        names = b','.join(sorted(os.listdir(ctx.path(p))))
+        return 'ok:' + (repr(names) if len(names) < 200 else hashlib.sha256(names).hexdigest()[:16])
     if k == 'listxattr':
         h = ctx.handle(p)
         names = os.listxattr(h[0] if h else ctx.path(p), follow_symlinks=bool(h))

@@ -406,6 +406,29 @@ START_TEST(merge_sort_order)
 }
 END_TEST
 
+START_TEST(listing_remove_name)
+{
+	const struct ovl_raw_entry top[] = { RAW("a", DT_REG), RAW("b", DT_DIR), RAW("c", DT_REG) };
+	const struct ovl_raw_entry *layers[] = { top };
+	size_t counts[] = { 3 };
+	struct ovl_listing *l = merge(layers, counts, 1);
+	ck_assert(ovl_listing_remove_name(l, "b"));
+	ck_assert_int_eq(ovl_listing_index(l, "b"), -1);
+	ck_assert_int_eq(ovl_listing_index(l, "a"), 0);
+	ck_assert_int_eq(ovl_listing_index(l, "c"), 2);
+	ck_assert_uint_eq(ovl_listing_remaining(l), 2);
+	/* a reader's offsets hold: the entry keeps its place */
+	const char *want[] = { "a", "b", "c" };
+	expect(l, want, 3);
+	ck_assert(!ovl_listing_remove_name(l, "b")); /* removed twice: out of date */
+	ck_assert(!ovl_listing_remove_name(l, "zz"));
+	ck_assert(ovl_listing_remove_name(l, "a"));
+	ck_assert(ovl_listing_remove_name(l, "c"));
+	ck_assert_uint_eq(ovl_listing_remaining(l), 0);
+	ovl_listing_unref(l);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("overlay");
@@ -431,6 +454,7 @@ static Suite *suite(void)
 	tcase_add_test(t, merge_directory_layers);
 	tcase_add_test(t, merge_many_sorted);
 	tcase_add_test(t, merge_sort_order);
+	tcase_add_test(t, listing_remove_name);
 	suite_add_tcase(s, t);
 	return s;
 }
