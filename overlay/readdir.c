@@ -66,6 +66,8 @@ struct ovl_listing {
 	_Atomic(uint32_t *) table; /* index + 1 into ents; built on the first lookup */
 	size_t table_cap;
 	size_t nremoved;   /* under the directory's lock */
+	uint32_t gen;      /* in its offsets, above pos_bits (see pos_to_off); 0: none */
+	uint8_t pos_bits;
 };
 
 static const char *dirent_name(const struct ovl_listing *l, const struct ovl_dirent *d)
@@ -523,6 +525,31 @@ static void upper_origins(struct ovl_fs *fs, int dirfd, struct raw_layer *r)
 	}
 }
 
+/* A listing's offsets tell which listing they come from.  The kernel, when
+ * it caches a directory (FOPEN_CACHE_DIR), may go on with a pass it read from
+ * one listing in entries another pass read from another (it matches offsets
+ * exactly): it asks us again only for an offset its cache does not hold.
+ * Above the bits a position needs, the rest of 31 (32-bit getdents) number
+ * the listings, so that two alive at once do not share offsets. */
+static atomic_uint listing_gens;
+
+static void set_offset_gen(struct ovl_listing *l)
+{
+	l->pos_bits = (uint8_t)(64 - __builtin_clzll((unsigned long long)l->n + 2));
+	if (l->pos_bits < 31)
+		l->gen = atomic_fetch_add(&listing_gens, 1) % ((1u << (31 - l->pos_bits)) - 1) + 1;
+}
+
+static off_t pos_to_off(const struct ovl_listing *l, size_t pos)
+{
+	return (off_t)((uint64_t)l->gen << l->pos_bits | pos);
+}
+
+static size_t off_to_pos(const struct ovl_listing *l, off_t off)
+{
+	return l->gen ? (size_t)off & (((size_t)1 << l->pos_bits) - 1) : (size_t)off;
+}
+
 static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_listing **out)
 {
 	struct ovl_dir *d = node->dir;
@@ -558,8 +585,10 @@ static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_li
 		return res;
 	}
 	*out = ovl_merge_finish(m);
-	if (*out)
+	if (*out) {
 		(*out)->version = version;
+		set_offset_gen(*out);
+	}
 	atomic_fetch_add(&fs->stat_listings, 1);
 	return *out ? 0 : -ENOMEM;
 }
@@ -649,32 +678,60 @@ int ovl_listing_find(struct ovl_node *dir, const char *name, struct ovl_found *f
 }
 
 /* ---- handlers ---- */
+/* An open directory: its snapshot, taken again by a pass from the start
+ * (do_readdir).  The kernel runs one request at a time per open directory. */
+struct dir_handle {
+	struct ovl_listing *l;
+};
+
 void ovl_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ovl_node *n = ovl_req_dir(req, ino);
-	struct ovl_listing *l;
-	if (n == NULL)
+	struct dir_handle *h = malloc(sizeof *h);
+	if (n == NULL || h == NULL) {
+		free(h);
+		if (n)
+			fuse_reply_err(req, ENOMEM);
 		return;
+	}
 	struct ovl_fs *fs = ovl_fs_of(req);
 	pthread_rwlock_rdlock(&fs->ns_lock);
-	int res = dir_listing(fs, n, false, &l);
+	int res = dir_listing(fs, n, false, &h->l);
 	pthread_rwlock_unlock(&fs->ns_lock);
 	if (res < 0) {
+		free(h);
 		fuse_reply_err(req, -res);
 		return;
 	}
-	fi->fh = (uintptr_t)l;
+	fi->fh = (uintptr_t)h;
 	/* The snapshot only changes through us: let the kernel keep its copy. */
 	fi->cache_readdir = fi->keep_cache = ovl_fs_of(req)->timeout > 0;
-	if (fuse_reply_open(req, fi) == -ENOENT)
-		ovl_listing_unref(l);
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		ovl_listing_unref(h->l);
+		free(h);
+	}
 }
 
 void ovl_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	ovl_listing_unref((struct ovl_listing *)(uintptr_t)fi->fh);
+	struct dir_handle *h = (struct dir_handle *)(uintptr_t)fi->fh;
+	ovl_listing_unref(h->l);
+	free(h);
 	fuse_reply_err(req, 0);
+}
+
+/* A pass from the start must show every change made before it, not the
+ * snapshot of the open: the kernel caches what such a pass reads, as the
+ * directory's contents from then on (found by a lister racing removals). */
+static struct ovl_listing *pass_listing(struct ovl_fs *fs, struct ovl_node *n, struct dir_handle *h, off_t off)
+{
+	struct ovl_listing *fresh;
+	if (off == 0 && h->l->version != atomic_load(&n->dir->version) && dir_listing(fs, n, false, &fresh) == 0) {
+		ovl_listing_unref(h->l);
+		h->l = fresh;
+	}
+	return h->l;
 }
 
 static void dot_stat(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
@@ -721,7 +778,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
 	struct ovl_node *n = ovl_node_get(ino);
-	struct ovl_listing *l = (struct ovl_listing *)(uintptr_t)fi->fh;
+	struct ovl_listing *l = n ? pass_listing(fs, n, (struct dir_handle *)(uintptr_t)fi->fh, off) : NULL;
 	char *buf = malloc(size);
 	size_t pos = 0;
 	if (n == NULL || buf == NULL || off < 0) {
@@ -731,7 +788,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 	}
 	/* Which entries fit, so that their lookups can run in parallel: a batch
 	 * of a cold directory waits on many inode reads, which then overlap. */
-	size_t first = (size_t)off, end = plus ? first : l->n + 2, need = 0;
+	size_t first = off_to_pos(l, off), end = plus ? first : l->n + 2, need = 0;
 	for (; plus && end < l->n + 2; end++) {
 		const char *name = end == 0 ? "." : end == 1 ? ".." : dirent_name(l, &l->ents[end - 2]);
 		size_t len = fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0);
@@ -766,8 +823,9 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 			name = dirent_name(l, &l->ents[i - 2]);
 			dirent_attr(fs, &l->ents[i - 2], &e.attr);
 		}
-		size_t len = plus ? fuse_add_direntry_plus(req, buf + pos, size - pos, name, &e, (off_t)i + 1)
-				  : fuse_add_direntry(req, buf + pos, size - pos, name, &e.attr, (off_t)i + 1);
+		off_t next = pos_to_off(l, i + 1);
+		size_t len = plus ? fuse_add_direntry_plus(req, buf + pos, size - pos, name, &e, next)
+				  : fuse_add_direntry(req, buf + pos, size - pos, name, &e.attr, next);
 		if (len > size - pos)
 			break; /* plain listing: the buffer is full */
 		pos += len;

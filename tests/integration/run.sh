@@ -762,6 +762,61 @@ PY
 	unmount_and_wait "$T/m"
 }
 
+t_readdir_after_removals() {
+	# The kernel keeps what a pass from offset 0 reads as the directory's
+	# contents (FOPEN_CACHE_DIR): such a pass must show every removal made
+	# before it, even through a directory opened earlier; and a pass that
+	# goes on in entries another pass cached must not mix the two.
+	setup rdremove
+	local i
+	for i in $(seq 1 1500); do : >"$T/l1/big$i"; done
+	"$BIN" -o "lowerdir=$T/l1:$T/l2,upperdir=$T/u,workdir=$T/w" "$T/m" || fail "mount failed"
+	python3 - "$T/m" <<'PY' || fail "a listing shows what was removed before it began"
+import os, random, sys, threading
+m = sys.argv[1]
+# opened before the removal, read after it: the next listing must not see it
+fd = os.open(m, os.O_RDONLY | os.O_DIRECTORY)
+os.unlink(os.path.join(m, "top"))
+os.listdir(fd)
+os.close(fd)
+assert "top" not in os.listdir(m), "top listed after its removal"
+names = [n for n in os.listdir(m) if n.startswith("big")]
+random.seed(1)
+random.shuffle(names)
+removed, lock, errors = set(), threading.Lock(), []
+def remover(part):
+    for n in part:
+        os.unlink(os.path.join(m, n))
+        with lock:
+            removed.add(n)
+def lister():
+    for _ in range(40):
+        with lock:
+            gone = set(removed)
+        seen = os.listdir(m)
+        if len(seen) != len(set(seen)):
+            errors.append("a name listed twice")
+        if gone & set(seen):
+            errors.append("listed after removal: %s" % sorted(gone & set(seen))[:3])
+        with lock:
+            gone = set(removed)
+        missing = {"low", "d"} - set(seen)
+        if missing:
+            errors.append("never removed, not listed: %s" % sorted(missing))
+half = len(names) // 2
+threads = [threading.Thread(target=remover, args=(names[:half],)),
+           threading.Thread(target=remover, args=(names[half:],)),
+           threading.Thread(target=lister), threading.Thread(target=lister)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert not errors, "%d bad listings, first: %s" % (len(errors), errors[:3])
+assert sorted(os.listdir(m)) == ["d", "low"], sorted(os.listdir(m))
+PY
+	unmount_and_wait "$T/m"
+}
+
 t_dir_fd_limit() {
 	setup fdlimit
 	local i j
