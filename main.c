@@ -27,10 +27,10 @@ static void *counters_thread(void *arg)
 		ovl_nodes_counters(&nodes, &dirs);
 		ovl_uring_counters(&ring_requests, &ring_threads);
 		ovl_log(OVL_INFO,
-			"nodes=%ld dirs=%ld dir_fds=%ld lookups=%ld forgets=%ld listings=%ld io_uring_requests=%ld "
+			"nodes=%ld dirs=%ld dir_fds=%ld lookups=%ld forgets=%ld listings=%ld prefetches=%ld io_uring_requests=%ld "
 			"io_uring_threads=%ld",
 			nodes, dirs, atomic_load(&counters_fs->dir_fds_open), atomic_load(&counters_fs->stat_lookups),
-			atomic_load(&counters_fs->stat_forgets), atomic_load(&counters_fs->stat_listings), ring_requests,
+			atomic_load(&counters_fs->stat_forgets), atomic_load(&counters_fs->stat_listings), atomic_load(&counters_fs->stat_prefetches), ring_requests,
 			ring_threads);
 	}
 	return NULL;

@@ -85,6 +85,7 @@ struct ovl_dir {
 	atomic_int fd_users;
 	atomic_uint probe_cost;       /* layers probed by lookups so far */
 	atomic_uint list_after;       /* probe cost that pays for a listing; 0: the default */
+	atomic_bool prefetched;       /* read ahead once (prefetch.c) */
 	atomic_uint_fast64_t fd_stamp;
 	bool in_fd_list;
 	struct ovl_node *fd_prev, *fd_next;
@@ -136,7 +137,7 @@ struct ovl_fs {
 	struct ovl_node *root;
 	long dir_fd_budget;
 	atomic_long dir_fds_open;
-	atomic_long stat_lookups, stat_forgets, stat_listings;
+	atomic_long stat_lookups, stat_forgets, stat_listings, stat_prefetches;
 	/* Read: anything that resolves a node to a layer path (lookup, getattr,
 	 * open, listing).  Write: anything that changes a layer's namespace or a
 	 * node's place in it.  Taken by handlers only, never nested. */
@@ -340,6 +341,10 @@ void ovl_notify_inval_entry_later(struct ovl_fs *fs, fuse_ino_t parent, const ch
 void ovl_notify_drain(void);
 /* workers.c: runs fn(arg, 0..n-1) on a small pool (and the caller), returns when all ran. */
 void ovl_parallel_for(size_t n, void (*fn)(void *arg, size_t i), void *arg);
+
+/* prefetch.c: reads a directory a walk is about to open into the kernel's
+ * caches, from a thread of its own (takes a ref while queued). */
+void ovl_prefetch_dir(struct ovl_fs *fs, struct ovl_node *dir);
 
 /* log.c: the one logging helper */
 enum ovl_log_level { OVL_ERR, OVL_WARN, OVL_INFO, OVL_DEBUG };

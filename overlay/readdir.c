@@ -830,6 +830,13 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 			break; /* plain listing: the buffer is full */
 		pos += len;
 	}
+	/* a walk opens the subdirectories next: read them ahead (before the
+	 * reply, while the lookup refs keep their nodes) */
+	for (size_t k = 0; looked && k < end - lo; k++) {
+		struct ovl_node *c = looked[k].ino && S_ISDIR(looked[k].attr.st_mode) ? ovl_node_get(looked[k].ino) : NULL;
+		if (c && c->dir)
+			ovl_prefetch_dir(fs, c);
+	}
 	free(looked);
 	fuse_reply_buf(req, buf, pos);
 	free(buf);

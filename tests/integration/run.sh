@@ -272,6 +272,35 @@ t_foreground_debug_and_usr1() {
 	return $r
 }
 
+t_prefetch_subdirs() {
+	# A listing that shows subdirectories has them read ahead, once each;
+	# what the walk then sees is unchanged.
+	setup prefetch
+	local d f
+	for d in a b c; do
+		mkdir -p "$T/l2/t/$d"
+		for f in 1 2 3; do echo "$d$f" >"$T/l2/t/$d/f$f"; done
+	done
+	"$BIN" -f -o "lowerdir=$T/l1:$T/l2,upperdir=$T/u,workdir=$T/w" "$T/m" 2>"$T/err" &
+	local pid=$! r=0 got want
+	wait_mounted "$T/m" || return 1
+	counters() { kill -USR1 $pid; sleep 0.3; grep -o "prefetches=[0-9]*" "$T/err" | tail -1; }
+	ls -l "$T/m/t" >/dev/null
+	got=$(counters)
+	[ "$got" = prefetches=3 ] || { fail "after listing t: $got, want prefetches=3 (a, b, c)"; r=1; }
+	# a change makes the kernel read t again: a, b and c are not read ahead again
+	echo x >"$T/m/t/file"
+	ls -l "$T/m/t" >/dev/null
+	got=$(counters)
+	[ "$got" = prefetches=3 ] || { fail "a directory was read ahead twice: $got"; r=1; }
+	want=$(cd "$T/l2/t" && find . -type f -exec sh -c 'printf "%s %s\n" "$1" "$(cat "$1")"' sh {} \; | sort)
+	got=$(cd "$T/m/t" && find . -path ./file -prune -o -type f -exec sh -c 'printf "%s %s\n" "$1" "$(cat "$1")"' sh {} \; | sort)
+	[ "$got" = "$want" ] || { fail "the walk after the read-ahead differs: $got"; r=1; }
+	fusermount3 -u "$T/m"
+	wait $pid || { fail "foreground daemon exited $?"; r=1; }
+	return $r
+}
+
 wait_mounted() { # MNT: mounted and INIT answered (requests wait for it)
 	for _ in $(seq 50); do grep -q " $1 " /proc/mounts && stat "$1" >/dev/null && return 0; sleep 0.1; done
 	fail "$1 not mounted"
