@@ -6,7 +6,6 @@
 #include "config.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,21 +42,12 @@ void ovl_notify_inval_entry_later(struct ovl_fs *fs, fuse_ino_t parent, const ch
 		return; /* the caller's ESTALE alone still makes path walks look again */
 	*iv = (struct inval){ .se = fs->se, .parent = parent, .len = len };
 	memcpy(iv->name, name, len + 1);
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old); /* signals stay with the session's threads */
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_mutex_lock(&pending_lock);
-	pthread_t t;
-	if (pthread_create(&t, &attr, send_inval, iv) == 0)
+	if (ovl_thread_start(send_inval, iv) == 0)
 		pending++;
 	else
 		free(iv);
 	pthread_mutex_unlock(&pending_lock);
-	pthread_attr_destroy(&attr);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 void ovl_notify_drain(void)

@@ -339,6 +339,9 @@ int ovl_grow(void *ptr, size_t *cap, size_t need, size_t elem_size, size_t initi
 void ovl_notify_inval_entry_later(struct ovl_fs *fs, fuse_ino_t parent, const char *name);
 /* Waits until every invalidation asked for has been sent (before the session goes). */
 void ovl_notify_drain(void);
+/* workers.c: starts a detached helper thread, with every signal blocked (they
+ * stay with the session's threads); 0 or -errno. */
+int ovl_thread_start(void *(*fn)(void *), void *arg);
 /* workers.c: runs fn(arg, 0..n-1) on a small pool (and the caller), returns when all ran. */
 void ovl_parallel_for(size_t n, void (*fn)(void *arg, size_t i), void *arg);
 

@@ -10,7 +10,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -86,15 +85,7 @@ static void *prefetcher(void *unused)
 
 static void start(void)
 {
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	pthread_t t;
-	if (pthread_create(&t, NULL, prefetcher, NULL) == 0) {
-		pthread_detach(t);
-		running = true;
-	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	running = ovl_thread_start(prefetcher, NULL) == 0;
 }
 
 void ovl_prefetch_dir(struct ovl_fs *fs, struct ovl_node *dir)

@@ -17,7 +17,6 @@
 #include <liburing.h>
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -395,18 +394,9 @@ static void grow(struct queue *q)
 	s->iov[0] = (struct iovec){ &s->hdr, sizeof s->hdr };
 	s->iov[1] = (struct iovec){ region + PREFIX, u.payload_size };
 	/* Signals go to libfuse's loop threads: an io_uring_enter here is not interrupted. */
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_t t;
 	atomic_fetch_add(&q->idle, 1);
 	atomic_fetch_add(&u.threads, 1);
-	int err = pthread_create(&t, &attr, serve, s);
-	pthread_attr_destroy(&attr);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	int err = -ovl_thread_start(serve, s);
 	if (err != 0) {
 		atomic_fetch_sub(&q->idle, 1);
 		thread_gone();

@@ -69,19 +69,24 @@ static void *worker(void *unused)
 	return NULL;
 }
 
-static void start_workers(void)
+int ovl_thread_start(void *(*fn)(void *), void *arg)
 {
 	sigset_t all, old;
 	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old); /* signals stay with the main threads */
-	for (int i = 0; i < WORKERS; i++) {
-		pthread_t t;
-		if (pthread_create(&t, NULL, worker, NULL) == 0) {
-			pthread_detach(t);
-			have_workers = true;
-		}
-	}
+	pthread_sigmask(SIG_BLOCK, &all, &old); /* signals stay with the session's threads */
+	pthread_t t;
+	int res = pthread_create(&t, NULL, fn, arg);
+	if (res == 0)
+		pthread_detach(t);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return -res;
+}
+
+static void start_workers(void)
+{
+	for (int i = 0; i < WORKERS; i++)
+		if (ovl_thread_start(worker, NULL) == 0)
+			have_workers = true;
 }
 
 void ovl_parallel_for(size_t n, void (*fn)(void *arg, size_t i), void *arg)
