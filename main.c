@@ -30,8 +30,8 @@ static void *counters_thread(void *arg)
 			"nodes=%ld dirs=%ld dir_fds=%ld lookups=%ld forgets=%ld listings=%ld prefetches=%ld io_uring_requests=%ld "
 			"io_uring_threads=%ld",
 			nodes, dirs, atomic_load(&counters_fs->dir_fds_open), atomic_load(&counters_fs->stat_lookups),
-			atomic_load(&counters_fs->stat_forgets), atomic_load(&counters_fs->stat_listings), atomic_load(&counters_fs->stat_prefetches), ring_requests,
-			ring_threads);
+			atomic_load(&counters_fs->stat_forgets), atomic_load(&counters_fs->stat_listings),
+			atomic_load(&counters_fs->stat_prefetches), ring_requests, ring_threads);
 	}
 	return NULL;
 }

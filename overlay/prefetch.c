@@ -50,8 +50,16 @@ static void warm_layer(struct ovl_fs *fs, struct ovl_layer *layer, int dirfd)
 	close(fd);
 }
 
+static bool is_listed(struct ovl_node *n)
+{
+	return __atomic_load_n(&n->dir->listing, __ATOMIC_RELAXED) != NULL;
+}
+
 static void warm(struct ovl_fs *fs, struct ovl_node *n)
 {
+	/* the walk may have got there first: its listing read it already */
+	if (is_listed(n))
+		return;
 	for (uint32_t i = 0;; i++) {
 		/* a directory's layers and place change only under ns_lock */
 		pthread_rwlock_rdlock(&fs->ns_lock);
@@ -91,7 +99,7 @@ static void start(void)
 void ovl_prefetch_dir(struct ovl_fs *fs, struct ovl_node *dir)
 {
 	/* once a node: a listed or read-ahead directory is warm already */
-	if (__atomic_load_n(&dir->dir->listing, __ATOMIC_RELAXED) != NULL || atomic_exchange(&dir->dir->prefetched, true))
+	if (is_listed(dir) || atomic_exchange(&dir->dir->prefetched, true))
 		return;
 	pthread_once(&started, start);
 	if (!running)
