@@ -498,8 +498,16 @@ static int move_in_upper(struct ovl_fs *fs, struct move *mv, int up, int unp, co
 	return 0;
 }
 
-static void node_moved(struct ovl_fs *fs, struct ovl_node *n, struct ovl_node *np, const char *newname)
+/* parent/name of node n is now np/newname.  A name of an upper hard link
+ * other than its node's own is one of the node's aliases: that moves. */
+static void node_moved(struct ovl_fs *fs, struct ovl_node *n, struct ovl_node *parent, const char *name,
+		       struct ovl_node *np, const char *newname)
 {
+	if (n->parent != parent || strcmp(n->name, name) != 0) {
+		ovl_node_name_gone(fs, n, parent, name);
+		ovl_node_add_alias(n, np, newname);
+		return;
+	}
 	if (ovl_node_move(fs, n, np, newname) == 0 && np->dir->nlayers == 1)
 		n->origin_ino = 0; /* readdir there shows the upper st_ino */
 }
@@ -568,11 +576,11 @@ static int do_rename(struct ovl_fs *fs, struct move *mv)
 	if (res == 0) {
 		if (exchange) {
 			struct ovl_node *d = mv->d;
-			node_moved(fs, d, mv->p, mv->name);
+			node_moved(fs, d, mv->np, mv->newname, mv->p, mv->name);
 		} else if (has_dst) {
 			forget_identity(&dst);
 		}
-		node_moved(fs, mv->s, mv->np, mv->newname);
+		node_moved(fs, mv->s, mv->p, mv->name, mv->np, mv->newname);
 		ovl_dir_changed(mv->p);
 		if (mv->np != mv->p)
 			ovl_dir_changed(mv->np);

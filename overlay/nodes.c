@@ -532,6 +532,15 @@ void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node, uint64_t nlookup)
 	node_release(fs, node, nlookup, 0);
 }
 
+/* An upper hard link's names share one node: one found under another name
+ * is remembered, so that the node can take it when its own goes. */
+static struct ovl_node *found_by_identity(struct ovl_node *n, struct ovl_node *parent, const char *name)
+{
+	if (n->dir == NULL)
+		ovl_node_add_alias(n, parent, name); /* out of memory: the node keeps its name */
+	return n;
+}
+
 struct ovl_node *ovl_node_lookup_or_create(struct ovl_fs *fs, struct ovl_node *parent, const char *name,
 					   uint32_t layer, const struct stat *st, const uint32_t *layers,
 					   uint32_t nlayers)
@@ -544,7 +553,7 @@ struct ovl_node *ovl_node_lookup_or_create(struct ovl_fs *fs, struct ovl_node *p
 		if (n->nlookup++ == 0)
 			n->refs++;
 		pthread_mutex_unlock(&s->lock);
-		return n;
+		return found_by_identity(n, parent, name);
 	}
 	pthread_mutex_unlock(&s->lock);
 
@@ -572,7 +581,7 @@ struct ovl_node *ovl_node_lookup_or_create(struct ovl_fs *fs, struct ovl_node *p
 	pthread_mutex_unlock(&s->lock);
 	node_destroy(fs, n);
 	ovl_node_unref(fs, parent);
-	return raced;
+	return raced ? found_by_identity(raced, parent, name) : NULL;
 }
 
 struct ovl_node *ovl_node_new_root(struct ovl_fs *fs, const struct stat *st, const uint32_t *layers,
@@ -696,29 +705,62 @@ void ovl_node_keep_orphan(struct ovl_node *node, int upfd, const char *name)
 		r->orphan_fd = openat(upfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 }
 
+/* Guards every node's aliases: a lookup may add one while holding ns_lock
+ * only for reading. */
+static pthread_mutex_t alias_lock = PTHREAD_MUTEX_INITIALIZER;
+
 int ovl_node_add_alias(struct ovl_node *node, struct ovl_node *parent, const char *name)
 {
-	struct ovl_node_rare *r = node_rare(node);
+	int res = 0;
+	pthread_mutex_lock(&alias_lock);
+	bool known = node->parent == parent && strcmp(node->name, name) == 0;
+	for (struct ovl_alias *a = node->rare ? node->rare->aliases : NULL; a && !known; a = a->next)
+		known = a->parent == parent && strcmp(a->name, name) == 0;
+	struct ovl_node_rare *r = known ? NULL : node_rare(node);
 	struct ovl_alias *a = r ? malloc(sizeof *a) : NULL;
-	if (a == NULL || (a->name = strdup(name)) == NULL) {
+	if (!known && (a == NULL || (a->name = strdup(name)) == NULL)) {
 		free(a);
-		return -ENOMEM;
+		res = -ENOMEM;
+	} else if (!known) {
+		ovl_node_ref(parent);
+		a->parent = parent;
+		a->next = r->aliases;
+		r->aliases = a;
 	}
-	ovl_node_ref(parent);
-	a->parent = parent;
-	a->next = r->aliases;
-	r->aliases = a;
-	return 0;
+	pthread_mutex_unlock(&alias_lock);
+	return res;
+}
+
+/* Whether parent/name (in the upper layer) is still the node's object: an
+ * alias may have been renamed away since it was seen. */
+static bool alias_names_node(struct ovl_fs *fs, const struct ovl_alias *a, const struct ovl_node *node)
+{
+	struct stat st;
+	int fd = a->parent->dir && ovl_node_is_upper(fs, a->parent) ? ovl_dir_fd_get(fs, a->parent, 0) : -1;
+	if (fd < 0)
+		return false;
+	bool same = fstatat(fd, a->name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev == node->dev &&
+		    st.st_ino == node->ino;
+	ovl_dir_fd_put(a->parent);
+	return same;
 }
 
 void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name)
 {
-	if (node->rare == NULL)
-		return;
-	for (struct ovl_alias **p = &node->rare->aliases; *p;) {
+	pthread_mutex_lock(&alias_lock);
+	bool own = node->parent == parent && strcmp(node->name, name) == 0;
+	/* the gone name, and when the node loses its own, every alias up to
+	 * the first that still names the object, which the node takes */
+	for (struct ovl_alias **p = node->rare ? &node->rare->aliases : NULL; p && *p;) {
 		struct ovl_alias *a = *p;
-		if (a->parent == parent && strcmp(a->name, name) == 0) {
+		bool gone = a->parent == parent && strcmp(a->name, name) == 0;
+		bool taken = !gone && own && alias_names_node(fs, a, node);
+		if (gone || taken || own) {
 			*p = a->next;
+			if (taken) {
+				ovl_node_move(fs, node, a->parent, a->name);
+				own = false;
+			}
 			ovl_node_unref(fs, a->parent);
 			free(a->name);
 			free(a);
@@ -726,14 +768,7 @@ void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_nod
 			p = &a->next;
 		}
 	}
-	if (node->parent != parent || strcmp(node->name, name) != 0 || node->rare->aliases == NULL)
-		return;
-	struct ovl_alias *a = node->rare->aliases;
-	node->rare->aliases = a->next;
-	ovl_node_move(fs, node, a->parent, a->name);
-	ovl_node_unref(fs, a->parent);
-	free(a->name);
-	free(a);
+	pthread_mutex_unlock(&alias_lock);
 }
 
 int ovl_dir_add_upper(struct ovl_fs *fs, struct ovl_node *node, int upper_fd)

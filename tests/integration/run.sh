@@ -301,6 +301,31 @@ t_prefetch_subdirs() {
 	return $r
 }
 
+t_upper_hard_link_names() {
+	# An upper hard link's names share one node: whichever name the kernel
+	# looked up first, removing or renaming one name leaves the others working.
+	setup hardnames
+	local first r=0
+	for first in one two; do
+		rm -rf "$T/u" "$T/w"
+		mkdir -p "$T/u" "$T/w"
+		echo data >"$T/u/one"
+		ln "$T/u/one" "$T/u/two"
+		ln "$T/u/one" "$T/u/three"
+		"$BIN" -o "lowerdir=$T/l1:$T/l2,upperdir=$T/u,workdir=$T/w" "$T/m" || { fail "mount failed"; return 1; }
+		if [ $first = one ]; then stat "$T/m/one" "$T/m/two" "$T/m/three" >/dev/null; else stat "$T/m/three" "$T/m/two" "$T/m/one" >/dev/null; fi
+		rm "$T/m/one"
+		[ "$(cat "$T/m/two" 2>&1)" = data ] || { fail "$first first: two after rm one: $(cat "$T/m/two" 2>&1)"; r=1; }
+		mv "$T/m/two" "$T/m/two-moved"
+		rm "$T/m/two-moved"
+		[ "$(cat "$T/m/three" 2>&1)" = data ] || { fail "$first first: three after mv and rm of two: $(cat "$T/m/three" 2>&1)"; r=1; }
+		echo more >>"$T/m/three"
+		[ "$(cat "$T/u/three")" = "$(printf 'data\nmore')" ] || { fail "$first first: upper three: $(cat "$T/u/three")"; r=1; }
+		unmount_and_wait "$T/m" || r=1
+	done
+	return $r
+}
+
 wait_mounted() { # MNT: mounted and INIT answered (requests wait for it)
 	for _ in $(seq 50); do grep -q " $1 " /proc/mounts && stat "$1" >/dev/null && return 0; sleep 0.1; done
 	fail "$1 not mounted"
