@@ -23,15 +23,16 @@ static void *counters_thread(void *arg)
 	sigset_t *set = arg;
 	int sig;
 	while (sigwait(set, &sig) == 0) {
-		long nodes, dirs, ring_requests, ring_threads;
+		long nodes, dirs, ring_requests, ring_threads, polls, caught;
 		ovl_nodes_counters(&nodes, &dirs);
 		ovl_uring_counters(&ring_requests, &ring_threads);
+		ovl_devio_poll_counters(&polls, &caught);
 		ovl_log(OVL_INFO,
 			"nodes=%ld dirs=%ld dir_fds=%ld lookups=%ld forgets=%ld listings=%ld prefetches=%ld io_uring_requests=%ld "
-			"io_uring_threads=%ld",
+			"io_uring_threads=%ld polls=%ld polls_caught=%ld",
 			nodes, dirs, atomic_load(&counters_fs->dir_fds_open), atomic_load(&counters_fs->stat_lookups),
 			atomic_load(&counters_fs->stat_forgets), atomic_load(&counters_fs->stat_listings),
-			atomic_load(&counters_fs->stat_prefetches), ring_requests, ring_threads);
+			atomic_load(&counters_fs->stat_prefetches), ring_requests, ring_threads, polls, caught);
 	}
 	return NULL;
 }
@@ -86,9 +87,10 @@ int main(int argc, char *argv[])
 		snprintf(err, sizeof err, "%s: mountpoint: cannot mount", cfg.mountpoint);
 		return fail(err);
 	}
-	/* Wraps the /dev/fuse io for passthrough and io_uring; the fd stays the mount's. */
-	bool want_uring = ovl_uring_wanted(se, cfg.threaded);
-	if (ovl_devio_setup(se, ovl_passthrough_wanted(), want_uring) < 0) {
+	/* Wraps the /dev/fuse io for passthrough, io_uring and polling; the fd stays the mount's. */
+	ovl_uring_wanted(se, cfg.threaded);
+	ovl_passthrough_wanted();
+	if (ovl_devio_setup(se) < 0) {
 		fuse_session_unmount(se);
 		return fail("cannot set up the FUSE device io");
 	}

@@ -1,6 +1,7 @@
 /* The /dev/fuse io, wrapped with fuse_session_custom_io for what libfuse 3.14
  * cannot negotiate itself: FUSE passthrough and FUSE over io_uring
- * (DESIGN.md §3).  The read side notes what the kernel's INIT offers, the
+ * (DESIGN.md §3); and polled before sleeping, while requests come fast.
+ * The read side notes what the kernel's INIT offers, the
  * write side adds what we ask for to our INIT reply and hands the replies of
  * requests that came through io_uring to uring.c. */
 #ifndef OVL_DEVIO_H
@@ -15,10 +16,8 @@
 #define OVL_INIT_PASSTHROUGH (1ULL << 37)
 #define OVL_INIT_OVER_IO_URING (1ULL << 41)
 
-/* main.c, after fuse_session_mount: wraps the device io if passthrough
- * (want_passthrough) or io_uring (want_uring) may be used; else leaves
- * libfuse's own io alone. */
-int ovl_devio_setup(struct fuse_session *se, bool want_passthrough, bool want_uring);
+/* main.c, after fuse_session_mount: wraps the device io. */
+int ovl_devio_setup(struct fuse_session *se);
 /* Why the io is not wrapped, or NULL. */
 const char *ovl_devio_unwrapped(void);
 /* The session's /dev/fuse fd, once wrapped; -1 before. */
@@ -27,5 +26,7 @@ int ovl_devio_fd(void);
 uint64_t ovl_devio_offered(void);
 /* From the init op: flags to add to our INIT reply, or to leave out of it. */
 void ovl_devio_ask(uint64_t flag, bool on);
+/* How often a thread polled for the next request, and how often one came. */
+void ovl_devio_poll_counters(long *polls, long *caught);
 
 #endif

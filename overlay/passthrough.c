@@ -63,7 +63,6 @@ static bool privileged(void)
 
 bool ovl_passthrough_wanted(void)
 {
-	/* Rootless & co keep libfuse's own io, untouched, unless io_uring needs it. */
 	const char *off = getenv("FUSE_OVERLAYFS_DISABLE_PASSTHROUGH");
 	if (off != NULL && *off != '\0')
 		pt.unusable = "FUSE_OVERLAYFS_DISABLE_PASSTHROUGH set";

@@ -301,6 +301,43 @@ t_prefetch_subdirs() {
 	return $r
 }
 
+t_poll_while_busy() {
+	# The daemon polls /dev/fuse between requests only while they come fast:
+	# a create loop is caught by polling; an idle mount and a caller pausing
+	# between requests cost no polling (and an idle mount no CPU).
+	setup poll
+	"$BIN" -f -o "lowerdir=$T/l1:$T/l2,upperdir=$T/u,workdir=$T/w" "$T/m" 2>"$T/err" &
+	local pid=$! r=0 a b c d t0 t1
+	wait_mounted "$T/m" || return 1
+	counter() { kill -USR1 $pid; sleep 0.3; grep -o " $1=[0-9]*" "$T/err" | tail -1 | cut -d= -f2; }
+	python3 -c '
+import os, sys
+for i in range(2000):
+    os.close(os.open(f"{sys.argv[1]}/f{i}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))' "$T/m"
+	a=$(counter polls) b=$(counter polls_caught)
+	[ "${a:-0}" -gt 1000 ] || { fail "a create loop was not polled for: polls=$a"; r=1; }
+	[ "${b:-0}" -gt $((a / 2)) ] || { fail "polling caught $b requests of $a polls"; r=1; }
+	t0=$(awk '{print $14 + $15}' /proc/$pid/stat)
+	sleep 2
+	t1=$(awk '{print $14 + $15}' /proc/$pid/stat)
+	c=$(counter polls)
+	[ "$c" -le $((a + 1)) ] || { fail "an idle mount polled: polls $a then $c"; r=1; }
+	[ $((t1 - t0)) -le 5 ] || { fail "an idle mount used $((t1 - t0)) CPU ticks in 2 s"; r=1; }
+	python3 -c '
+import os, sys, time
+for i in range(200):
+    try:
+        os.stat(f"{sys.argv[1]}/none{i}")
+    except FileNotFoundError:
+        pass
+    time.sleep(0.002)' "$T/m"
+	d=$(counter polls)
+	[ "$d" -le $((c + 20)) ] || { fail "200 lookups 2 ms apart were polled for $((d - c)) times"; r=1; }
+	fusermount3 -u "$T/m"
+	wait $pid || { fail "foreground daemon exited $?"; r=1; }
+	return $r
+}
+
 t_upper_hard_link_names() {
 	# An upper hard link's names share one node: whichever name the kernel
 	# looked up first, removing or renaming one name leaves the others working.
