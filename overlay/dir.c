@@ -232,7 +232,7 @@ again:
 			goto again;
 		}
 		if (res == 0) {
-			ovl_dir_changed(parent);
+			ovl_dir_name_added(parent, name, m->mode);
 			res = entry_of_new(fs, parent, upfd, name, m->fd, e);
 		}
 		if (res == 0 && m->source)

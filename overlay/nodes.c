@@ -6,6 +6,7 @@
  * Directory nodes cache one fd per layer they span, bounded by an LRU. */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -798,15 +799,19 @@ int ovl_dir_add_upper(struct ovl_fs *fs, struct ovl_node *node, int upper_fd)
 	return 0;
 }
 
-/* The cached listing goes, unless keep_removed names a name removed through
- * us that it can mark instead. */
-static void dir_changed(struct ovl_node *dir, const char *keep_removed)
+enum { NAME_REMOVED = -1, NOTHING_KNOWN = -2 };
+
+/* The cached listing goes, unless name is a name removed (type
+ * NAME_REMOVED) or made (type DT_*) through us, which it can note instead. */
+static void dir_changed(struct ovl_node *dir, const char *name, int type)
 {
 	struct ovl_dir *d = dir->dir;
 	atomic_fetch_add(&d->version, 1);
 	pthread_rwlock_wrlock(&d->lock);
 	struct ovl_listing *l = d->listing;
-	if (l && keep_removed && ovl_listing_remove_name(l, keep_removed))
+	if (l && type == NAME_REMOVED && ovl_listing_remove_name(l, name))
+		l = NULL;
+	else if (l && type >= 0 && ovl_listing_add_name(l, name, (uint8_t)type))
 		l = NULL;
 	else
 		d->listing = NULL;
@@ -822,10 +827,15 @@ static void dir_changed(struct ovl_node *dir, const char *keep_removed)
 
 void ovl_dir_changed(struct ovl_node *dir)
 {
-	dir_changed(dir, NULL);
+	dir_changed(dir, NULL, NOTHING_KNOWN);
 }
 
 void ovl_dir_name_removed(struct ovl_node *dir, const char *name)
 {
-	dir_changed(dir, name);
+	dir_changed(dir, name, NAME_REMOVED);
+}
+
+void ovl_dir_name_added(struct ovl_node *dir, const char *name, mode_t mode)
+{
+	dir_changed(dir, name, IFTODT(mode));
 }

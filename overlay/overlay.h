@@ -209,6 +209,9 @@ void ovl_dir_changed(struct ovl_node *dir);
 /* name was removed: the listing stays for lookups of the other names, so
  * that removing a directory's entries one by one (rm -rf) probes no layer. */
 void ovl_dir_name_removed(struct ovl_node *dir, const char *name);
+/* name was made in the upper layer (an object of that mode): the listing
+ * stays for lookups too, so that filling a directory probes no layer. */
+void ovl_dir_name_added(struct ovl_node *dir, const char *name, mode_t mode);
 /* Whether the node's object is in the upper layer. */
 static inline bool ovl_node_is_upper(const struct ovl_fs *fs, const struct ovl_node *n)
 {

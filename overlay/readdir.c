@@ -68,6 +68,22 @@ struct ovl_listing {
 	size_t nremoved;   /* under the directory's lock */
 	uint32_t gen;      /* in its offsets, above pos_bits (see pos_to_off); 0: none */
 	uint8_t pos_bits;
+	struct added *added; /* under the directory's lock; NULL: none */
+};
+
+/* Names made through us since the listing was read (see
+ * ovl_listing_add_name): an open-addressing set over a pool of names. */
+struct added_slot {
+	uint32_t name_off;  /* + 1 into pool; 0: free */
+	uint8_t type;
+	bool removed;       /* removed again: a tombstone that keeps the probe chain */
+};
+
+struct added {
+	struct added_slot *slots;
+	size_t cap, used, live;
+	char *pool;
+	size_t pool_len, pool_cap;
 };
 
 static const char *dirent_name(const struct ovl_listing *l, const struct ovl_dirent *d)
@@ -377,6 +393,59 @@ static uint32_t *listing_table(struct ovl_listing *l)
 	return t;
 }
 
+/* The slot of name in a, or the free slot where it would go. */
+static struct added_slot *added_slot(const struct added *a, const char *name, size_t len)
+{
+	size_t h = name_hash(name, len) & (a->cap - 1);
+	for (; a->slots[h].name_off; h = (h + 1) & (a->cap - 1)) {
+		const char *n = a->pool + a->slots[h].name_off - 1;
+		if (strncmp(n, name, len) == 0 && n[len] == '\0')
+			break;
+	}
+	return &a->slots[h];
+}
+
+static int added_grow(struct added *a)
+{
+	size_t cap = a->cap ? a->cap * 2 : 64;
+	struct added_slot *old = a->slots;
+	size_t old_cap = a->cap;
+	a->slots = calloc(cap, sizeof *a->slots);
+	if (a->slots == NULL) {
+		a->slots = old;
+		return -ENOMEM;
+	}
+	a->cap = cap;
+	a->used = 0;
+	for (size_t i = 0; i < old_cap; i++) {
+		if (old[i].name_off == 0 || old[i].removed)
+			continue; /* tombstones go */
+		const char *n = a->pool + old[i].name_off - 1;
+		*added_slot(a, n, strlen(n)) = old[i];
+		a->used++;
+	}
+	free(old);
+	return 0;
+}
+
+static void added_free(struct added *a)
+{
+	if (a == NULL)
+		return;
+	free(a->slots);
+	free(a->pool);
+	free(a);
+}
+
+/* The DT_* type of a name made through us since the listing was read, or -1. */
+static int added_type(const struct ovl_listing *l, const char *name)
+{
+	if (l->added == NULL)
+		return -1;
+	const struct added_slot *s = added_slot(l->added, name, strlen(name));
+	return s->name_off && !s->removed ? s->type : -1;
+}
+
 ssize_t ovl_listing_index(struct ovl_listing *l, const char *name)
 {
 	uint32_t *t = listing_table(l);
@@ -394,6 +463,11 @@ ssize_t ovl_listing_index(struct ovl_listing *l, const char *name)
 
 bool ovl_listing_remove_name(struct ovl_listing *l, const char *name)
 {
+	if (added_type(l, name) >= 0) {
+		added_slot(l->added, name, strlen(name))->removed = true;
+		l->added->live--;
+		return true;
+	}
 	ssize_t i = ovl_listing_index(l, name);
 	if (i < 0)
 		return false;
@@ -402,9 +476,36 @@ bool ovl_listing_remove_name(struct ovl_listing *l, const char *name)
 	return true;
 }
 
+bool ovl_listing_add_name(struct ovl_listing *l, const char *name, uint8_t type)
+{
+	if (added_type(l, name) >= 0 || ovl_listing_index(l, name) != -1)
+		return false;
+	struct added *a = l->added;
+	if (a == NULL && (a = l->added = calloc(1, sizeof *a)) == NULL)
+		return false;
+	size_t len = strlen(name);
+	if ((a->used + 1) * 4 > a->cap * 3 && added_grow(a) < 0)
+		return false;
+	if (ovl_grow(&a->pool, &a->pool_cap, a->pool_len + len + 1, 1, 1024) < 0)
+		return false;
+	struct added_slot *s = added_slot(a, name, len);
+	if (s->name_off == 0)
+		a->used++;
+	memcpy(a->pool + a->pool_len, name, len + 1);
+	*s = (struct added_slot){ .name_off = (uint32_t)a->pool_len + 1, .type = type };
+	a->pool_len += len + 1;
+	a->live++;
+	return true;
+}
+
 size_t ovl_listing_remaining(const struct ovl_listing *l)
 {
-	return l->n - l->nremoved;
+	return l->n - l->nremoved + (l->added ? l->added->live : 0);
+}
+
+bool ovl_listing_pristine(const struct ovl_listing *l)
+{
+	return l->nremoved == 0 && l->added == NULL;
 }
 
 void ovl_merge_free(struct ovl_merge *m)
@@ -444,6 +545,7 @@ void ovl_listing_unref(struct ovl_listing *l)
 	free(l->lowers);
 	free(l->pool);
 	free(atomic_load(&l->table));
+	added_free(l->added);
 	free(l);
 }
 
@@ -601,7 +703,7 @@ static int dir_listing(struct ovl_fs *fs, struct ovl_node *node, bool with_remov
 	struct ovl_dir *d = node->dir;
 	pthread_rwlock_rdlock(&d->lock);
 	struct ovl_listing *l = d->listing;
-	if (l && (with_removed || l->nremoved == 0))
+	if (l && (with_removed || ovl_listing_pristine(l)))
 		atomic_fetch_add(&l->refs, 1);
 	else
 		l = NULL;
@@ -617,7 +719,7 @@ static int dir_listing(struct ovl_fs *fs, struct ovl_node *node, bool with_remov
 	}
 	struct ovl_listing *replaced = NULL;
 	pthread_rwlock_wrlock(&d->lock);
-	if (d->listing && d->listing->nremoved == 0) {
+	if (d->listing && ovl_listing_pristine(d->listing)) {
 		ovl_listing_unref(l);
 		l = d->listing;
 		atomic_fetch_add(&l->refs, 1);
@@ -669,7 +771,11 @@ int ovl_listing_find(struct ovl_node *dir, const char *name, struct ovl_found *f
 	int res = -1;
 	pthread_rwlock_rdlock(&d->lock);
 	struct ovl_listing *l = d->listing;
-	if (l) {
+	if (l && added_type(l, name) >= 0) {
+		/* made in the upper layer, where nothing merges with it */
+		const struct ovl_dirent upper_only = { .layer = 0 };
+		res = found_from_dirent(l, &upper_only, f);
+	} else if (l) {
 		ssize_t i = ovl_listing_index(l, name);
 		res = i == -2 ? -1 : i < 0 ? 0 : found_from_dirent(l, &l->ents[i], f);
 	}

@@ -34,8 +34,15 @@ ssize_t ovl_listing_index(struct ovl_listing *l, const char *name);
  * for ovl_listing_index, yet keeps its place, so that a reader's offsets
  * hold.  False when the name is not listed: the listing is out of date. */
 bool ovl_listing_remove_name(struct ovl_listing *l, const char *name);
-/* The listed names not removed since. */
+/* A name made through us since the listing was read (type: DT_*): present
+ * for lookups from now on, but outside the listing's order, so a reader
+ * gets a listing read afresh.  False when the name is listed already (the
+ * listing is out of date) or out of memory. */
+bool ovl_listing_add_name(struct ovl_listing *l, const char *name, uint8_t type);
+/* The names listed or added, less those removed since. */
 size_t ovl_listing_remaining(const struct ovl_listing *l);
+/* Nothing removed or added since the listing was read: a reader may use it. */
+bool ovl_listing_pristine(const struct ovl_listing *l);
 const char *ovl_listing_name(const struct ovl_listing *l, size_t i);
 void ovl_listing_entry(const struct ovl_listing *l, size_t i, uint32_t *layer, uint8_t *type, uint32_t *nlower);
 void ovl_listing_unref(struct ovl_listing *l);

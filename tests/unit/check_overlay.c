@@ -429,6 +429,49 @@ START_TEST(listing_remove_name)
 }
 END_TEST
 
+START_TEST(listing_add_name)
+{
+	const struct ovl_raw_entry top[] = { RAW("a", DT_REG), RAW("c", DT_REG) };
+	const struct ovl_raw_entry *layers[] = { top };
+	size_t counts[] = { 2 };
+	struct ovl_listing *l = merge(layers, counts, 1);
+	ck_assert(ovl_listing_pristine(l));
+	ck_assert(!ovl_listing_add_name(l, "a", DT_REG)); /* listed already: out of date */
+	ck_assert(ovl_listing_add_name(l, "b", DT_DIR));
+	ck_assert(!ovl_listing_pristine(l));
+	ck_assert(!ovl_listing_add_name(l, "b", DT_REG)); /* added twice */
+	ck_assert_uint_eq(ovl_listing_remaining(l), 3);
+	/* the listing's own order and offsets are untouched */
+	const char *want[] = { "a", "c" };
+	expect(l, want, 2);
+	ck_assert_int_eq(ovl_listing_index(l, "b"), -1);
+	/* removed again, then made again; a listed name removed, then made again */
+	ck_assert(ovl_listing_remove_name(l, "b"));
+	ck_assert(!ovl_listing_remove_name(l, "b"));
+	ck_assert_uint_eq(ovl_listing_remaining(l), 2);
+	ck_assert(ovl_listing_add_name(l, "b", DT_REG));
+	ck_assert(ovl_listing_remove_name(l, "a"));
+	ck_assert(ovl_listing_add_name(l, "a", DT_LNK));
+	ck_assert_uint_eq(ovl_listing_remaining(l), 3);
+	/* many names: the set grows, every one stays found */
+	char name[16];
+	for (int i = 0; i < 1000; i++) {
+		snprintf(name, sizeof name, "n%d", i);
+		ck_assert(ovl_listing_add_name(l, name, DT_REG));
+	}
+	for (int i = 0; i < 1000; i += 2) {
+		snprintf(name, sizeof name, "n%d", i);
+		ck_assert(ovl_listing_remove_name(l, name));
+	}
+	for (int i = 0; i < 1000; i++) {
+		snprintf(name, sizeof name, "n%d", i);
+		ck_assert_int_eq(ovl_listing_add_name(l, name, DT_REG), i % 2 == 0);
+	}
+	ck_assert_uint_eq(ovl_listing_remaining(l), 1003);
+	ovl_listing_unref(l);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("overlay");
@@ -455,6 +498,7 @@ static Suite *suite(void)
 	tcase_add_test(t, merge_many_sorted);
 	tcase_add_test(t, merge_sort_order);
 	tcase_add_test(t, listing_remove_name);
+	tcase_add_test(t, listing_add_name);
 	suite_add_tcase(s, t);
 	return s;
 }
