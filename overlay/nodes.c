@@ -657,6 +657,16 @@ struct ovl_node *ovl_node_find(dev_t dev, ino_t ino, const struct ovl_node *pare
 	return n;
 }
 
+bool ovl_node_kernel_holds(dev_t dev, ino_t ino, const struct ovl_node *parent, const char *name)
+{
+	struct id_shard *s = &id_shards[id_hash(dev, ino) % ID_SHARDS];
+	pthread_mutex_lock(&s->lock);
+	struct ovl_node *n = id_find(s, dev, ino, parent, name);
+	bool held = n && n->nlookup > 0 && !n->unlinked;
+	pthread_mutex_unlock(&s->lock);
+	return held;
+}
+
 void ovl_node_unhash_id(dev_t dev, ino_t ino)
 {
 	struct id_shard *s = &id_shards[id_hash(dev, ino) % ID_SHARDS];

@@ -189,6 +189,9 @@ void ovl_node_unhash_id(dev_t dev, ino_t ino);
 /* The node of a backing object, with a ref (ovl_node_unref), or NULL; with
  * parent set, only the one standing for parent/name. */
 struct ovl_node *ovl_node_find(dev_t dev, ino_t ino, const struct ovl_node *parent, const char *name);
+/* Whether the kernel holds (looked up, not forgotten) the node of backing
+ * object (dev, ino) standing for parent/name. */
+bool ovl_node_kernel_holds(dev_t dev, ino_t ino, const struct ovl_node *parent, const char *name);
 /* Moves the node to newparent/newname (the caller holds ns_lock for writing). */
 int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newparent, const char *newname);
 /* Another name of the node's object (a hard link made through us). */

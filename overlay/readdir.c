@@ -864,17 +864,27 @@ struct plus_batch {
 	struct fuse_entry_param *e;
 };
 
+/* Whether the kernel holds the node of this entry under this name already:
+ * it then needs no attributes from us (a second pass over a directory, as
+ * rm -rf makes, or ls -l after a change), and a lookup would only cost a
+ * stat and a forget. */
+static bool kernel_has_entry(const struct plus_batch *b, const struct ovl_dirent *d, const char *name)
+{
+	return !b->stale && !d->ino_shown && ovl_node_kernel_holds(b->fs->layers[d->layer].dev, d->ino, b->dir, name);
+}
+
 static void plus_lookup(void *arg, size_t k)
 {
 	struct plus_batch *b = arg;
 	const struct ovl_dirent *d = &b->ents[k];
 	const char *name = dirent_name(b->l, d);
 	struct ovl_found f;
-	int res = b->stale				? ovl_lookup_entry(b->fs, b->dir, name, &b->e[k])
+	int res = kernel_has_entry(b, d, name)		? -EEXIST
+		  : b->stale				? ovl_lookup_entry(b->fs, b->dir, name, &b->e[k])
 		  : found_from_dirent(b->l, d, &f) < 0 ? -ENOMEM
 							: ovl_lookup_entry_listed(b->fs, b->dir, name, &f, &b->e[k]);
 	if (res < 0) {
-		/* still listed, without attributes: the kernel looks it up later */
+		/* listed without attributes: the kernel has them or looks the name up later */
 		memset(&b->e[k], 0, sizeof b->e[k]);
 		dirent_attr(b->fs, d, &b->e[k].attr);
 	}

@@ -338,6 +338,37 @@ for i in range(200):
 	return $r
 }
 
+t_readdirplus_known_entries() {
+	# A directory listed again after a change: entries the kernel holds
+	# already come without attributes (no lookup, no stat of ours); what the
+	# listing shows, inode numbers included, is unchanged.
+	setup plusknown
+	local i
+	mkdir -p "$T/l2/t/sub"
+	for i in $(seq 1 50); do echo "$i" >"$T/l2/t/f$i"; done
+	"$BIN" -f -o "lowerdir=$T/l1:$T/l2,upperdir=$T/u,workdir=$T/w" "$T/m" 2>"$T/err" &
+	local pid=$! r=0 a b first second
+	wait_mounted "$T/m" || return 1
+	counter() { kill -USR1 $pid; sleep 0.3; grep -o " $1=[0-9]*" "$T/err" | tail -1 | cut -d= -f2; }
+	first=$(ls -l --time-style=+%s "$T/m/t")
+	echo new >"$T/m/t/new"
+	a=$(counter lookups)
+	second=$(ls -l --time-style=+%s "$T/m/t")
+	b=$(counter lookups)
+	[ $((b - a)) -lt 10 ] || { fail "listing again after a change looked up $((b - a)) names, all held by the kernel"; r=1; }
+	# (the new file and the block total aside)
+	[ "$(grep -v -e ' new$' -e '^total' <<<"$second")" = "$(grep -v '^total' <<<"$first")" ] ||
+		{ fail "the second listing differs from the first: $second"; r=1; }
+	# d_ino as readdir gives it equals st_ino, for every entry
+	(cd "$T/m/t" && ls -ai | while read -r ino name; do
+		[ "$(stat -c %i -- "$name")" = "$ino" ] || echo "$name: d_ino $ino, st_ino $(stat -c %i -- "$name")"
+	done) >"$T/inos"
+	[ ! -s "$T/inos" ] || { fail "inode numbers differ: $(head -3 "$T/inos")"; r=1; }
+	fusermount3 -u "$T/m"
+	wait $pid || { fail "foreground daemon exited $?"; r=1; }
+	return $r
+}
+
 t_upper_hard_link_names() {
 	# An upper hard link's names share one node: whichever name the kernel
 	# looked up first, removing or renaming one name leaves the others working.
