@@ -667,6 +667,18 @@ bool ovl_node_kernel_holds(dev_t dev, ino_t ino, const struct ovl_node *parent, 
 	return held;
 }
 
+bool ovl_node_origin_of(dev_t dev, ino_t ino, ino_t *origin)
+{
+	struct id_shard *s = &id_shards[id_hash(dev, ino) % ID_SHARDS];
+	pthread_mutex_lock(&s->lock);
+	struct ovl_node *n = id_find(s, dev, ino, NULL, NULL);
+	bool known = n && n->origin_ino;
+	if (known)
+		*origin = n->origin_ino;
+	pthread_mutex_unlock(&s->lock);
+	return known;
+}
+
 void ovl_node_unhash_id(dev_t dev, ino_t ino)
 {
 	struct id_shard *s = &id_shards[id_hash(dev, ino) % ID_SHARDS];

@@ -192,6 +192,10 @@ struct ovl_node *ovl_node_find(dev_t dev, ino_t ino, const struct ovl_node *pare
 /* Whether the kernel holds (looked up, not forgotten) the node of backing
  * object (dev, ino) standing for parent/name. */
 bool ovl_node_kernel_holds(dev_t dev, ino_t ino, const struct ovl_node *parent, const char *name);
+/* The st_ino the node of upper object (dev, ino) shows for its origin, if
+ * it has one: also where no origin xattr could be written (a symlink
+ * under user.* xattrs), as stat shows it until the next mount. */
+bool ovl_node_origin_of(dev_t dev, ino_t ino, ino_t *origin);
 /* Moves the node to newparent/newname (the caller holds ns_lock for writing). */
 int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newparent, const char *newname);
 /* Another name of the node's object (a hard link made through us). */

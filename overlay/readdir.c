@@ -612,7 +612,7 @@ static int read_layer(struct ovl_fs *fs, struct ovl_layer *layer, int dirfd, str
 }
 
 /* Copied-up objects show their origin's st_ino: so must d_ino (lookup.c reads
- * the origin in the same directories). */
+ * the origin in the same directories; a node knows it first). */
 static void upper_origins(struct ovl_fs *fs, int dirfd, struct raw_layer *r)
 {
 	for (size_t i = 0; i < r->n; i++) {
@@ -620,7 +620,7 @@ static void upper_origins(struct ovl_fs *fs, int dirfd, struct raw_layer *r)
 		ino_t shown;
 		if (e->whiteout || ovl_name_is_reserved(e->name) || strcmp(e->name, ".") == 0 || strcmp(e->name, "..") == 0)
 			continue;
-		if (ovl_origin_ino(fs, dirfd, e->name, &shown)) {
+		if (ovl_node_origin_of(fs->layers[0].dev, e->ino, &shown) || ovl_origin_ino(fs, dirfd, e->name, &shown)) {
 			e->ino = shown;
 			e->ino_shown = true;
 		}
