@@ -657,26 +657,16 @@ struct ovl_node *ovl_node_find(dev_t dev, ino_t ino, const struct ovl_node *pare
 	return n;
 }
 
-bool ovl_node_kernel_holds(dev_t dev, ino_t ino, const struct ovl_node *parent, const char *name)
+bool ovl_node_peek(dev_t dev, ino_t ino, const struct ovl_node *parent, const char *name,
+		   struct ovl_node_peek *out)
 {
 	struct id_shard *s = &id_shards[id_hash(dev, ino) % ID_SHARDS];
 	pthread_mutex_lock(&s->lock);
 	struct ovl_node *n = id_find(s, dev, ino, parent, name);
-	bool held = n && n->nlookup > 0 && !n->unlinked;
+	if (n)
+		*out = (struct ovl_node_peek){ .held = n->nlookup > 0 && !n->unlinked, .origin_ino = n->origin_ino };
 	pthread_mutex_unlock(&s->lock);
-	return held;
-}
-
-bool ovl_node_origin_of(dev_t dev, ino_t ino, ino_t *origin)
-{
-	struct id_shard *s = &id_shards[id_hash(dev, ino) % ID_SHARDS];
-	pthread_mutex_lock(&s->lock);
-	struct ovl_node *n = id_find(s, dev, ino, NULL, NULL);
-	bool known = n && n->origin_ino;
-	if (known)
-		*origin = n->origin_ino;
-	pthread_mutex_unlock(&s->lock);
-	return known;
+	return n != NULL;
 }
 
 void ovl_node_unhash_id(dev_t dev, ino_t ino)

@@ -189,13 +189,18 @@ void ovl_node_unhash_id(dev_t dev, ino_t ino);
 /* The node of a backing object, with a ref (ovl_node_unref), or NULL; with
  * parent set, only the one standing for parent/name. */
 struct ovl_node *ovl_node_find(dev_t dev, ino_t ino, const struct ovl_node *parent, const char *name);
-/* Whether the kernel holds (looked up, not forgotten) the node of backing
- * object (dev, ino) standing for parent/name. */
-bool ovl_node_kernel_holds(dev_t dev, ino_t ino, const struct ovl_node *parent, const char *name);
-/* The st_ino the node of upper object (dev, ino) shows for its origin, if
- * it has one: also where no origin xattr could be written (a symlink
- * under user.* xattrs), as stat shows it until the next mount. */
-bool ovl_node_origin_of(dev_t dev, ino_t ino, ino_t *origin);
+/* What a node tells without a ref taken: whether the kernel holds it
+ * (looked up, not forgotten), and the st_ino it shows for its origin (0:
+ * none), also where no origin xattr could be written (a symlink under
+ * user.* xattrs), as stat shows it until the next mount. */
+struct ovl_node_peek {
+	bool held;
+	ino_t origin_ino;
+};
+/* Reads the node of backing object (dev, ino), as ovl_node_find finds it,
+ * into out; false when there is none. */
+bool ovl_node_peek(dev_t dev, ino_t ino, const struct ovl_node *parent, const char *name,
+		   struct ovl_node_peek *out);
 /* Moves the node to newparent/newname (the caller holds ns_lock for writing). */
 int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newparent, const char *newname);
 /* Another name of the node's object (a hard link made through us). */

@@ -463,8 +463,9 @@ ssize_t ovl_listing_index(struct ovl_listing *l, const char *name)
 
 bool ovl_listing_remove_name(struct ovl_listing *l, const char *name)
 {
-	if (added_type(l, name) >= 0) {
-		added_slot(l->added, name, strlen(name))->removed = true;
+	struct added_slot *s = l->added ? added_slot(l->added, name, strlen(name)) : NULL;
+	if (s && s->name_off && !s->removed) {
+		s->removed = true;
 		l->added->live--;
 		return true;
 	}
@@ -620,10 +621,13 @@ static void upper_origins(struct ovl_fs *fs, int dirfd, struct raw_layer *r)
 		ino_t shown;
 		if (e->whiteout || ovl_name_is_reserved(e->name) || strcmp(e->name, ".") == 0 || strcmp(e->name, "..") == 0)
 			continue;
-		if (ovl_node_origin_of(fs->layers[0].dev, e->ino, &shown) || ovl_origin_ino(fs, dirfd, e->name, &shown)) {
-			e->ino = shown;
-			e->ino_shown = true;
-		}
+		struct ovl_node_peek node;
+		if (ovl_node_peek(fs->layers[0].dev, e->ino, NULL, NULL, &node) && node.origin_ino)
+			shown = node.origin_ino;
+		else if (!ovl_origin_ino(fs, dirfd, e->name, &shown))
+			continue;
+		e->ino = shown;
+		e->ino_shown = true;
 	}
 }
 
@@ -870,7 +874,9 @@ struct plus_batch {
  * stat and a forget. */
 static bool kernel_has_entry(const struct plus_batch *b, const struct ovl_dirent *d, const char *name)
 {
-	return !b->stale && !d->ino_shown && ovl_node_kernel_holds(b->fs->layers[d->layer].dev, d->ino, b->dir, name);
+	struct ovl_node_peek node;
+	return !b->stale && !d->ino_shown && ovl_node_peek(b->fs->layers[d->layer].dev, d->ino, b->dir, name, &node) &&
+	       node.held;
 }
 
 static void plus_lookup(void *arg, size_t k)
