@@ -288,7 +288,9 @@ void ovl_listing_unref(struct ovl_listing *l);
 int ovl_dir_load_listing(struct ovl_fs *fs, struct ovl_node *dir);
 /* 1 if the merged directory shows no entry, 0 if it does, or -errno. */
 int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *dir);
-/* Finds name in the cached listing of dir (if any): 1 found, 0 absent, -1 no listing. */
+/* Finds name in the cached listing of dir (if any): 1 found, 0 absent, -1 no
+ * listing.  Absent, f->upper_wh is OVL_WH_NONE where the listing knows the
+ * upper part holds no whiteout. */
 int ovl_listing_find(struct ovl_node *dir, const char *name, struct ovl_found *f);
 
 /* whiteout.c */

@@ -69,6 +69,10 @@ struct ovl_listing {
 	uint32_t gen;      /* in its offsets, above pos_bits (see pos_to_off); 0: none */
 	uint8_t pos_bits;
 	struct added *added; /* under the directory's lock; NULL: none */
+	/* The upper part was read and held no whiteout of any spelling, and
+	 * none was made since (a removal may make one): a name absent here
+	 * has nothing in the upper layer to replace.  Under the directory's lock. */
+	bool upper_clean;
 };
 
 /* Names made through us since the listing was read (see
@@ -463,6 +467,7 @@ ssize_t ovl_listing_index(struct ovl_listing *l, const char *name)
 
 bool ovl_listing_remove_name(struct ovl_listing *l, const char *name)
 {
+	l->upper_clean = false;
 	struct added_slot *s = l->added ? added_slot(l->added, name, strlen(name)) : NULL;
 	if (s && s->name_off && !s->removed) {
 		s->removed = true;
@@ -612,6 +617,14 @@ static int read_layer(struct ovl_fs *fs, struct ovl_layer *layer, int dirfd, str
 	return res;
 }
 
+static bool has_whiteouts(const struct raw_layer *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		if (r->v[i].whiteout || ovl_name_is_reserved(r->v[i].name))
+			return true;
+	return false;
+}
+
 /* Copied-up objects show their origin's st_ino: so must d_ino (lookup.c reads
  * the origin in the same directories; a node knows it first). */
 static void upper_origins(struct ovl_fs *fs, int dirfd, struct raw_layer *r)
@@ -665,6 +678,7 @@ static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_li
 	size_t bufsize = 64 * 1024;
 	char *buf = malloc(bufsize);
 	int res = (m && buf) ? 0 : -ENOMEM;
+	bool upper_clean = false;
 	for (uint32_t i = 0; i < d->nlayers && res == 0; i++) {
 		struct ovl_layer *layer = &fs->layers[d->layers[i]];
 		int fd = ovl_dir_fd_get(fs, node, i);
@@ -675,6 +689,8 @@ static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_li
 		res = read_layer(fs, layer, fd, &r, buf, bufsize);
 		if (res == 0 && layer->is_upper && d->nlayers > 1)
 			upper_origins(fs, fd, &r);
+		if (res == 0 && layer->is_upper)
+			upper_clean = !has_whiteouts(&r);
 		ovl_dir_fd_put(node);
 		if (res == 0) {
 			int opaque = ovl_merge_layer(m, layer->index, r.v, r.n);
@@ -693,6 +709,7 @@ static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_li
 	*out = ovl_merge_finish(m);
 	if (*out) {
 		(*out)->version = version;
+		(*out)->upper_clean = upper_clean;
 		set_offset_gen(*out);
 	}
 	atomic_fetch_add(&fs->stat_listings, 1);
@@ -782,6 +799,8 @@ int ovl_listing_find(struct ovl_node *dir, const char *name, struct ovl_found *f
 	} else if (l) {
 		ssize_t i = ovl_listing_index(l, name);
 		res = i == -2 ? -1 : i < 0 ? 0 : found_from_dirent(l, &l->ents[i], f);
+		if (res == 0 && l->upper_clean)
+			f->upper_wh = OVL_WH_NONE; /* what a create there needs to know */
 	}
 	pthread_rwlock_unlock(&d->lock);
 	return res;
