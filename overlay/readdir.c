@@ -490,9 +490,8 @@ bool ovl_listing_add_name(struct ovl_listing *l, const char *name, uint8_t type)
 	if (a == NULL && (a = l->added = calloc(1, sizeof *a)) == NULL)
 		return false;
 	size_t len = strlen(name);
-	if ((a->used + 1) * 4 > a->cap * 3 && added_grow(a) < 0)
-		return false;
-	if (ovl_grow(&a->pool, &a->pool_cap, a->pool_len + len + 1, 1, 1024) < 0)
+	if (((a->used + 1) * 4 > a->cap * 3 && added_grow(a) < 0) ||
+	    ovl_grow(&a->pool, &a->pool_cap, a->pool_len + len + 1, 1, 1024) < 0)
 		return false;
 	struct added_slot *s = added_slot(a, name, len);
 	if (s->name_off == 0)
@@ -617,22 +616,20 @@ static int read_layer(struct ovl_fs *fs, struct ovl_layer *layer, int dirfd, str
 	return res;
 }
 
-static bool has_whiteouts(const struct raw_layer *r)
-{
-	for (size_t i = 0; i < r->n; i++)
-		if (r->v[i].whiteout || ovl_name_is_reserved(r->v[i].name))
-			return true;
-	return false;
-}
-
 /* Copied-up objects show their origin's st_ino: so must d_ino (lookup.c reads
- * the origin in the same directories; a node knows it first). */
-static void upper_origins(struct ovl_fs *fs, int dirfd, struct raw_layer *r)
+ * the origin in the same directories; a node knows it first).  Returns
+ * whether the upper layer's entries hold no whiteout of any spelling. */
+static bool upper_origins(struct ovl_fs *fs, int dirfd, struct raw_layer *r)
 {
+	bool clean = true;
 	for (size_t i = 0; i < r->n; i++) {
 		struct ovl_raw_entry *e = &r->v[i];
 		ino_t shown;
-		if (e->whiteout || ovl_name_is_reserved(e->name) || strcmp(e->name, ".") == 0 || strcmp(e->name, "..") == 0)
+		if (e->whiteout || ovl_name_is_reserved(e->name)) {
+			clean = false;
+			continue;
+		}
+		if (strcmp(e->name, ".") == 0 || strcmp(e->name, "..") == 0)
 			continue;
 		struct ovl_node_peek node;
 		if (ovl_node_peek(fs->layers[0].dev, e->ino, NULL, NULL, &node) && node.origin_ino)
@@ -642,6 +639,7 @@ static void upper_origins(struct ovl_fs *fs, int dirfd, struct raw_layer *r)
 		e->ino = shown;
 		e->ino_shown = true;
 	}
+	return clean;
 }
 
 /* A listing's offsets tell which listing they come from.  The kernel, when
@@ -687,10 +685,10 @@ static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_li
 			break;
 		}
 		res = read_layer(fs, layer, fd, &r, buf, bufsize);
+		/* (a directory only in the upper layer has nothing below to
+		 * merge: its creates never ask about whiteouts) */
 		if (res == 0 && layer->is_upper && d->nlayers > 1)
-			upper_origins(fs, fd, &r);
-		if (res == 0 && layer->is_upper)
-			upper_clean = !has_whiteouts(&r);
+			upper_clean = upper_origins(fs, fd, &r);
 		ovl_dir_fd_put(node);
 		if (res == 0) {
 			int opaque = ovl_merge_layer(m, layer->index, r.v, r.n);
