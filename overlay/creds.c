@@ -30,9 +30,10 @@ void ovl_creds_setup(struct ovl_fs *fs)
 void ovl_creds_enter(struct ovl_fs *fs, fuse_req_t req, struct ovl_creds *c)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	c->uid = ctx->uid;
-	c->gid = ctx->gid;
+	c->uid = ovl_idmap_disk(&fs->cfg->uidmap, ctx->uid);
+	c->gid = ovl_idmap_disk(&fs->cfg->gidmap, ctx->gid);
 	c->switched = false;
+	c->owner_may_fail = ovl_squashing(fs->cfg);
 	if (!fs_attrs_private)
 		fs_attrs_private = unshare(CLONE_FS) == 0;
 	c->umask_set = fs_attrs_private;
@@ -64,7 +65,6 @@ int ovl_creds_fix_owner(const struct ovl_creds *c, int dirfd, const char *name)
 {
 	if (c->switched)
 		return 0;
-	if (name == NULL)
-		return fchown(dirfd, c->uid, c->gid) < 0 ? -errno : 0;
-	return fchownat(dirfd, name, c->uid, c->gid, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	int res = (name == NULL ? fchown(dirfd, c->uid, c->gid) : fchownat(dirfd, name, c->uid, c->gid, AT_SYMLINK_NOFOLLOW));
+	return res < 0 && !c->owner_may_fail ? -errno : 0;
 }

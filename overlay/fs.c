@@ -45,6 +45,17 @@ static void assign_fsids(struct ovl_fs *fs)
 			fs->xino_bits++;
 }
 
+/* What an id outside the mappings becomes: the kernel's overflow ids, as in 1.10. */
+static void read_overflow_id(const char *path, struct ovl_idmap *m)
+{
+	FILE *f = fopen(path, "re");
+	unsigned long id;
+	if (f && fscanf(f, "%lu", &id) == 1 && id <= UINT32_MAX)
+		m->overflow = (uint32_t)id;
+	if (f)
+		fclose(f);
+}
+
 static long raise_nofile(void)
 {
 	struct rlimit rl;
@@ -72,6 +83,8 @@ int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t e
 	ovl_log(OVL_DEBUG, "openat2: %s; *xattrat: %s; fchmodat2: %s", ovl_direct_has_openat2() ? "in use" : "fallback",
 		ovl_direct_has_xattrat() ? "in use" : "fallback", ovl_direct_has_fchmodat2() ? "in use" : "fallback");
 	fs->cfg = cfg;
+	read_overflow_id("/proc/sys/kernel/overflowuid", &cfg->uidmap);
+	read_overflow_id("/proc/sys/kernel/overflowgid", &cfg->gidmap);
 	fs->timeout = cfg->timeout;
 	fs->has_upper = cfg->upperdir != NULL;
 	fs->nlayers = (uint32_t)nlowers + fs->has_upper;

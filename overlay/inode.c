@@ -28,6 +28,8 @@ void ovl_present_stat(struct ovl_fs *fs, uint32_t layer, uint32_t nlayers, struc
 	/* The kernel reports 1 for a directory merged from several layers. */
 	if (S_ISDIR(st->st_mode) && (nlayers > 1 || cfg->static_nlink))
 		st->st_nlink = 1;
+	st->st_uid = ovl_idmap_shown(&cfg->uidmap, st->st_uid);
+	st->st_gid = ovl_idmap_shown(&cfg->gidmap, st->st_gid);
 	if (cfg->squash_to_root)
 		st->st_uid = st->st_gid = 0;
 	if (cfg->squash_to_uid >= 0)
@@ -115,9 +117,10 @@ void ovl_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 }
 
 struct setattr_call {
-	const struct stat *attr;
+	const struct stat *attr;     /* owners as stored on disk */
 	int to_set;
 	int fd; /* an open file of the object, or -1 */
+	bool chown_may_fail;         /* squash_*: as 1.10, a chown that fails is no error */
 };
 
 static int setattr_cb(struct ovl_layer *layer, int dirfd, const char *name, void *arg)
@@ -128,7 +131,8 @@ static int setattr_cb(struct ovl_layer *layer, int dirfd, const char *name, void
 	if (c->to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
 		uid_t uid = (c->to_set & FUSE_SET_ATTR_UID) ? a->st_uid : (uid_t)-1;
 		gid_t gid = (c->to_set & FUSE_SET_ATTR_GID) ? a->st_gid : (gid_t)-1;
-		if ((c->fd >= 0 ? fchown(c->fd, uid, gid) : fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW)) < 0)
+		if ((c->fd >= 0 ? fchown(c->fd, uid, gid) : fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW)) < 0 &&
+		    !c->chown_may_fail)
 			return -errno;
 	}
 	if (c->to_set & FUSE_SET_ATTR_MODE) {
@@ -169,7 +173,11 @@ void ovl_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_se
 		return;
 	bool truncates = (to_set & FUSE_SET_ATTR_SIZE) && attr->st_size == 0;
 	int res = ovl_copy_up_in_place(fs, n, !truncates);
-	struct setattr_call c = { .attr = attr, .to_set = to_set, .fd = -1 };
+	const struct ovl_config *cfg = fs->cfg;
+	struct stat on_disk = *attr;
+	on_disk.st_uid = ovl_idmap_disk(&cfg->uidmap, attr->st_uid);
+	on_disk.st_gid = ovl_idmap_disk(&cfg->gidmap, attr->st_gid);
+	struct setattr_call c = { .attr = &on_disk, .to_set = to_set, .fd = -1, .chown_may_fail = ovl_squashing(cfg) };
 	if (res == 0 && fi && !n->dir && ovl_node_is_upper(fs, n))
 		c.fd = ovl_file_fd(fi);
 	if (res == 0) {

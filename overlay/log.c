@@ -26,13 +26,9 @@ bool ovl_debug_enabled(void)
 	return debug_on;
 }
 
-void ovl_log(enum ovl_log_level level, const char *fmt, ...)
+static void log_v(enum ovl_log_level level, const char *fmt, va_list ap)
 {
 	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
-	if (level == OVL_DEBUG && !debug_on)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
 	if (use_syslog) {
 		vsyslog(prio[level], fmt, ap);
 	} else {
@@ -40,5 +36,24 @@ void ovl_log(enum ovl_log_level level, const char *fmt, ...)
 		vsnprintf(line, sizeof line, fmt, ap);
 		fprintf(stderr, "%s: %s\n", OVL_PROGRAM, line);
 	}
+}
+
+void ovl_log(enum ovl_log_level level, const char *fmt, ...)
+{
+	if (level == OVL_DEBUG && !debug_on)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	log_v(level, fmt, ap);
+	va_end(ap);
+}
+
+void ovl_log_once(atomic_flag *done, enum ovl_log_level level, const char *fmt, ...)
+{
+	if (atomic_flag_test_and_set(done))
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	log_v(level, fmt, ap);
 	va_end(ap);
 }

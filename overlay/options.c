@@ -23,6 +23,7 @@ enum opt_kind {
 	OPT_DOUBLE,  /* double field >= 0 */
 	OPT_KERNEL,  /* handed to libfuse / the kernel as given */
 	OPT_IGNORED, /* accepted for compatibility, no effect */
+	OPT_DROPPED, /* a kernel option libfuse 3.14 refuses: warned about, then dropped (as 1.10) */
 	OPT_CUSTOM,  /* checked by row->check */
 };
 
@@ -44,28 +45,44 @@ static int later(const char *name, char *err, size_t errlen)
 	return -1;
 }
 
-static int check_mapping(const char *name, const char *value, char *err, size_t errlen)
+/* A mapping is kept as given (several uidmapping= join) and parsed once all
+ * options are in (ovl_options_parse). */
+static int add_mapping(char **field, const char *value)
 {
-	struct ovl_idmap_range *r;
-	size_t n;
-	if (ovl_idmap_parse(value, &r, &n) < 0) {
-		snprintf(err, errlen, "%s: malformed mapping '%s' (want ID:HOST:LEN[:ID:HOST:LEN...])", name, value);
+	size_t old = *field ? strlen(*field) : 0;
+	char *n = realloc(*field, old + strlen(value) + 2);
+	if (n == NULL)
 		return -1;
-	}
-	free(r);
-	return later(name, err, errlen);
+	if (old)
+		n[old++] = ',';
+	strcpy(n + old, value);
+	*field = n;
+	return 0;
 }
 
 static int check_uidmapping(struct ovl_config *cfg, const char *v, char *err, size_t errlen)
 {
-	(void)cfg;
-	return check_mapping("uidmapping", v, err, errlen);
+	(void)err;
+	(void)errlen;
+	return add_mapping(&cfg->uidmapping, v ? v : "");
 }
 
 static int check_gidmapping(struct ovl_config *cfg, const char *v, char *err, size_t errlen)
 {
-	(void)cfg;
-	return check_mapping("gidmapping", v, err, errlen);
+	(void)err;
+	(void)errlen;
+	return add_mapping(&cfg->gidmapping, v ? v : "");
+}
+
+static int parse_mapping(const char *name, const char *spec, struct ovl_idmap *m, char *err, size_t errlen)
+{
+	const char *why;
+	if (spec == NULL)
+		return 0;
+	if (ovl_idmap_parse(spec, m, &why) == 0)
+		return 0;
+	snprintf(err, errlen, "%s: %s in '%s'", name, why, spec);
+	return -1;
 }
 
 static int check_redirect_dir(struct ovl_config *cfg, const char *v, char *err, size_t errlen)
@@ -193,10 +210,10 @@ static const struct opt_row opt_table[] = {
 	{ .name = "noexec", .kind = OPT_KERNEL },
 	{ .name = "atime", .kind = OPT_KERNEL },
 	{ .name = "noatime", .kind = OPT_KERNEL },
-	{ .name = "diratime", .kind = OPT_KERNEL },
-	{ .name = "nodiratime", .kind = OPT_KERNEL },
-	{ .name = "relatime", .kind = OPT_KERNEL },
-	{ .name = "lazytime", .kind = OPT_KERNEL },
+	{ .name = "diratime", .kind = OPT_DROPPED },
+	{ .name = "nodiratime", .kind = OPT_DROPPED },
+	{ .name = "relatime", .kind = OPT_DROPPED },
+	{ .name = "lazytime", .kind = OPT_DROPPED },
 	{ .name = "rw", .kind = OPT_KERNEL },
 };
 
@@ -322,6 +339,9 @@ static int apply_option(struct ovl_config *cfg, const char *opt, char *err, size
 		return append_kernel_opt(cfg, opt);
 	case OPT_IGNORED:
 		return 0;
+	case OPT_DROPPED:
+		ovl_log(OVL_WARN, "%s: not supported by libfuse, ignored", r->name);
+		return 0;
 	case OPT_CUSTOM: {
 		int res = r->check(cfg, value, err, errlen);
 		if (res > 0)
@@ -339,7 +359,14 @@ struct parse_ctx {
 	char *positional[3];
 	int npositional;
 	bool failed;
+	char **mapping; /* the mapping the last option set: "uidmapping=A:B:C,D:E:F" reaches us in two items */
 };
+
+/* Whether arg is the rest of a mapping cut at ',' by libfuse's splitter. */
+static bool is_mapping_rest(const char *arg)
+{
+	return arg[strspn(arg, "0123456789:")] == '\0';
+}
 
 static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
@@ -376,6 +403,14 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	}
 	if (arg[0] == '\0')
 		return 0;
+	if (ctx->mapping && is_mapping_rest(arg)) {
+		if (add_mapping(ctx->mapping, arg) < 0)
+			ctx->failed = true;
+		return 0;
+	}
+	ctx->mapping = !strncmp(arg, "uidmapping=", 11) ? &cfg->uidmapping
+		       : !strncmp(arg, "gidmapping=", 11) ? &cfg->gidmapping
+							   : NULL;
 	if (apply_option(cfg, arg, ctx->err, ctx->errlen) < 0)
 		ctx->failed = true;
 	return 0;
@@ -385,6 +420,7 @@ void ovl_config_init(struct ovl_config *cfg)
 {
 	memset(cfg, 0, sizeof *cfg);
 	cfg->squash_to_uid = cfg->squash_to_gid = -1;
+	cfg->uidmap.overflow = cfg->gidmap.overflow = 65534; /* the kernel's default; ovl_fs_open reads the real ones */
 	cfg->threaded = true;
 	cfg->fsync = true;
 	cfg->writeback = true;
@@ -398,6 +434,8 @@ void ovl_config_free(struct ovl_config *cfg)
 	free(cfg->lowerdir);
 	free(cfg->upperdir);
 	free(cfg->workdir);
+	free(cfg->uidmapping);
+	free(cfg->gidmapping);
 	free(cfg->kernel_opts);
 	fuse_opt_free_args(&cfg->fuse_args);
 }
@@ -424,6 +462,9 @@ int ovl_options_parse(int argc, char **argv, struct ovl_config *cfg, char *err, 
 		} else if ((cfg->upperdir != NULL) != (cfg->workdir != NULL)) {
 			snprintf(err, errlen, cfg->upperdir ? "upperdir: given without workdir"
 							    : "workdir: given without upperdir");
+			ctx.failed = true;
+		} else if (parse_mapping("uidmapping", cfg->uidmapping, &cfg->uidmap, err, errlen) < 0 ||
+			   parse_mapping("gidmapping", cfg->gidmapping, &cfg->gidmap, err, errlen) < 0) {
 			ctx.failed = true;
 		}
 	}

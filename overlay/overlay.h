@@ -16,6 +16,34 @@
 
 #define OVL_PROGRAM "fuse-overlayfs"
 
+/* ---- owners across the mount (idmap.c) ---- */
+#define OVL_STR_(x) #x
+#define OVL_STR(x) OVL_STR_(x)
+/* The kernel's limit of ranges in a user namespace's map. */
+#define OVL_IDMAP_MAX 340
+struct ovl_idmap_range {
+	uint32_t disk;   /* first id as stored in the layers */
+	uint32_t shown;  /* the id the mount shows for it */
+	uint32_t len;
+};
+struct ovl_idmap {
+	size_t n;                 /* 0: no mapping, ids pass unchanged */
+	uint32_t overflow;        /* what an id outside every range becomes */
+	struct ovl_idmap_range r[OVL_IDMAP_MAX];
+};
+/* Parses "ID:HOST:LEN[:ID:HOST:LEN...]" (':' or ',' between items, empty
+ * items skipped); on -EINVAL *why says what is wrong. */
+int ovl_idmap_parse(const char *spec, struct ovl_idmap *m, const char **why);
+uint32_t ovl_idmap_shown(const struct ovl_idmap *m, uint32_t disk);
+uint32_t ovl_idmap_disk(const struct ovl_idmap *m, uint32_t shown);
+bool ovl_xattr_is_acl(const char *name);
+/* Rewrites the ids of a POSIX ACL xattr value in place (to disk, or to what
+ * the mount shows); -EINVAL for a value that is not a version 2 ACL. */
+int ovl_idmap_acl(const struct ovl_idmap *uids, const struct ovl_idmap *gids, void *value, size_t len,
+		  bool to_disk);
+/* The same for the rootid of a security.capability v3 value (v1, v2 pass). */
+int ovl_idmap_caps(const struct ovl_idmap *uids, void *value, size_t len, bool to_disk);
+
 /* ---- configuration (options.c) ---- */
 struct ovl_config {
 	char *source;
@@ -23,8 +51,9 @@ struct ovl_config {
 	char *lowerdir;
 	char *upperdir;
 	char *workdir;
-	char *uidmapping;
+	char *uidmapping;            /* as given; parsed into uidmap at the end */
 	char *gidmapping;
+	struct ovl_idmap uidmap, gidmap;
 	char *plugins;
 	char *redirect_dir;
 	char *xino;
@@ -52,6 +81,11 @@ struct ovl_config {
 };
 
 void ovl_config_init(struct ovl_config *cfg);
+/* Whether owners are shown squashed (squash_to_root, squash_to_uid/gid). */
+static inline bool ovl_squashing(const struct ovl_config *cfg)
+{
+	return cfg->squash_to_root || cfg->squash_to_uid >= 0 || cfg->squash_to_gid >= 0;
+}
 void ovl_config_free(struct ovl_config *cfg);
 /* Parses argv; on failure writes "option: reason" into err and returns -1. */
 int ovl_options_parse(int argc, char **argv, struct ovl_config *cfg, char *err, size_t errlen);
@@ -61,15 +95,6 @@ void ovl_free_strv(char **v, size_t n);
 /* Checks the config against the filesystem (paths, nesting); touches nothing. */
 int ovl_options_check_paths(const struct ovl_config *cfg, char *err, size_t errlen);
 void ovl_print_usage(const char *argv0);
-
-/* ---- id mappings (idmap.c) ---- */
-struct ovl_idmap_range {
-	uint32_t id;     /* id inside (as the mount shows it) */
-	uint32_t host;   /* id on disk */
-	uint32_t len;
-};
-/* Parses "ID:HOST:LEN[:ID:HOST:LEN...]" (leading ':' and ',' accepted). */
-int ovl_idmap_parse(const char *spec, struct ovl_idmap_range **out, size_t *count);
 
 /* ---- nodes (nodes.c) ---- */
 struct ovl_listing;
@@ -149,6 +174,7 @@ struct ovl_fs {
 	atomic_ulong temp_counter;
 	enum { OVL_COPY_SYNC_FSYNC, OVL_COPY_SYNC_ORDERED, OVL_COPY_SYNC_NONE } copy_sync; /* copyup.c; 0 the safe one */
 	struct fuse_session *se;     /* for invalidations */
+	atomic_flag logged_bad_xattr; /* a malformed ACL or capability in a layer (idmap) */
 };
 
 /* fs.c: set up and tear down the layer stack */
@@ -323,10 +349,11 @@ size_t ovl_xattr_filter_list(char *list, size_t len);
 
 /* creds.c: the caller's owner and umask for what we create */
 struct ovl_creds {
-	uid_t uid;
+	uid_t uid;                   /* the caller's, as stored on disk (mapped) */
 	gid_t gid;
 	bool switched;
 	bool umask_set;
+	bool owner_may_fail;         /* squash_*: as 1.10, an owner that cannot be set is no error */
 };
 void ovl_creds_setup(struct ovl_fs *fs);
 void ovl_creds_enter(struct ovl_fs *fs, fuse_req_t req, struct ovl_creds *c);
@@ -372,6 +399,9 @@ void ovl_log_init(bool debug);
 void ovl_log_to_syslog(void);
 bool ovl_debug_enabled(void);
 void ovl_log(enum ovl_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* ovl_log the first time only (of a mount): hostile layers can hold many bad values. */
+void ovl_log_once(atomic_flag *done, enum ovl_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 /* ops.c */
 extern const struct fuse_lowlevel_ops ovl_ops;

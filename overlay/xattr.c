@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/limits.h>
 
 #include "ops.h"
 
@@ -92,8 +93,24 @@ static void reply_sized(fuse_req_t req, const char *buf, size_t len, size_t size
 		fuse_reply_buf(req, buf, len);
 }
 
+/* Values that hold ids to map: POSIX ACLs (always checked: the kernel
+ * trusts what we answer) and file capabilities under a uid mapping. */
+static bool xattr_has_ids(const struct ovl_config *cfg, const char *name)
+{
+	return ovl_xattr_is_acl(name) || (cfg->uidmap.n > 0 && strcmp(name, "security.capability") == 0);
+}
+
+/* Rewrites the ids inside an xattr value between disk and the mount's view. */
+static int map_xattr_ids(const struct ovl_config *cfg, const char *name, void *value, size_t len, bool to_disk)
+{
+	if (ovl_xattr_is_acl(name))
+		return ovl_idmap_acl(&cfg->uidmap, &cfg->gidmap, value, len, to_disk);
+	return ovl_idmap_caps(&cfg->uidmap, value, len, to_disk);
+}
+
 void ovl_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
+	struct ovl_fs *fs = ovl_fs_of(req);
 	struct ovl_node *n = xattr_node(req, ino);
 	if (n == NULL)
 		return;
@@ -101,12 +118,20 @@ void ovl_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t si
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
-	struct xattr_call c = { .xname = name, .size = size };
-	if (size && (c.buf = malloc(size)) == NULL) {
+	/* a value holding ids is read whole even for a size query: it is
+	 * checked (a layer's may be malformed) before anything is told of it */
+	bool has_ids = xattr_has_ids(fs->cfg, name);
+	struct xattr_call c = { .xname = name, .size = has_ids ? XATTR_SIZE_MAX : size };
+	if (c.size && (c.buf = malloc(c.size)) == NULL) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	int res = node_xattr(ovl_fs_of(req), n, &c);
+	int res = node_xattr(fs, n, &c);
+	if (res == 0 && has_ids && map_xattr_ids(fs->cfg, name, c.buf, (size_t)c.len, false) < 0) {
+		ovl_log_once(&fs->logged_bad_xattr, OVL_WARN, "%s of '%s': malformed in its layer, taken as absent",
+			     name, n->name ? n->name : "/");
+		res = -ENODATA;
+	}
 	if (res < 0)
 		fuse_reply_err(req, -res);
 	else
@@ -147,7 +172,7 @@ void ovl_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 struct xattr_change {
 	const char *xname;
-	const char *value; /* NULL: remove */
+	const void *value; /* NULL: remove */
 	size_t size;
 	int flags;
 };
@@ -190,7 +215,22 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, struct xattr_change *c)
 void ovl_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags)
 {
 	struct xattr_change c = { .xname = name, .value = value ? value : "", .size = size, .flags = flags };
+	void *mapped = NULL;
+	if (xattr_has_ids(ovl_fs_of(req)->cfg, name) && size > 0) {
+		if ((mapped = malloc(size)) == NULL) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		memcpy(mapped, value, size);
+		if (map_xattr_ids(ovl_fs_of(req)->cfg, name, mapped, size, true) < 0) {
+			free(mapped);
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		c.value = mapped;
+	}
 	change_xattr(req, ino, &c);
+	free(mapped);
 }
 
 void ovl_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)

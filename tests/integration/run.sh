@@ -199,9 +199,9 @@ t_bad_input() {
 	expect_bad "workdir: given without upperdir" -o "lowerdir=$T/l1,workdir=$T/w" "$T/m" || r=1
 	expect_bad "timeout" -o "lowerdir=$T/l1,timeout=abc" "$T/m" || r=1
 	expect_bad "redirect_dir" -o "lowerdir=$T/l1,redirect_dir=on" "$T/m" || r=1
-	expect_bad "uidmapping: malformed" -o "lowerdir=$T/l1,uidmapping=0:0" "$T/m" || r=1
-	expect_bad "gidmapping: malformed" -o "lowerdir=$T/l1,gidmapping=a:b:c" "$T/m" || r=1
-	expect_bad "uidmapping: not supported yet" -o "lowerdir=$T/l1,uidmapping=0:1000:1" "$T/m" || r=1
+	expect_bad "uidmapping: want ID:HOST:LEN" -o "lowerdir=$T/l1,uidmapping=0:0" "$T/m" || r=1
+	expect_bad "gidmapping: want ID:HOST:LEN" -o "lowerdir=$T/l1,gidmapping=a:b:c" "$T/m" || r=1
+	expect_bad "uidmapping: overlapping ranges" -o "lowerdir=$T/l1,uidmapping=0:1000:2:1:3000:1" "$T/m" || r=1
 	expect_bad "upperdir: inside lowerdir" -o "lowerdir=$T/l1,upperdir=$T/l1/nested-upper,workdir=$T/w" "$T/m" || r=1
 	expect_bad "workdir: inside lowerdir" -o "lowerdir=$T/l1,upperdir=$T/u,workdir=$T/l1/nested-work" "$T/m" || r=1
 	expect_bad "upperdir: inside the mountpoint" -o "lowerdir=$T/l1,upperdir=$T/m/inside,workdir=$T/w" "$T/m" || r=1

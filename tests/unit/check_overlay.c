@@ -5,6 +5,7 @@
 
 #include <check.h>
 #include <dirent.h>
+#include <endian.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,7 +72,7 @@ START_TEST(options_accepted_for_compat)
 	ck_assert(c.noacl && c.static_nlink && c.noxattrs);
 	ck_assert_int_eq(c.squash_to_uid, 5);
 	ck_assert_int_eq(c.squash_to_gid, 6);
-	ck_assert(strstr(c.kernel_opts, "lazytime") != NULL);
+	ck_assert(strstr(c.kernel_opts, "lazytime") == NULL); /* libfuse would refuse the mount */
 	ck_assert(strstr(c.kernel_opts, "somethingunknown") == NULL);
 	ovl_config_free(&c);
 }
@@ -111,9 +112,10 @@ static const struct {
 	{ "lowerdir=/a,threaded=2", "threaded: want 0 or 1" },
 	{ "lowerdir=/a,squash_to_uid=x", "squash_to_uid: not a valid id" },
 	{ "lowerdir=/a,redirect_dir=on", "redirect_dir: only 'off'" },
-	{ "lowerdir=/a,uidmapping=0:1", "uidmapping: malformed" },
-	{ "lowerdir=/a,gidmapping=0:1:x", "gidmapping: malformed" },
-	{ "lowerdir=/a,uidmapping=0:1000:1", "uidmapping: not supported yet" },
+	{ "lowerdir=/a,uidmapping=0:1", "uidmapping: want ID:HOST:LEN" },
+	{ "lowerdir=/a,gidmapping=0:1:x", "gidmapping: want ID:HOST:LEN" },
+	{ "lowerdir=/a,uidmapping=0:1000:0", "uidmapping: a range of length 0" },
+	{ "lowerdir=/a,gidmapping=0:1000:5:3:2000:1", "gidmapping: overlapping ranges" },
 	{ "lowerdir=/a,xattr_permissions=2", "xattr_permissions: not supported yet" },
 	{ "lowerdir=/a,xattr_permissions=7", "xattr_permissions: want 0, 1 or 2" },
 	{ "lowerdir=/a,xino=auto", "xino: not supported yet" },
@@ -176,29 +178,193 @@ START_TEST(split_layers)
 END_TEST
 
 /* ---- id mappings ---- */
+static struct ovl_idmap map;
+
 START_TEST(idmap_parse)
 {
-	struct ovl_idmap_range *r;
-	size_t n;
-	ck_assert_int_eq(ovl_idmap_parse(":0:1:65536", &r, &n), 0);
-	ck_assert_uint_eq(n, 1);
-	ck_assert_uint_eq(r[0].id, 0);
-	ck_assert_uint_eq(r[0].host, 1);
-	ck_assert_uint_eq(r[0].len, 65536);
-	free(r);
-	ck_assert_int_eq(ovl_idmap_parse(":0:1:1000:1000:0:1:1001:1001:64535", &r, &n), 0);
-	ck_assert_uint_eq(n, 3);
-	ck_assert_uint_eq(r[1].id, 1000);
-	ck_assert_uint_eq(r[1].host, 0);
-	ck_assert_uint_eq(r[2].len, 64535);
-	free(r);
-	ck_assert_int_eq(ovl_idmap_parse("0:100000:65536,65536:0:1", &r, &n), 0);
-	ck_assert_uint_eq(n, 2);
-	free(r);
-	const char *bad[] = { "", ":", "0:1", "0:1:0", "0:1:2:", "a:b:c", "0:1:2:3", "4294967295:0:2",
-			      "0:4294967296:1", "-1:0:1", "0:1:2,,3:4:5", "0 :1:2" };
-	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-		ck_assert_msg(ovl_idmap_parse(bad[i], &r, &n) == -EINVAL, "accepted '%s'", bad[i]);
+	const char *why;
+	ck_assert_int_eq(ovl_idmap_parse(":0:1:65536", &map, &why), 0);
+	ck_assert_uint_eq(map.n, 1);
+	ck_assert_uint_eq(map.r[0].disk, 0);
+	ck_assert_uint_eq(map.r[0].shown, 1);
+	ck_assert_uint_eq(map.r[0].len, 65536);
+	ck_assert_int_eq(ovl_idmap_parse(":0:1:1000:1000:0:1:1001:1001:64535", &map, &why), 0);
+	ck_assert_uint_eq(map.n, 3);
+	ck_assert_uint_eq(map.r[1].disk, 1000);
+	ck_assert_uint_eq(map.r[1].shown, 0);
+	ck_assert_uint_eq(map.r[2].len, 64535);
+	/* ',' between triples, empty items anywhere (1.10 skips them) */
+	const char *good[] = { "0:100000:65536,65536:0:1", "0:1:2:", "0:1:2,,3:4:5", "::0::1:2::", ",0,1,2,",
+			       "0:0:4294967295", "4294967295:0:1" };
+	for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+		ck_assert_msg(ovl_idmap_parse(good[i], &map, &why) == 0, "refused '%s': %s", good[i], why);
+	ck_assert_int_eq(ovl_idmap_parse("0:1:2,,3:4:5", &map, &why), 0);
+	ck_assert_uint_eq(map.n, 2);
+	ck_assert_uint_eq(map.r[1].disk, 3);
+	ck_assert_uint_eq(map.r[1].len, 5);
+}
+END_TEST
+
+static const struct {
+	const char *spec, *why;
+} bad_maps[] = {
+	{ "", "want ID:HOST:LEN" },          { ":", "want ID:HOST:LEN" },
+	{ "0:1", "want ID:HOST:LEN" },       { "a:b:c", "want ID:HOST:LEN" },
+	{ "0:1:2:3", "want ID:HOST:LEN" },   { "-1:0:1", "want ID:HOST:LEN" },
+	{ "0 :1:2", "want ID:HOST:LEN" },    { "0:4294967296:1", "want ID:HOST:LEN" },
+	{ "0:1:0", "length 0" },             { "4294967295:0:2", "past the largest id" },
+	{ "0:4294967295:2", "past the largest id" },
+	{ "0:100:10:5:200:1", "overlapping" }, /* on disk */
+	{ "0:100:10:50:105:1", "overlapping" }, /* shown */
+};
+
+START_TEST(idmap_parse_bad)
+{
+	const char *why = NULL;
+	ck_assert_msg(ovl_idmap_parse(bad_maps[_i].spec, &map, &why) == -EINVAL, "accepted '%s'", bad_maps[_i].spec);
+	ck_assert_msg(strstr(why, bad_maps[_i].why) != NULL, "'%s': %s", bad_maps[_i].spec, why);
+	ck_assert_uint_eq(map.n, 0);
+}
+END_TEST
+
+START_TEST(idmap_too_many_ranges)
+{
+	char spec[341 * 24], *p = spec;
+	const char *why;
+	for (int i = 0; i < OVL_IDMAP_MAX; i++)
+		p += sprintf(p, ":%d:%d:1", i, 1000 + i);
+	ck_assert_int_eq(ovl_idmap_parse(spec, &map, &why), 0);
+	ck_assert_uint_eq(map.n, OVL_IDMAP_MAX);
+	sprintf(p, ":5000:9000:1");
+	ck_assert_int_eq(ovl_idmap_parse(spec, &map, &why), -EINVAL);
+	ck_assert_msg(strstr(why, "more than 340") != NULL, "%s", why);
+}
+END_TEST
+
+START_TEST(idmap_directions)
+{
+	const char *why;
+	/* podman --userns=keep-id for user 1001 */
+	ck_assert_int_eq(ovl_idmap_parse(":0:1:1001:1001:0:1:1002:1002:64534", &map, &why), 0);
+	map.overflow = 65534;
+	ck_assert_uint_eq(ovl_idmap_shown(&map, 0), 1);     /* image root shows as 1 */
+	ck_assert_uint_eq(ovl_idmap_shown(&map, 1000), 1001);
+	ck_assert_uint_eq(ovl_idmap_shown(&map, 1001), 0);  /* the user's files show as root */
+	ck_assert_uint_eq(ovl_idmap_shown(&map, 1002), 1002);
+	ck_assert_uint_eq(ovl_idmap_shown(&map, 65535), 65535);
+	ck_assert_uint_eq(ovl_idmap_shown(&map, 65536), 65534); /* outside: overflow */
+	ck_assert_uint_eq(ovl_idmap_disk(&map, 0), 1001);   /* root inside creates as 1001 */
+	ck_assert_uint_eq(ovl_idmap_disk(&map, 1), 0);
+	ck_assert_uint_eq(ovl_idmap_disk(&map, 1001), 1000);
+	ck_assert_uint_eq(ovl_idmap_disk(&map, 70000), 65534);
+	for (uint32_t id = 0; id < 65536; id += 7)
+		ck_assert_uint_eq(ovl_idmap_disk(&map, ovl_idmap_shown(&map, id)), id);
+	/* the last id of the whole range, and no mapping at all */
+	ck_assert_int_eq(ovl_idmap_parse("4294967295:0:1", &map, &why), 0);
+	ck_assert_uint_eq(ovl_idmap_shown(&map, 4294967295u), 0);
+	ck_assert_uint_eq(ovl_idmap_disk(&map, 0), 4294967295u);
+	ck_assert_uint_eq(ovl_idmap_shown(&map, 0), map.overflow);
+	struct ovl_idmap none = { .n = 0, .overflow = 65534 };
+	ck_assert_uint_eq(ovl_idmap_shown(&none, 123456), 123456);
+	ck_assert_uint_eq(ovl_idmap_disk(&none, 123456), 123456);
+}
+END_TEST
+
+/* a POSIX ACL xattr value: version 2, then (tag, perm, id) entries, little endian */
+static size_t acl_value(unsigned char *v, const uint16_t *tags, const uint32_t *ids, size_t n)
+{
+	uint32_t version = htole32(2);
+	memcpy(v, &version, 4);
+	for (size_t i = 0; i < n; i++) {
+		uint16_t tag = htole16(tags[i]), perm = htole16(7);
+		uint32_t id = htole32(ids[i]);
+		memcpy(v + 4 + 8 * i, &tag, 2);
+		memcpy(v + 6 + 8 * i, &perm, 2);
+		memcpy(v + 8 + 8 * i, &id, 4);
+	}
+	return 4 + 8 * n;
+}
+
+static uint32_t acl_id(const unsigned char *v, size_t i)
+{
+	uint32_t id;
+	memcpy(&id, v + 8 + 8 * i, 4);
+	return le32toh(id);
+}
+
+START_TEST(idmap_acl_ids)
+{
+	static struct ovl_idmap uids, gids;
+	const char *why;
+	ck_assert_int_eq(ovl_idmap_parse("0:100000:65536", &uids, &why), 0);
+	ck_assert_int_eq(ovl_idmap_parse("0:200000:65536", &gids, &why), 0);
+	uids.overflow = gids.overflow = 65534;
+	/* USER_OBJ, USER 1000, GROUP_OBJ, GROUP 50, MASK, OTHER, USER 70000 (unmapped) */
+	const uint16_t tags[] = { 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x02 };
+	const uint32_t ids[] = { 0xffffffff, 1000, 0xffffffff, 50, 0xffffffff, 0xffffffff, 70000 };
+	unsigned char v[64];
+	size_t len = acl_value(v, tags, ids, 7);
+	ck_assert_int_eq(ovl_idmap_acl(&uids, &gids, v, len, false), 0);
+	ck_assert_uint_eq(acl_id(v, 0), 0xffffffff); /* entries without an id keep it */
+	ck_assert_uint_eq(acl_id(v, 1), 101000);
+	ck_assert_uint_eq(acl_id(v, 3), 200050);      /* groups by the gid map */
+	ck_assert_uint_eq(acl_id(v, 4), 0xffffffff);
+	ck_assert_uint_eq(acl_id(v, 6), 65534);
+	ck_assert_int_eq(ovl_idmap_acl(&uids, &gids, v, len, true), 0);
+	ck_assert_uint_eq(acl_id(v, 1), 1000);
+	ck_assert_uint_eq(acl_id(v, 3), 50);
+	/* hostile values: truncated, a partial entry, another version */
+	ck_assert_int_eq(ovl_idmap_acl(&uids, &gids, v, 3, false), -EINVAL);
+	ck_assert_int_eq(ovl_idmap_acl(&uids, &gids, v, len - 1, false), -EINVAL);
+	v[0] = 1;
+	ck_assert_int_eq(ovl_idmap_acl(&uids, &gids, v, len, false), -EINVAL);
+	/* without a mapping a valid value passes unchanged, a bad one is still refused */
+	struct ovl_idmap none = { 0 };
+	len = acl_value(v, tags, ids, 7);
+	ck_assert_int_eq(ovl_idmap_acl(&none, &none, v, len, false), 0);
+	ck_assert_uint_eq(acl_id(v, 1), 1000);
+	ck_assert_int_eq(ovl_idmap_acl(&none, &none, v, 2, false), -EINVAL);
+}
+END_TEST
+
+START_TEST(idmap_capability_rootid)
+{
+	static struct ovl_idmap uids;
+	const char *why;
+	ck_assert_int_eq(ovl_idmap_parse("0:100000:65536", &uids, &why), 0);
+	uids.overflow = 65534;
+	uint32_t v3[6] = { htole32(0x03000000 | 1), htole32(1 << 12), 0, 0, 0, htole32(0) };
+	ck_assert_int_eq(ovl_idmap_caps(&uids, v3, sizeof v3, false), 0);
+	ck_assert_uint_eq(le32toh(v3[5]), 100000);
+	ck_assert_int_eq(ovl_idmap_caps(&uids, v3, sizeof v3, true), 0);
+	ck_assert_uint_eq(le32toh(v3[5]), 0);
+	ck_assert_uint_eq(le32toh(v3[1]), 1 << 12); /* the capability sets stay */
+	uint32_t v2[5] = { htole32(0x02000000 | 1), htole32(1 << 12), 0, 0, 0 };
+	ck_assert_int_eq(ovl_idmap_caps(&uids, v2, sizeof v2, false), 0); /* no id in v2 */
+	ck_assert_uint_eq(le32toh(v2[1]), 1 << 12);
+	ck_assert_int_eq(ovl_idmap_caps(&uids, v3, 20, false), -EINVAL); /* v3 too short */
+	ck_assert_int_eq(ovl_idmap_caps(&uids, v3, 2, false), -EINVAL);
+}
+END_TEST
+
+START_TEST(options_mappings)
+{
+	struct ovl_config c;
+	char err[512];
+	/* libfuse's splitter cuts "uidmapping=A,B" at the ','; the rest joins the mapping */
+	ck_assert_int_eq(PARSE(&c, err, "-o", "lowerdir=/a,uidmapping=0:1000:1,1:100000:65536,,gidmapping=:0:1:1:1:2:3,work,",
+			       "/m"), 0);
+	ck_assert_uint_eq(c.uidmap.n, 2);
+	ck_assert_uint_eq(c.uidmap.r[1].shown, 100000);
+	ck_assert_uint_eq(c.gidmap.n, 2);
+	ck_assert_uint_eq(c.gidmap.r[1].len, 3);
+	ovl_config_free(&c);
+	ck_assert_int_eq(PARSE(&c, err, "-o", "lowerdir=/a", "-o", "uidmapping=0:0:10", "-o", "5:5:1", "/m"), -1);
+	ck_assert_msg(strstr(err, "uidmapping: overlapping ranges") != NULL, "%s", err);
+	ovl_config_free(&c);
+	ck_assert_int_eq(PARSE(&c, err, "-o", "lowerdir=/a,squash_to_uid=abc", "/m"), -1);
+	ck_assert_msg(strstr(err, "squash_to_uid") != NULL, "%s", err);
+	ovl_config_free(&c);
 }
 END_TEST
 
@@ -484,6 +650,12 @@ static Suite *suite(void)
 	tcase_add_test(t, options_positionals);
 	tcase_add_test(t, split_layers);
 	tcase_add_test(t, idmap_parse);
+	tcase_add_loop_test(t, idmap_parse_bad, 0, sizeof bad_maps / sizeof bad_maps[0]);
+	tcase_add_test(t, idmap_too_many_ranges);
+	tcase_add_test(t, idmap_directions);
+	tcase_add_test(t, idmap_acl_ids);
+	tcase_add_test(t, idmap_capability_rootid);
+	tcase_add_test(t, options_mappings);
 	suite_add_tcase(s, t);
 	t = tcase_create("whiteout");
 	tcase_add_test(t, whiteout_names);
