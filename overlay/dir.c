@@ -22,7 +22,9 @@ static int check_new_name(struct ovl_fs *fs, const char *name)
 		return -EROFS;
 	if (ovl_name_is_reserved(name))
 		return -EINVAL; /* COMPAT.md: a .wh. name would become a whiteout */
-	return strlen(name) > ovl_name_max(fs) ? -ENAMETOOLONG : 0;
+	/* a 252-255-byte name has no .wh. form: only removing it where a lower
+	 * layer shows it answers ENAMETOOLONG (ovl_whiteout_put) */
+	return strlen(name) > NAME_MAX ? -ENAMETOOLONG : 0;
 }
 
 /* The node at parent/name with a lookup ref (drop it with ovl_node_forget), or NULL. */
@@ -313,14 +315,21 @@ void ovl_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t m
 /* ---- removing ---- */
 /* Removes name from parent's upper directory upfd, leaving a whiteout where
  * a lower layer would show through (ns_lock held for writing). */
-static int remove_in_upper(struct ovl_fs *fs, struct ovl_node *parent, int upfd, const char *name,
-			   const struct ovl_found *f)
+/* Whether removing what f found at parent/name needs a whiteout: 1, 0 or
+ * -errno (-ENAMETOOLONG: it needs one that cannot be written). */
+static int removal_needs_whiteout(struct ovl_fs *fs, struct ovl_node *parent, const char *name,
+				  const struct ovl_found *f)
+{
+	bool in_upper = f->layer == 0;
+	int lower = in_upper && !(S_ISDIR(f->st.st_mode) && f->nlayers > 1) ? ovl_lower_positive(fs, parent, name) : 1;
+	return lower > 0 && !ovl_whiteout_fits(fs, name) ? -ENAMETOOLONG : lower;
+}
+
+/* lower: what removal_needs_whiteout said. */
+static int remove_in_upper(struct ovl_fs *fs, int upfd, const char *name, const struct ovl_found *f, int lower)
 {
 	bool is_dir = S_ISDIR(f->st.st_mode);
 	bool in_upper = f->layer == 0;
-	int lower = in_upper && !(is_dir && f->nlayers > 1) ? ovl_lower_positive(fs, parent, name) : 1;
-	if (lower < 0)
-		return lower;
 	if (lower)
 		return ovl_whiteout_put(fs, upfd, name, in_upper ? f->st.st_mode & S_IFMT : 0);
 	if (!is_dir)
@@ -369,8 +378,6 @@ static void forget_identity(const struct ovl_found *f)
 static int remove_object(struct ovl_fs *fs, struct ovl_node *parent, const char *name, bool rmdir)
 {
 	int res = check_new_name(fs, name);
-	if (res == -ENAMETOOLONG && strlen(name) <= NAME_MAX && !fs->whiteout_files)
-		res = 0; /* whiteouts of long lower names are char devices */
 	if (res == 0)
 		res = ovl_copy_up_dirs(fs, parent);
 	if (res < 0)
@@ -389,12 +396,16 @@ static int remove_object(struct ovl_fs *fs, struct ovl_node *parent, const char 
 			res = -EISDIR;
 		else if (n && (res = ovl_dir_is_empty(fs, n)) >= 0)
 			res = res ? 0 : -ENOTEMPTY;
+		int lower = res == 0 ? removal_needs_whiteout(fs, parent, name, &f) : 0;
+		if (lower < 0)
+			res = lower;
 		int upfd = res == 0 ? ovl_dir_fd_get(fs, parent, 0) : 0;
 		if (upfd < 0)
 			res = upfd;
 		else if (res == 0) {
+			/* nothing can fail past this point but the removal itself */
 			name_going(fs, parent, upfd, name, &f);
-			res = remove_in_upper(fs, parent, upfd, name, &f);
+			res = remove_in_upper(fs, upfd, name, &f, lower);
 			ovl_dir_fd_put(parent);
 		}
 		if (res == 0) {
@@ -525,6 +536,15 @@ static int do_rename(struct ovl_fs *fs, struct move *mv)
 		return -ENOENT;
 	if ((mv->flags & RENAME_NOREPLACE) && mv->d)
 		return -EEXIST;
+	if (!exchange && !ovl_whiteout_fits(fs, mv->name)) {
+		/* the name it leaves would need a whiteout we cannot write: refused
+		 * before the copy-up, so that upper stays as it was */
+		pthread_rwlock_rdlock(&fs->ns_lock);
+		res = ovl_lower_positive(fs, mv->p, mv->name);
+		pthread_rwlock_unlock(&fs->ns_lock);
+		if (res)
+			return res < 0 ? res : -ENAMETOOLONG;
+	}
 	res = ovl_copy_up(fs, mv->s, true);
 	if (res == 0 && exchange)
 		res = ovl_copy_up(fs, mv->d, true);

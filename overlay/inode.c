@@ -245,7 +245,5 @@ void ovl_op_statfs(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_err(req, errno);
 		return;
 	}
-	if (fs->has_upper && st.f_namemax > ovl_name_max(fs))
-		st.f_namemax = ovl_name_max(fs);
 	fuse_reply_statfs(req, &st);
 }

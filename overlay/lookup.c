@@ -216,7 +216,8 @@ static int entry_begin(struct ovl_fs *fs, const char *name, struct fuse_entry_pa
 	atomic_fetch_add(&fs->stat_lookups, 1);
 	if (strlen(name) > NAME_MAX)
 		return -ENAMETOOLONG;
-	return ovl_name_is_reserved(name) ? -EINVAL : 0;
+	/* never an object of the merged view (COMPAT.md), and programs probe names with stat */
+	return ovl_name_is_reserved(name) ? -ENOENT : 0;
 }
 
 int ovl_lookup_entry(struct ovl_fs *fs, struct ovl_node *parent, const char *name, struct fuse_entry_param *e)
@@ -232,9 +233,12 @@ int ovl_lookup_entry_listed(struct ovl_fs *fs, struct ovl_node *parent, const ch
 			    struct fuse_entry_param *e)
 {
 	int res = entry_begin(fs, name, e);
-	if (res == 0)
-		res = lookup_listed(fs, parent, name, f);
-	if (res < 0 && res != -ENOMEM && res != -EINVAL) {
+	if (res < 0) {
+		ovl_found_free(f);
+		return res;
+	}
+	res = lookup_listed(fs, parent, name, f);
+	if (res < 0 && res != -ENOMEM) {
 		ovl_found_free(f); /* the listing is out of date: look again */
 		res = ovl_lookup_name(fs, parent, name, f);
 	}

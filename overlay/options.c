@@ -610,6 +610,15 @@ int ovl_options_check_paths(const struct ovl_config *cfg, char *err, size_t errl
 			goto out;
 		}
 		for (size_t i = 0; i < nlowers; i++) {
+			/* the kernel refuses this too (ELOOP, "overlapping lowerdir path") */
+			const char *outer = path_within(real_lowers[i], upper) ? cfg->upperdir
+					    : path_within(real_lowers[i], work) ? cfg->workdir
+										 : NULL;
+			if (outer) {
+				snprintf(err, errlen, "%s: lowerdir: inside %s %s (overlapping layers)", lowers[i],
+					 outer == cfg->upperdir ? "upperdir" : "workdir", outer);
+				goto out;
+			}
 			const char *bad = path_within(upper, real_lowers[i]) ? cfg->upperdir
 					  : path_within(work, real_lowers[i]) ? cfg->workdir
 									       : NULL;

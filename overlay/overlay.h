@@ -330,8 +330,8 @@ int ovl_has_whiteout_file(struct ovl_layer *layer, int dirfd, const char *name);
 enum { OVL_WH_NONE, OVL_WH_CHAR, OVL_WH_FILE };
 /* Chooses the format we write (probes mknod in work). */
 void ovl_whiteout_setup(struct ovl_fs *fs);
-/* The longest name that can be created (and later whited out). */
-size_t ovl_name_max(const struct ovl_fs *fs);
+/* Whether name can get a whiteout of the format we write (.wh.NAME costs 4 bytes). */
+bool ovl_whiteout_fits(const struct ovl_fs *fs, const char *name);
 /* Which whiteout the upper directory dirfd holds for name: OVL_WH_*, or -errno. */
 int ovl_upper_whiteout_at(struct ovl_fs *fs, int dirfd, const char *name);
 /* Makes name in the upper directory dirfd a whiteout.  present: the S_IFMT of

@@ -158,10 +158,9 @@ static int link_whiteout(struct ovl_fs *fs, int dirfd, const char *name)
 	return mknodat(dirfd, name, S_IFCHR | 0, makedev(0, 0)) < 0 ? -errno : 0;
 }
 
-size_t ovl_name_max(const struct ovl_fs *fs)
+bool ovl_whiteout_fits(const struct ovl_fs *fs, const char *name)
 {
-	/* a name must be able to get a whiteout: .wh.NAME costs four bytes */
-	return fs->whiteout_files ? NAME_MAX - (sizeof WH_PREFIX - 1) : NAME_MAX;
+	return !fs->whiteout_files || strlen(name) + (sizeof WH_PREFIX - 1) <= NAME_MAX;
 }
 
 static int whiteout_file_name(const char *name, char wh[NAME_MAX + 1])

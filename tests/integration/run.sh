@@ -204,6 +204,9 @@ t_bad_input() {
 	expect_bad "uidmapping: overlapping ranges" -o "lowerdir=$T/l1,uidmapping=0:1000:2:1:3000:1" "$T/m" || r=1
 	expect_bad "upperdir: inside lowerdir" -o "lowerdir=$T/l1,upperdir=$T/l1/nested-upper,workdir=$T/w" "$T/m" || r=1
 	expect_bad "workdir: inside lowerdir" -o "lowerdir=$T/l1,upperdir=$T/u,workdir=$T/l1/nested-work" "$T/m" || r=1
+	mkdir -p "$T/u/low" "$T/w/low"
+	expect_bad "$T/u/low: lowerdir: inside upperdir $T/u" -o "lowerdir=$T/l1:$T/u/low,upperdir=$T/u,workdir=$T/w" "$T/m" || r=1
+	expect_bad "$T/w/low: lowerdir: inside workdir $T/w" -o "lowerdir=$T/w/low,upperdir=$T/u,workdir=$T/w" "$T/m" || r=1
 	expect_bad "upperdir: inside the mountpoint" -o "lowerdir=$T/l1,upperdir=$T/m/inside,workdir=$T/w" "$T/m" || r=1
 	expect_bad "lowerdir: inside the mountpoint" -o "lowerdir=$T/m/inside" "$T/m" || r=1
 	expect_bad "$T/nomnt: mountpoint" -o "lowerdir=$T/l1" "$T/nomnt" || r=1
