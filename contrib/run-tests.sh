@@ -47,6 +47,7 @@ suites=(
 	"crash consistency (kill -9 during write storms, 10 seeds):./tests/integration/crash.sh $(seq -s' ' 1 10)"
 	"full upper filesystem (ENOSPC):./tests/integration/enospc.sh"
 	"copy-ups through a power cut (ext4 shut down without its journal flushed):./tests/integration/powercut.sh"
+	"calls on fds opened before a copy-up (fchmod, fchown, futimens, fsetxattr, ETXTBSY):./tests/integration/open_fds.sh"
 	"owners side by side with 1.10 (uid/gid mappings, squash, ids in ACLs and capabilities):./tests/integration/identity.sh"
 	"uppers exchanged with 1.10 and the kernel overlay:./tests/integration/roundtrip.sh"
 	"an image layer tarball applied as containerd does (kernel overlay vs ours):./tests/integration/tarball.sh"

@@ -452,23 +452,20 @@ static int copy_up_file(struct ovl_fs *fs, struct ovl_node *node, bool with_data
 	}
 	if (res < 0) {
 		ovl_work_remove(fs, tmp);
-	} else if (ovl_passthrough_active(node->nodeid)) {
-		/* The kernel's passthrough readers keep the lower file as this
-		 * node's backing file, so the name gets a new node: ESTALE (and an
-		 * invalidation, ovl_copy_up_in_place) makes the VFS look it up again. */
-		res = -ESTALE;
 	} else {
 		node->origin_ino = st.st_nlink == 1 ? ovl_st_ino(fs, node->layer, st.st_ino) : 0;
 		node->layer = 0;
-		ovl_node_rehash(node, ust.st_dev, ust.st_ino);
-	}
-	if (res == 0 || res == -ESTALE)
+		/* The kernel's passthrough readers keep the lower file as this
+		 * node's backing file: the node serves the calls of their fds
+		 * (fchmod, fstat) from the copy, but the name gets a new node for
+		 * any open (ovl_copy_up_reopen). */
+		(ovl_passthrough_active(node->nodeid) ? ovl_node_detach : ovl_node_rehash)(node, ust.st_dev, ust.st_ino);
 		ovl_dir_changed(parent);
+	}
 	/* A broken lower hard link now shows the copy's st_ino (no origin), which
 	 * the kernel takes only from fresh attributes and a fresh readdir. */
-	if ((res == 0 || res == -ESTALE) && st.st_nlink > 1 && fs->se) {
-		if (res == 0)
-			fuse_lowlevel_notify_inval_inode(fs->se, node->nodeid, -1, 0);
+	if (res == 0 && st.st_nlink > 1 && fs->se) {
+		fuse_lowlevel_notify_inval_inode(fs->se, node->nodeid, -1, 0);
 		fuse_lowlevel_notify_inval_inode(fs->se, parent->nodeid, 0, 0);
 	}
 	pthread_rwlock_unlock(&fs->ns_lock);
@@ -512,4 +509,10 @@ int ovl_copy_up_in_place(struct ovl_fs *fs, struct ovl_node *node, bool with_dat
 	if (res == -ESTALE)
 		copy_up_stale(fs, node);
 	return res;
+}
+
+int ovl_copy_up_reopen(struct ovl_fs *fs, struct ovl_node *node)
+{
+	copy_up_stale(fs, node);
+	return -ESTALE;
 }

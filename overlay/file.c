@@ -119,6 +119,8 @@ void ovl_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int res = 0;
 	if (opens_for_writing(fi->flags))
 		res = ovl_copy_up_in_place(fs, n, !(fi->flags & O_TRUNC));
+	if (res == 0 && n->detached)
+		res = ovl_copy_up_reopen(fs, n);
 	struct open_call c = { .fs = fs, .flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY),
 			       .asked_mode = fi->flags & O_ACCMODE };
 	if (res == 0) {

@@ -56,6 +56,14 @@ int ovl_node_at(struct ovl_fs *fs, struct ovl_node *node, ovl_at_fn fn, void *ar
 	int pfd = ovl_dir_fd_get(fs, parent, (uint32_t)pos);
 	if (pfd < 0)
 		return pfd;
+	struct stat st;
+	/* a detached node has no part in lookups and renames: its copy may have
+	 * moved away or been removed since (then its files' calls answer ESTALE) */
+	if (node->detached && (fstatat(pfd, node->name, &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_ino != node->ino ||
+			       st.st_dev != node->dev)) {
+		ovl_dir_fd_put(parent);
+		return -ESTALE;
+	}
 	int res = fn(&fs->layers[node->layer], pfd, node->name, arg);
 	ovl_dir_fd_put(parent);
 	return res;
@@ -90,7 +98,8 @@ int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
  * have no name left). */
 static int stat_node_or_file(struct ovl_fs *fs, struct ovl_node *n, struct fuse_file_info *fi, struct stat *st)
 {
-	if (fi == NULL || n->dir) {
+	/* a detached node's files are of the lower object: its copy is by name */
+	if (fi == NULL || n->dir || n->detached) {
 		pthread_rwlock_rdlock(&fs->ns_lock);
 		int res = ovl_node_stat(fs, n, st);
 		pthread_rwlock_unlock(&fs->ns_lock);
@@ -178,7 +187,7 @@ void ovl_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_se
 	on_disk.st_uid = ovl_idmap_disk(&cfg->uidmap, attr->st_uid);
 	on_disk.st_gid = ovl_idmap_disk(&cfg->gidmap, attr->st_gid);
 	struct setattr_call c = { .attr = &on_disk, .to_set = to_set, .fd = -1, .chown_may_fail = ovl_squashing(cfg) };
-	if (res == 0 && fi && !n->dir && ovl_node_is_upper(fs, n))
+	if (res == 0 && fi && !n->dir && ovl_node_is_upper(fs, n) && !n->detached)
 		c.fd = ovl_file_fd(fi);
 	if (res == 0) {
 		pthread_rwlock_rdlock(&fs->ns_lock);

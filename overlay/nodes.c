@@ -669,6 +669,18 @@ bool ovl_node_peek(dev_t dev, ino_t ino, const struct ovl_node *parent, const ch
 	return n != NULL;
 }
 
+void ovl_node_detach(struct ovl_node *node, dev_t dev, ino_t ino)
+{
+	struct id_shard *s = lock_node_shard(node);
+	if (node->hashed)
+		id_remove(s, node);
+	node->hashed = false;
+	node->detached = true;
+	node->dev = dev;
+	node->ino = ino;
+	pthread_mutex_unlock(&s->lock);
+}
+
 void ovl_node_unhash_id(dev_t dev, ino_t ino)
 {
 	struct id_shard *s = &id_shards[id_hash(dev, ino) % ID_SHARDS];

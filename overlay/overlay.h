@@ -146,6 +146,9 @@ struct ovl_node {
 	uint16_t type;               /* S_IFMT bits */
 	bool hashed;                 /* found by identity; false once its object is gone */
 	bool unlinked;               /* its name went away (ns_lock): only an open file reaches it */
+	bool detached;               /* copied up while the kernel kept its lower file as the
+					passthrough backing file: metadata calls (on an fd opened
+					before) reach the copy, opens get ESTALE and a new node */
 	char first_name[];           /* where name points until a rename (one allocation a node) */
 };
 
@@ -209,6 +212,8 @@ int ovl_dir_layer_pos(const struct ovl_dir *dir, uint32_t layer);
 void ovl_nodes_counters(long *nodes, long *dirs);
 /* The node now stands for another backing object (after a copy-up). */
 void ovl_node_rehash(struct ovl_node *node, dev_t dev, ino_t ino);
+/* The same, for a node lookups must not find (it becomes detached). */
+void ovl_node_detach(struct ovl_node *node, dev_t dev, ino_t ino);
 /* The object (dev, ino) is gone: a later lookup of the same identity (a
  * reused inode number) must make a new node. */
 void ovl_node_unhash_id(dev_t dev, ino_t ino);
@@ -287,6 +292,10 @@ int ovl_copy_up_dirs(struct ovl_fs *fs, struct ovl_node *dir);
  * setattr, xattrs, ioctl): on -ESTALE the kernel is also told to drop the
  * name, so that its retry reaches the new node. */
 int ovl_copy_up_in_place(struct ovl_fs *fs, struct ovl_node *node, bool with_data);
+/* An open of a detached node: the kernel is told to drop the name, and the
+ * open answers -ESTALE, so that the VFS looks the name up again and opens
+ * the copy's node (an inode keeps one passthrough backing file). */
+int ovl_copy_up_reopen(struct ovl_fs *fs, struct ovl_node *node);
 /* The st_ino a copied-up upper object dirfd/name (name NULL: dirfd) shows. */
 bool ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name, ino_t *shown);
 

@@ -1,0 +1,94 @@
+#!/bin/bash
+# Calls on file descriptors opened before a copy-up (Go's os.Open(p).Chmod,
+# Python's os.fchmod(fd)), with FUSE passthrough (the lower file stays the
+# kernel's backing file of the first inode) and without it.  Usage: open_fds.sh.
+#   MODE_fd_calls     fchmod, fchown, futimens, fsetxattr on a read-only fd of
+#                     a lower file succeed (the kernel overlay and 1.10 do);
+#                     fstat on that fd and stat by path show the change; the
+#                     lower file is untouched, the upper copy holds it
+#   MODE_writer_first a writer copies the file up, then the reader's fd takes
+#                     an fchmod: stat by path and fstat show it
+#   MODE_etxtbsy      a path chmod copies up a running binary; opening it for
+#                     writing then answers ETXTBSY, as on the kernel overlay
+TEST_NAME=open_fds
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+require_fuse
+make_work
+
+check() { # MODE: the checks on a fresh mount, in a python child; prints problems
+	python3 - "$WORK/$1" <<'EOF'
+import os, stat, subprocess, sys, time
+d = sys.argv[1]
+m, low, up = d + "/m", d + "/l", d + "/u"
+bad = []
+fd = os.open(m + "/f", os.O_RDONLY)
+for name, fn in [("fchmod", lambda: os.fchmod(fd, 0o600)), ("fchown", lambda: os.fchown(fd, 5, 6)),
+                 ("futimens", lambda: os.utime(fd, ns=(10**9, 2 * 10**9))),
+                 ("fsetxattr", lambda: os.setxattr(fd, "user.k", b"v"))]:
+    try:
+        fn()
+    except OSError as e:
+        bad.append("fd_calls: %s: %s" % (name, e))
+for how, st in (("fstat", os.fstat(fd)), ("stat", os.stat(m + "/f"))):
+    got = (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns)
+    if got != (0o600, 5, 6, 2 * 10**9):
+        bad.append("fd_calls: %s shows %o %d:%d %d" % ((how,) + got))
+if os.getxattr(m + "/f", "user.k") != b"v" or os.read(fd, 100) != b"data\n":
+    bad.append("fd_calls: xattr or data through the old fd wrong")
+lst, ust = os.stat(low + "/f"), os.stat(up + "/f")
+if stat.S_IMODE(lst.st_mode) != 0o644 or lst.st_uid != 0 or os.listxattr(low + "/f"):
+    bad.append("fd_calls: the lower file changed")
+if (stat.S_IMODE(ust.st_mode), ust.st_uid, ust.st_gid) != (0o600, 5, 6):
+    bad.append("fd_calls: upper copy is %o %d:%d" % (stat.S_IMODE(ust.st_mode), ust.st_uid, ust.st_gid))
+os.close(fd)
+
+fd = os.open(m + "/g", os.O_RDONLY)
+with open(m + "/g", "a") as w:
+    w.write("more")
+try:
+    os.fchmod(fd, 0o640)
+except OSError as e:
+    bad.append("writer_first: fchmod: %s" % e)
+for how, st in (("fstat", os.fstat(fd)), ("stat", os.stat(m + "/g"))):
+    if stat.S_IMODE(st.st_mode) != 0o640:
+        bad.append("writer_first: %s shows %o" % (how, stat.S_IMODE(st.st_mode)))
+if open(m + "/g").read() != "low\nmore":
+    bad.append("writer_first: data %r" % open(m + "/g").read())
+os.close(fd)
+
+p = subprocess.Popen([m + "/sleep", "10"])
+time.sleep(0.3)
+try:
+    os.chmod(m + "/sleep", 0o700)
+    try:
+        open(m + "/sleep", "r+b").close()
+        bad.append("etxtbsy: a running binary opened for writing")
+    except OSError as e:
+        if e.errno != 26:
+            bad.append("etxtbsy: %s" % e)
+except OSError as e:
+    bad.append("etxtbsy: chmod: %s" % e)
+p.kill()
+p.wait()
+print("\n".join(bad))
+EOF
+}
+
+for mode in passthrough nopassthrough; do
+	d=$WORK/$mode
+	mkdir -p "$d"/{l,u,w,m}
+	echo data >"$d/l/f"
+	echo low >"$d/l/g"
+	cp "$(command -v sleep)" "$d/l/sleep"
+	env=()
+	[ $mode = nopassthrough ] && env=(FUSE_OVERLAYFS_DISABLE_PASSTHROUGH=1)
+	env "${env[@]}" "$BIN" -o "lowerdir=$d/l,upperdir=$d/u,workdir=$d/w" "$d/m" || die "mount failed"
+	check "$mode" >"$d/problems" 2>&1
+	fusermount3 -u "$d/m" || fail "${mode}_unmount" "fusermount3 -u failed"
+	for t in fd_calls writer_first etxtbsy; do
+		grep "^$t: \|Traceback\|Error" "$d/problems" >"$d/$t"
+		fail_file "${mode}_$t" "$d/$t"
+	done
+done
+finish
