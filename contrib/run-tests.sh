@@ -49,6 +49,7 @@ suites=(
 	"copy-ups through a power cut (ext4 shut down without its journal flushed):./tests/integration/powercut.sh"
 	"calls on fds opened before a copy-up (fchmod, fchown, futimens, fsetxattr, ETXTBSY):./tests/integration/open_fds.sh"
 	"owners side by side with 1.10 (uid/gid mappings, squash, ids in ACLs and capabilities):./tests/integration/identity.sh"
+	"fuzz targets (libFuzzer, ASan and UBSan; the parsers of untrusted input):./tests/fuzz/run.sh"
 	"uppers exchanged with 1.10 and the kernel overlay:./tests/integration/roundtrip.sh"
 	"an image layer tarball applied as containerd does (kernel overlay vs ours):./tests/integration/tarball.sh"
 	"rootless writes (user namespace, kernel overlay with userxattr vs ours):./tests/integration/rootless.sh"

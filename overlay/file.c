@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <string.h>
@@ -18,10 +19,78 @@
 
 /* fh = the backing fd, plus this bit when the open holds a passthrough ref. */
 #define FH_PASSTHROUGH (UINT64_C(1) << 32)
+/* the fd part of a passthrough read-only open: we hold no fd (the kernel
+ * has the file), the few calls that need one reopen the object */
+#define FH_NO_FD UINT64_C(0xffffffff)
+/* bits 40-47: the opener's share of the fds of open files (see fd_share) */
+#define FH_SHARE_SHIFT 40
+
+/* Open files hold fds from a budget that leaves lookups, listings and
+ * copy-ups theirs; each caller (by uid, in OVL_FD_SHARES shares) may take at
+ * most half of it, so that one user of an allow_other mount opening files by
+ * the thousand cannot stop the others' opens either. */
+static unsigned fd_share(fuse_req_t req)
+{
+	return fuse_req_ctx(req)->uid % OVL_FD_SHARES;
+}
+
+static bool file_fd_take(struct ovl_fs *fs, unsigned share)
+{
+	if (atomic_fetch_add(&fs->file_fds_open, 1) >= fs->file_fd_budget ||
+	    atomic_fetch_add(&fs->file_fds_of[share], 1) >= fs->file_fd_budget / 2) {
+		atomic_fetch_sub(&fs->file_fds_open, 1);
+		atomic_fetch_sub(&fs->file_fds_of[share], 1);
+		return false;
+	}
+	return true;
+}
+
+static void file_fd_give(struct ovl_fs *fs, unsigned share)
+{
+	atomic_fetch_sub(&fs->file_fds_open, 1);
+	atomic_fetch_sub(&fs->file_fds_of[share], 1);
+}
 
 static int fh_fd(const struct fuse_file_info *fi)
 {
 	return (int)(uint32_t)fi->fh;
+}
+
+struct reopen_call {
+	struct ovl_fs *fs;
+	int fd;
+};
+
+static int reopen_cb(struct ovl_layer *layer, int dirfd, const char *name, void *arg)
+{
+	struct reopen_call *c = arg;
+	c->fd = ovl_layer_open(c->fs, layer, dirfd, name, O_RDONLY | O_NONBLOCK);
+	return c->fd < 0 ? -errno : 0;
+}
+
+/* The fd of an open file; for one we hold none of, a new read-only fd of
+ * its object in *reopened (close it after), or -errno. */
+static int file_fd(struct ovl_fs *fs, fuse_ino_t ino, const struct fuse_file_info *fi, int *reopened)
+{
+	*reopened = -1;
+	if (fh_fd(fi) >= 0)
+		return fh_fd(fi);
+	struct ovl_node *n = ovl_node_get(ino);
+	if (n == NULL)
+		return -ESTALE;
+	int orphan = ovl_node_orphan_fd(n), res;
+	if (orphan >= 0) {
+		char path[32];
+		snprintf(path, sizeof path, "/proc/self/fd/%d", orphan);
+		res = (*reopened = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0 ? -errno : 0;
+	} else {
+		struct reopen_call c = { .fs = fs, .fd = -1 };
+		pthread_rwlock_rdlock(&fs->ns_lock);
+		res = ovl_node_at(fs, n, reopen_cb, &c);
+		pthread_rwlock_unlock(&fs->ns_lock);
+		*reopened = c.fd;
+	}
+	return res < 0 ? res : *reopened;
 }
 
 int ovl_file_fd(const struct fuse_file_info *fi)
@@ -69,8 +138,10 @@ static void reply_opened(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_inf
 	struct ovl_fs *fs = ovl_fs_of(req);
 	struct ovl_node *node = ovl_node_get(nodeid);
 	int backing_id = ovl_passthrough_get(nodeid, fd);
+	unsigned share = fd_share(req);
 	int res;
 	if (backing_id < 0) {
+		file_fd_give(fs, share);
 		close(fd);
 		if (e)
 			ovl_node_forget(fs, node, 1);
@@ -80,22 +151,31 @@ static void reply_opened(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_inf
 	/* counted before the reply: the opener may unlink the name at once */
 	if (node)
 		atomic_fetch_add(&node->opens, 1);
+	if (backing_id > 0 && (fi->flags & O_ACCMODE) == O_RDONLY) {
+		/* the kernel reads the file itself: no fd of ours per reader */
+		close(fd);
+		file_fd_give(fs, share);
+		fd = -1;
+	}
 	if (backing_id > 0) {
-		/* Our fd stays open for lseek (SEEK_DATA/SEEK_HOLE come to us). */
-		uint64_t fh = (uint64_t)fd | FH_PASSTHROUGH;
+		/* A writer's fd stays open for fsync, lseek, fallocate and copy_file_range. */
+		uint64_t fh = (fd >= 0 ? (uint64_t)fd : FH_NO_FD) | FH_PASSTHROUGH | (uint64_t)share << FH_SHARE_SHIFT;
 		res = e ? ovl_passthrough_reply_create(req, e, fh, backing_id)
 			: ovl_passthrough_reply_open(req, fh, backing_id);
 		if (res == -ENOENT)
 			ovl_passthrough_put(nodeid);
 	} else {
-		fi->fh = (uint64_t)fd;
+		fi->fh = (uint64_t)fd | (uint64_t)share << FH_SHARE_SHIFT;
 		/* Everything reaches the files through us: keep the page cache across opens. */
 		fi->keep_cache = fs->timeout > 0;
 		fi->noflush = 1;
 		res = e ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
 	}
 	if (res == -ENOENT) {
-		close(fd); /* interrupted: no release will come */
+		if (fd >= 0) {
+			close(fd); /* interrupted: no release will come */
+			file_fd_give(fs, share);
+		}
 		if (node)
 			atomic_fetch_sub(&node->opens, 1);
 		if (e)
@@ -105,6 +185,10 @@ static void reply_opened(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_inf
 
 void ovl_file_reply_create(fuse_req_t req, const struct fuse_entry_param *e, struct fuse_file_info *fi, int fd)
 {
+	/* counted, never refused: the file exists already */
+	struct ovl_fs *fs = ovl_fs_of(req);
+	atomic_fetch_add(&fs->file_fds_open, 1);
+	atomic_fetch_add(&fs->file_fds_of[fd_share(req)], 1);
 	reply_opened(req, e->ino, fi, fd, e);
 }
 
@@ -123,10 +207,15 @@ void ovl_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		res = ovl_copy_up_reopen(fs, n);
 	struct open_call c = { .fs = fs, .flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY),
 			       .asked_mode = fi->flags & O_ACCMODE };
+	/* the fds of lookups, listings and copy-ups are kept out of reach */
+	if (res == 0 && !file_fd_take(fs, fd_share(req)))
+		res = -EMFILE;
 	if (res == 0) {
 		pthread_rwlock_rdlock(&fs->ns_lock);
 		res = ovl_node_at(fs, n, open_cb, &c);
 		pthread_rwlock_unlock(&fs->ns_lock);
+		if (res < 0)
+			file_fd_give(fs, fd_share(req));
 	}
 	if (res < 0)
 		fuse_reply_err(req, -res);
@@ -164,7 +253,10 @@ void ovl_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct ovl_node *n = ovl_node_get(ino);
 	if (n)
 		atomic_fetch_sub(&n->opens, 1);
-	close(fh_fd(fi));
+	if (fh_fd(fi) >= 0) {
+		close(fh_fd(fi));
+		file_fd_give(ovl_fs_of(req), (unsigned)(fi->fh >> FH_SHARE_SHIFT) & 0xff);
+	}
 	if (fi->fh & FH_PASSTHROUGH)
 		ovl_passthrough_put(ino);
 	fuse_reply_err(req, 0);
@@ -186,8 +278,11 @@ static int sync_fd(struct ovl_fs *fs, int fd, int datasync)
 
 void ovl_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	(void)ino;
-	fuse_reply_err(req, -sync_fd(ovl_fs_of(req), fh_fd(fi), datasync));
+	struct ovl_fs *fs = ovl_fs_of(req);
+	int reopened, fd = file_fd(fs, ino, fi, &reopened);
+	fuse_reply_err(req, fd < 0 ? -fd : -sync_fd(fs, fd, datasync));
+	if (reopened >= 0)
+		close(reopened);
 }
 
 void ovl_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -217,11 +312,16 @@ void ovl_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct 
 	 * (other threads serve those WRITEs; the kernel holds no lock they need). */
 	if (fs->writeback_cache && (whence == SEEK_DATA || whence == SEEK_HOLE) && fs->se)
 		fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
-	off_t res = lseek(fh_fd(fi), off, whence);
+	int reopened, fd = file_fd(fs, ino, fi, &reopened);
+	off_t res = fd < 0 ? fd : lseek(fd, off, whence);
+	if (res < 0 && fd >= 0)
+		res = -errno;
 	if (res < 0)
-		fuse_reply_err(req, errno);
+		fuse_reply_err(req, (int)-res);
 	else
 		fuse_reply_lseek(req, res);
+	if (reopened >= 0)
+		close(reopened);
 }
 
 void ovl_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
@@ -234,15 +334,19 @@ void ovl_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, of
 void ovl_op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, struct fuse_file_info *fi_in,
 			    fuse_ino_t ino_out, off_t off_out, struct fuse_file_info *fi_out, size_t len, int flags)
 {
-	(void)ino_in;
 	(void)ino_out;
 	/* the handles were opened with their own modes: a destination whose mode
 	 * changed to read-only since stays writable, as on a local filesystem */
-	ssize_t res = copy_file_range(fh_fd(fi_in), &off_in, fh_fd(fi_out), &off_out, len, (unsigned)flags);
+	int reopened, in = file_fd(ovl_fs_of(req), ino_in, fi_in, &reopened);
+	ssize_t res = in < 0 ? in : copy_file_range(in, &off_in, fh_fd(fi_out), &off_out, len, (unsigned)flags);
+	if (res < 0 && in >= 0)
+		res = -errno;
 	if (res < 0)
-		fuse_reply_err(req, errno);
+		fuse_reply_err(req, (int)-res);
 	else
 		fuse_reply_write(req, (size_t)res);
+	if (reopened >= 0)
+		close(reopened);
 }
 
 /* FS_IOC_GETFLAGS/SETFLAGS: read from the object shown; set on its upper copy. */

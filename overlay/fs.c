@@ -61,6 +61,17 @@ static long raise_nofile(void)
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
 		return 1024;
+	/* With CAP_SYS_RESOURCE (root mounts) the hard limit rises to the
+	 * kernel's: the callers of an allow_other mount share our fds. */
+	FILE *f = fopen("/proc/sys/fs/nr_open", "re");
+	unsigned long nr_open;
+	if (f && fscanf(f, "%lu", &nr_open) == 1 && nr_open > rl.rlim_max) {
+		struct rlimit more = { .rlim_cur = nr_open, .rlim_max = nr_open };
+		if (setrlimit(RLIMIT_NOFILE, &more) == 0)
+			rl = more;
+	}
+	if (f)
+		fclose(f);
 	if (rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
@@ -119,6 +130,13 @@ int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t e
 	fs->dir_fd_budget = (nofile - (long)fs->nlayers) / 2;
 	if (fs->dir_fd_budget < 16)
 		fs->dir_fd_budget = 16;
+	/* what open files may hold: the rest, less a reserve for the work of
+	 * lookups, listings and copy-ups (a caller opening files by the
+	 * thousand must not stop them for everyone) */
+	long reserve = nofile / 16 < 64 ? nofile / 16 : 64;
+	fs->file_fd_budget = nofile - (long)fs->nlayers - fs->dir_fd_budget - reserve;
+	if (fs->file_fd_budget < 8)
+		fs->file_fd_budget = 8;
 
 	struct stat st;
 	if (fstat(fs->layers[0].root_fd, &st) < 0) {

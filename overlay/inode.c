@@ -99,7 +99,7 @@ int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 static int stat_node_or_file(struct ovl_fs *fs, struct ovl_node *n, struct fuse_file_info *fi, struct stat *st)
 {
 	/* a detached node's files are of the lower object: its copy is by name */
-	if (fi == NULL || n->dir || n->detached) {
+	if (fi == NULL || n->dir || n->detached || ovl_file_fd(fi) < 0) {
 		pthread_rwlock_rdlock(&fs->ns_lock);
 		int res = ovl_node_stat(fs, n, st);
 		pthread_rwlock_unlock(&fs->ns_lock);

@@ -165,6 +165,10 @@ struct ovl_fs {
 	struct ovl_node *root;
 	long dir_fd_budget;
 	atomic_long dir_fds_open;
+	long file_fd_budget;         /* fds open files may hold (file.c) */
+	atomic_long file_fds_open;
+#define OVL_FD_SHARES 64
+	atomic_long file_fds_of[OVL_FD_SHARES]; /* by the opener's uid % OVL_FD_SHARES */
 	atomic_long stat_lookups, stat_forgets, stat_listings, stat_prefetches;
 	/* Read: anything that resolves a node to a layer path (lookup, getattr,
 	 * open, listing).  Write: anything that changes a layer's namespace or a

@@ -10,6 +10,11 @@
 #                     an fchmod: stat by path and fstat show it
 #   MODE_etxtbsy      a path chmod copies up a running binary; opening it for
 #                     writing then answers ETXTBSY, as on the kernel overlay
+#   MODE_many_opens   an unprivileged user of the allow_other mount holds 4,000
+#                     read-only opens while the daemon may have 3,000 fds (and
+#                     no CAP_SYS_RESOURCE to raise it): listings, lookups and a
+#                     root reader keep working; with passthrough the daemon
+#                     holds no fd per reader and every open succeeds
 TEST_NAME=open_fds
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -90,5 +95,52 @@ for mode in passthrough nopassthrough; do
 		grep "^$t: \|Traceback\|Error" "$d/problems" >"$d/$t"
 		fail_file "${mode}_$t" "$d/$t"
 	done
+done
+
+many_opens() { # MODE: prints problems
+	local d=$WORK/many-$1 pid
+	mkdir -p "$d"/{l,u,w,m} "$d/l/dir"
+	echo data >"$d/l/f"
+	for i in $(seq 50); do echo "$i" >"$d/l/dir/f$i"; done
+	env=()
+	[ "$1" = nopassthrough ] && env=(FUSE_OVERLAYFS_DISABLE_PASSTHROUGH=1)
+	env "${env[@]}" prlimit --nofile=3000:3000 setpriv --bounding-set=-sys_resource --inh-caps=-sys_resource \
+		"$BIN" -o "lowerdir=$d/l,upperdir=$d/u,workdir=$d/w" "$d/m" || { echo "mount failed"; return; }
+	pid=$(pgrep -nf "fuse-overlayfs .*$d/m") || { echo "no daemon"; return; }
+	chmod 755 "$WORK" "$d"
+	# the user's opener reports how many it holds, then holds them until go exists
+	prlimit --nofile=5000:5000 setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 -c '
+import os, sys, time
+fds, err = [], None
+try:
+    for _ in range(4000):
+        fds.append(os.open(sys.argv[1], os.O_RDONLY))
+except OSError as e:
+    err = e.strerror
+print(len(fds), err, flush=True)
+for _ in range(600):
+    if os.path.exists(sys.argv[2]):
+        break
+    time.sleep(0.1)' "$d/m/f" "$d/go" >"$d/held" 2>&1 &
+	PIDS+=($!)
+	for _ in $(seq 600); do [ -s "$d/held" ] && break; sleep 0.1; done
+	read -r held why <"$d/held"
+	held=${held:-0}
+	[ "$1" = passthrough ] && [ "$held" != 4000 ] && echo "the user held only $held opens: $why"
+	[ "$held" -ge 500 ] || echo "the user held only $held opens: $why"
+	local nfd
+	nfd=$(ls "/proc/$pid/fd" | wc -l)
+	[ "$1" = passthrough ] && [ "$nfd" -gt 100 ] && echo "the daemon holds $nfd fds for read-only passthrough opens"
+	[ "$(ls "$d/m/dir" | wc -l)" = 50 ] || echo "listing failed: $(ls "$d/m/dir" 2>&1 | tail -1)"
+	for i in 3 17 42; do [ "$(cat "$d/m/dir/f$i" 2>&1)" = "$i" ] || echo "root cannot read dir/f$i: $(cat "$d/m/dir/f$i" 2>&1)"; done
+	stat "$d/m/dir/f9" >/dev/null || echo "lookup failed"
+	echo new >"$d/m/dir/new" || echo "create failed"
+	touch "$d/go"
+	wait "${PIDS[-1]}"
+	fusermount3 -u "$d/m" || echo "unmount failed"
+}
+for mode in passthrough nopassthrough; do
+	many_opens $mode >"$WORK/many-$mode.problems" 2>&1
+	fail_file "${mode}_many_opens" "$WORK/many-$mode.problems"
 done
 finish

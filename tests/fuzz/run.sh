@@ -1,0 +1,42 @@
+#!/bin/bash
+# Builds each libFuzzer target (clang, with AddressSanitizer and UBSan) and
+# runs it for FUZZ_SECONDS (default 20) from its seed corpus.  Prints
+# `PASS fuzz NAME` or `FAIL fuzz NAME` (the crash report's tail), then
+# `N passed, M failed`.  Usage: tests/fuzz/run.sh [NAME...]
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+secs=${FUZZ_SECONDS:-20}
+command -v clang >/dev/null || { echo "FATAL: clang is missing (contrib/install-deps.sh)" >&2; exit 2; }
+[ -f "$top/config.h" ] || { echo "FATAL: configure first (contrib/build.sh)" >&2; exit 2; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# target: its sources besides the harness
+declare -A sources=([fuzz_idmap]="overlay/idmap.c")
+names=("$@")
+[ ${#names[@]} = 0 ] && names=("${!sources[@]}")
+passed=0
+failed=0
+for t in "${names[@]}"; do
+	srcs=()
+	for s in ${sources[$t]}; do srcs+=("$top/$s"); done
+	if ! clang -g -O1 -std=gnu17 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		-I"$top" $(pkg-config --cflags fuse3) -o "$work/$t" "$here/$t.c" "${srcs[@]}" 2>"$work/$t.build"; then
+		echo "FAIL fuzz $t: does not build"
+		tail -5 "$work/$t.build" | sed 's/^/    /'
+		failed=$((failed + 1))
+		continue
+	fi
+	mkdir -p "$work/corpus-$t"
+	cp "$here/corpus/$t"/* "$work/corpus-$t/" 2>/dev/null
+	if "$work/$t" -max_total_time="$secs" -max_len=4096 -artifact_prefix="$work/" "$work/corpus-$t" >"$work/$t.log" 2>&1; then
+		echo "PASS fuzz $t ($(grep -o 'Done [0-9]* runs' "$work/$t.log"))"
+		passed=$((passed + 1))
+	else
+		echo "FAIL fuzz $t"
+		tail -20 "$work/$t.log" | sed 's/^/    /'
+		failed=$((failed + 1))
+	fi
+done
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
