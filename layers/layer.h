@@ -39,6 +39,7 @@ struct ovl_layer {
 	dev_t dev;
 	uint32_t fsid;       /* index among the distinct st_dev of all layers */
 	bool is_upper;
+	uint8_t override_kind; /* enum ovl_override_kind: where stat overrides are kept */
 	atomic_bool no_clone; /* FICLONE from here to the upper failed for want of support */
 	const struct ovl_layer_ops *ops;
 };

@@ -288,6 +288,17 @@ static int build_copy(struct ovl_fs *fs, struct ovl_layer *lower, int pfd, const
 	return res;
 }
 
+/* The copy of node's object, dirfd/name (name NULL: dirfd), keeps the owner
+ * and mode the node shows from its layer's stat override, under the upper
+ * layer's name for it. */
+static int carry_override(struct ovl_fs *fs, struct ovl_node *node, int dirfd, const char *name)
+{
+	struct ovl_override o;
+	if (fs->layers[0].override_kind == OVL_OVERRIDE_NONE || !ovl_node_get_override(fs, node, &o))
+		return 0;
+	return ovl_override_write(fs, dirfd, name, &o) < 0 ? -errno : 0;
+}
+
 /* Puts work/tmp at upfd/name.  A copy-up is no change the user made: the
  * parent keeps its times, as on the kernel overlay. */
 static int rename_into_upper(struct ovl_fs *fs, const char *tmp, int upfd, const char *name)
@@ -331,6 +342,8 @@ static int copy_up_one_dir(struct ovl_fs *fs, struct ovl_node *d)
 		res = copy_xattrs(-1, NULL, src, -1, NULL, fd);
 	if (res == 0)
 		res = origin_set(fs, fd, NULL, &st);
+	if (res == 0)
+		res = carry_override(fs, d, fd, NULL);
 	if (res == 0 && (fchmod(fd, st.st_mode & 07777) < 0 || futimens(fd, times) < 0 || fstat(fd, &ust) < 0))
 		res = -errno;
 	if (res == 0)
@@ -430,6 +443,8 @@ static int copy_up_file(struct ovl_fs *fs, struct ovl_node *node, bool with_data
 	ovl_work_tempname(fs, tmp);
 	res = build_copy(fs, lower, pfd, node->name, tmp, with_data, &st, &ust);
 	ovl_dir_fd_put(parent);
+	if (res == 0 && (res = carry_override(fs, node, fs->work_fd, tmp)) < 0)
+		ovl_work_remove(fs, tmp);
 	if (res < 0)
 		return res;
 

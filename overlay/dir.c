@@ -199,6 +199,29 @@ static int entry_of_new(struct ovl_fs *fs, struct ovl_node *parent, int upfd, co
 	return 0;
 }
 
+/* xattr_permissions: a new file or directory gets its override (the
+ * caller's owner, the mode it was made with); e shows it. */
+static int override_new(struct ovl_fs *fs, const struct ovl_creds *c, int upfd, const char *name, int fd,
+			struct fuse_entry_param *e)
+{
+	mode_t type = e->attr.st_mode & S_IFMT;
+	if (fs->layers[0].override_kind == OVL_OVERRIDE_NONE || (type != S_IFREG && type != S_IFDIR))
+		return 0;
+	struct stat st;
+	if ((fd >= 0 ? fstat(fd, &st) : fstatat(upfd, name, &st, AT_SYMLINK_NOFOLLOW)) < 0)
+		return -errno;
+	struct ovl_override o = { .uid = c->uid, .gid = c->gid, .mode = st.st_mode };
+	if ((fd >= 0 ? ovl_override_write(fs, fd, NULL, &o) : ovl_override_write(fs, upfd, name, &o)) < 0)
+		return 0; /* as 1.10: the object then shows as stored */
+	struct ovl_node *n = ovl_node_get(e->ino);
+	if (n)
+		ovl_node_set_override(fs, n, &o);
+	e->attr = st;
+	if (n)
+		ovl_node_present(fs, n, &e->attr);
+	return 0;
+}
+
 static int make_object(fuse_req_t req, struct ovl_node *parent, const char *name, struct make *m,
 		       struct fuse_entry_param *e)
 {
@@ -237,6 +260,8 @@ again:
 			ovl_dir_name_added(parent, name, m->mode);
 			res = entry_of_new(fs, parent, upfd, name, m->fd, e);
 		}
+		if (res == 0 && m->source == NULL)
+			res = override_new(fs, &c, upfd, name, m->fd, e);
 		if (res == 0 && m->source)
 			res = ovl_node_add_alias(m->source, parent, name);
 		if (upfd >= 0)

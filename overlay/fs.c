@@ -125,6 +125,9 @@ int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t e
 		}
 	}
 	assign_fsids(fs);
+	pthread_mutex_init(&fs->override_lock, NULL);
+	if (ovl_override_setup(fs, err, errlen) < 0)
+		goto fail;
 
 	long nofile = raise_nofile();
 	fs->dir_fd_budget = (nofile - (long)fs->nlayers) / 2;
@@ -148,6 +151,7 @@ int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t e
 	fs->root = ovl_node_new_root(fs, &st, all, fs->nlayers);
 	if (fs->root == NULL)
 		goto fail_nomem;
+	ovl_node_load_override(fs, fs->root, fs->layers[0].root_fd, NULL, &st);
 	free(all);
 	ovl_free_strv(lowers, nlowers);
 	*out = fs;

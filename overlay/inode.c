@@ -40,6 +40,10 @@ void ovl_present_stat(struct ovl_fs *fs, uint32_t layer, uint32_t nlayers, struc
 
 void ovl_node_present(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 {
+	struct ovl_override o;
+	/* the override is of the object as stored: owners are mapped after it */
+	if (atomic_load_explicit(&node->rare, memory_order_relaxed) && ovl_node_get_override(fs, node, &o))
+		ovl_override_apply(&o, st);
 	ovl_present_stat(fs, node->layer, node->dir ? node->dir->nlayers : 1, st);
 	if (node->origin_ino)
 		st->st_ino = node->origin_ino;
@@ -126,30 +130,64 @@ void ovl_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 }
 
 struct setattr_call {
+	struct ovl_fs *fs;
+	struct ovl_node *node;
 	const struct stat *attr;     /* owners as stored on disk */
 	int to_set;
 	int fd; /* an open file of the object, or -1 */
 	bool chown_may_fail;         /* squash_*: as 1.10, a chown that fails is no error */
 };
 
+/* xattr_permissions: a file's or directory's owner and mode change in its
+ * override, not in the inode; *to_set loses what was done. */
+static int setattr_override(struct setattr_call *c, int dirfd, const char *name, int *to_set)
+{
+	const int owner_mode = FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_MODE;
+	struct stat st;
+	struct ovl_override o;
+	if (!(*to_set & owner_mode) || c->fs->layers[0].override_kind == OVL_OVERRIDE_NONE)
+		return 0;
+	if ((c->fd >= 0 ? fstat(c->fd, &st) : fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW)) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+		return 0;
+	if (!ovl_node_get_override(c->fs, c->node, &o))
+		o = (struct ovl_override){ .uid = st.st_uid, .gid = st.st_gid, .mode = st.st_mode };
+	if (*to_set & FUSE_SET_ATTR_UID)
+		o.uid = c->attr->st_uid;
+	if (*to_set & FUSE_SET_ATTR_GID)
+		o.gid = c->attr->st_gid;
+	if (*to_set & FUSE_SET_ATTR_MODE)
+		o.mode = (o.mode & S_IFMT) | (c->attr->st_mode & 07777);
+	if ((c->fd >= 0 ? ovl_override_write(c->fs, c->fd, NULL, &o) : ovl_override_write(c->fs, dirfd, name, &o)) < 0)
+		return -errno;
+	ovl_node_set_override(c->fs, c->node, &o);
+	*to_set &= ~owner_mode;
+	return 0;
+}
+
 static int setattr_cb(struct ovl_layer *layer, int dirfd, const char *name, void *arg)
 {
 	struct setattr_call *c = arg;
 	const struct stat *a = c->attr;
+	int to_set = c->to_set;
+	int res = setattr_override(c, dirfd, name, &to_set);
+	if (res < 0)
+		return res;
 	/* by fd where there is one; else by name, never following a symlink */
-	if (c->to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
-		uid_t uid = (c->to_set & FUSE_SET_ATTR_UID) ? a->st_uid : (uid_t)-1;
-		gid_t gid = (c->to_set & FUSE_SET_ATTR_GID) ? a->st_gid : (gid_t)-1;
+	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? a->st_uid : (uid_t)-1;
+		gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? a->st_gid : (gid_t)-1;
 		if ((c->fd >= 0 ? fchown(c->fd, uid, gid) : fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW)) < 0 &&
 		    !c->chown_may_fail)
 			return -errno;
 	}
-	if (c->to_set & FUSE_SET_ATTR_MODE) {
+	if (to_set & FUSE_SET_ATTR_MODE) {
 		mode_t mode = a->st_mode & 07777;
 		if ((c->fd >= 0 ? fchmod(c->fd, mode) : layer->ops->chmodat(layer, dirfd, name, mode)) < 0)
 			return -errno;
 	}
-	if (c->to_set & FUSE_SET_ATTR_SIZE) {
+	if (to_set & FUSE_SET_ATTR_SIZE) {
 		int fd = c->fd >= 0 ? c->fd : openat(dirfd, name, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 		int res = fd < 0 || ftruncate(fd, a->st_size) < 0 ? -errno : 0;
 		if (fd >= 0 && fd != c->fd)
@@ -157,15 +195,15 @@ static int setattr_cb(struct ovl_layer *layer, int dirfd, const char *name, void
 		if (res < 0)
 			return res;
 	}
-	if (c->to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
 		struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
-		if (c->to_set & FUSE_SET_ATTR_ATIME_NOW)
+		if (to_set & FUSE_SET_ATTR_ATIME_NOW)
 			ts[0].tv_nsec = UTIME_NOW;
-		else if (c->to_set & FUSE_SET_ATTR_ATIME)
+		else if (to_set & FUSE_SET_ATTR_ATIME)
 			ts[0] = a->st_atim;
-		if (c->to_set & FUSE_SET_ATTR_MTIME_NOW)
+		if (to_set & FUSE_SET_ATTR_MTIME_NOW)
 			ts[1].tv_nsec = UTIME_NOW;
-		else if (c->to_set & FUSE_SET_ATTR_MTIME)
+		else if (to_set & FUSE_SET_ATTR_MTIME)
 			ts[1] = a->st_mtim;
 		if ((c->fd >= 0 ? futimens(c->fd, ts) : utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW)) < 0)
 			return -errno;
@@ -186,7 +224,8 @@ void ovl_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_se
 	struct stat on_disk = *attr;
 	on_disk.st_uid = ovl_idmap_disk(&cfg->uidmap, attr->st_uid);
 	on_disk.st_gid = ovl_idmap_disk(&cfg->gidmap, attr->st_gid);
-	struct setattr_call c = { .attr = &on_disk, .to_set = to_set, .fd = -1, .chown_may_fail = ovl_squashing(cfg) };
+	struct setattr_call c = { .fs = fs, .node = n, .attr = &on_disk, .to_set = to_set, .fd = -1,
+				  .chown_may_fail = ovl_squashing(cfg) };
 	if (res == 0 && fi && !n->dir && ovl_node_is_upper(fs, n) && !n->detached)
 		c.fd = ovl_file_fd(fi);
 	if (res == 0) {

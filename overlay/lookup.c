@@ -201,6 +201,14 @@ static int entry_from_found(struct ovl_fs *fs, struct ovl_node *parent, const ch
 			ovl_dir_fd_put(parent);
 		}
 	}
+	if (fs->layers[f->layer].override_kind != OVL_OVERRIDE_NONE) {
+		int pos = ovl_dir_layer_pos(parent->dir, f->layer);
+		int pfd = pos < 0 ? -1 : ovl_dir_fd_get(fs, parent, (uint32_t)pos);
+		if (pfd >= 0) {
+			ovl_node_load_override(fs, node, pfd, name, &f->st);
+			ovl_dir_fd_put(parent);
+		}
+	}
 	e->attr = f->st;
 	ovl_node_present(fs, node, &e->attr);
 	e->ino = node->nodeid;

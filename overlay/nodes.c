@@ -710,11 +710,18 @@ int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *new
 	return 0;
 }
 
-static struct ovl_node_rare *node_rare(struct ovl_node *node)
+struct ovl_node_rare *ovl_node_rare(struct ovl_node *node)
 {
-	if (node->rare == NULL && (node->rare = malloc(sizeof *node->rare)) != NULL)
-		*node->rare = (struct ovl_node_rare){ .aliases = NULL, .orphan_fd = -1 };
-	return node->rare;
+	struct ovl_node_rare *r = atomic_load(&node->rare), *none = NULL;
+	if (r || (r = malloc(sizeof *r)) == NULL)
+		return r;
+	*r = (struct ovl_node_rare){ .aliases = NULL, .orphan_fd = -1 };
+	/* lookups (ns_lock read) may race to make it */
+	if (!atomic_compare_exchange_strong(&node->rare, &none, r)) {
+		free(r);
+		r = none;
+	}
+	return r;
 }
 
 int ovl_node_orphan_fd(const struct ovl_node *node)
@@ -724,7 +731,7 @@ int ovl_node_orphan_fd(const struct ovl_node *node)
 
 void ovl_node_keep_orphan(struct ovl_node *node, int upfd, const char *name)
 {
-	struct ovl_node_rare *r = node_rare(node);
+	struct ovl_node_rare *r = ovl_node_rare(node);
 	/* without it, the node's getattr answers ENOENT, as before it was kept */
 	if (r && r->orphan_fd < 0)
 		r->orphan_fd = openat(upfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -741,7 +748,7 @@ int ovl_node_add_alias(struct ovl_node *node, struct ovl_node *parent, const cha
 	bool known = node->parent == parent && strcmp(node->name, name) == 0;
 	for (struct ovl_alias *a = node->rare ? node->rare->aliases : NULL; a && !known; a = a->next)
 		known = a->parent == parent && strcmp(a->name, name) == 0;
-	struct ovl_node_rare *r = known ? NULL : node_rare(node);
+	struct ovl_node_rare *r = known ? NULL : ovl_node_rare(node);
 	struct ovl_alias *a = r ? malloc(sizeof *a) : NULL;
 	if (!known && (a == NULL || (a->name = strdup(name)) == NULL)) {
 		free(a);

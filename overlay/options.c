@@ -124,8 +124,10 @@ static int check_xattr_permissions(struct ovl_config *cfg, const char *v, char *
 		cfg->xattr_permissions = 0;
 		return 0;
 	}
-	if (v && (strcmp(v, "1") == 0 || strcmp(v, "2") == 0))
-		return later("xattr_permissions", err, errlen);
+	if (v && (strcmp(v, "1") == 0 || strcmp(v, "2") == 0)) {
+		cfg->xattr_permissions = (unsigned)(v[0] - '0');
+		return 0;
+	}
 	snprintf(err, errlen, "xattr_permissions: want 0, 1 or 2, got '%s'", v ? v : "");
 	return -1;
 }

@@ -44,7 +44,24 @@ int ovl_idmap_acl(const struct ovl_idmap *uids, const struct ovl_idmap *gids, vo
 /* The same for the rootid of a security.capability v3 value (v1, v2 pass). */
 int ovl_idmap_caps(const struct ovl_idmap *uids, void *value, size_t len, bool to_disk);
 
-/* ---- configuration (options.c) ---- */
+/* ---- stat overrides (override.c) ---- */
+enum ovl_override_kind { OVL_OVERRIDE_NONE, OVL_OVERRIDE_PRIVILEGED, OVL_OVERRIDE_CONTAINERS, OVL_OVERRIDE_USER };
+#define OVL_OVERRIDE_MAX 64  /* longest value taken */
+struct ovl_override {
+	uint32_t uid, gid;
+	mode_t mode;             /* type and permission bits */
+	dev_t rdev;
+};
+/* Parses "UID:GID:MODE[:TYPE]" (MODE octal up to 07777; TYPE dir, file,
+ * symlink, pipe, socket, block-MAJ-MIN, char-MAJ-MIN; none: disk_type). */
+int ovl_override_parse(const char *value, size_t len, mode_t disk_type, struct ovl_override *o);
+int ovl_override_format(const struct ovl_override *o, char *buf, size_t size);
+const char *ovl_override_xattr(enum ovl_override_kind kind);
+/* Whether name is one of the override xattrs (hidden, refused). */
+bool ovl_override_xattr_name(const char *name);
+void ovl_override_apply(const struct ovl_override *o, struct stat *st);
+
+
 struct ovl_config {
 	char *source;
 	char *mountpoint;
@@ -126,6 +143,8 @@ struct ovl_alias {
 struct ovl_node_rare {
 	struct ovl_alias *aliases;   /* other names of an upper hard link (ns_lock) */
 	int orphan_fd;               /* O_PATH fd of an upper object unlinked while open, or -1 */
+	bool has_override;           /* the object's stat override (fs->override_lock) */
+	struct ovl_override override;
 };
 
 /* Fields ordered for size: with a short name, one 112-byte malloc chunk. */
@@ -139,7 +158,7 @@ struct ovl_node {
 	struct ovl_dir *dir;         /* directories only */
 	struct ovl_node *hash_next;
 	ino_t origin_ino;            /* st_ino shown for a copied-up object, 0: its own */
-	struct ovl_node_rare *rare;  /* NULL until needed (ns_lock) */
+	struct ovl_node_rare *_Atomic rare; /* NULL until needed (ovl_node_rare) */
 	uint32_t layer;              /* layer holding the object shown */
 	atomic_int opens;            /* open files */
 	uint32_t refs;               /* kernel (1 while nlookup>0) + children + handles */
@@ -151,6 +170,28 @@ struct ovl_node {
 					before) reach the copy, opens get ESTALE and a new node */
 	char first_name[];           /* where name points until a rename (one allocation a node) */
 };
+
+/* override.c, the parts that touch layers */
+struct ovl_fs;
+/* Tells each layer's kind from its root; the upper's from xattr_permissions. */
+int ovl_override_setup(struct ovl_fs *fs, char *err, size_t errlen);
+/* The override of dirfd/name (name NULL: dirfd) in layer, whose stat is st:
+ * 1 read, 0 none (or malformed: logged once). */
+int ovl_override_read(struct ovl_fs *fs, uint32_t layer, int dirfd, const char *name, const struct stat *st,
+		      struct ovl_override *o);
+/* Writes o to the upper object dirfd/name; -1 with errno. */
+int ovl_override_write(struct ovl_fs *fs, int dirfd, const char *name, const struct ovl_override *o);
+struct ovl_node;
+void ovl_node_set_override(struct ovl_fs *fs, struct ovl_node *node, const struct ovl_override *o);
+bool ovl_node_get_override(struct ovl_fs *fs, const struct ovl_node *node, struct ovl_override *o);
+/* Reads the override of node's object dirfd/name (stat st) into the node, if it has one. */
+void ovl_node_load_override(struct ovl_fs *fs, struct ovl_node *node, int dirfd, const char *name,
+			    const struct stat *st);
+/* The name an xattr of the mount is stored under in layer l (security.* as
+ * user.containers.override_security.* in the containers kind); NULL: too long. */
+const char *ovl_override_stored_xattr(const struct ovl_layer *l, const char *name, char *buf, size_t size);
+/* The name a stored xattr shows as, or NULL if it is hidden. */
+const char *ovl_override_shown_xattr(const struct ovl_layer *l, const char *stored);
 
 /* ---- the mount ---- */
 struct ovl_fs {
@@ -182,6 +223,8 @@ struct ovl_fs {
 	enum { OVL_COPY_SYNC_FSYNC, OVL_COPY_SYNC_ORDERED, OVL_COPY_SYNC_NONE } copy_sync; /* copyup.c; 0 the safe one */
 	struct fuse_session *se;     /* for invalidations */
 	atomic_flag logged_bad_xattr; /* a malformed ACL or capability in a layer (idmap) */
+	atomic_flag logged_bad_override; /* a malformed override_stat (override.c) */
+	pthread_mutex_t override_lock; /* guards the overrides kept in nodes */
 };
 
 /* fs.c: set up and tear down the layer stack */
@@ -240,6 +283,8 @@ bool ovl_node_peek(dev_t dev, ino_t ino, const struct ovl_node *parent, const ch
 int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newparent, const char *newname);
 /* Another name of the node's object (a hard link made through us). */
 int ovl_node_add_alias(struct ovl_node *node, struct ovl_node *parent, const char *name);
+/* The node's rare part, made when first needed; NULL: no memory. */
+struct ovl_node_rare *ovl_node_rare(struct ovl_node *node);
 /* The FUSE generation of node's nodeid. */
 uint64_t ovl_node_generation(const struct ovl_node *node);
 /* The O_PATH fd that keeps node's unlinked upper object, or -1. */

@@ -114,14 +114,16 @@ void ovl_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t si
 	struct ovl_node *n = xattr_node(req, ino);
 	if (n == NULL)
 		return;
-	if (ovl_xattr_is_internal(name)) {
+	char stored[XATTR_NAME_MAX + 1];
+	const char *xname = ovl_override_stored_xattr(&fs->layers[n->layer], name, stored, sizeof stored);
+	if (xname == NULL || ovl_xattr_is_internal(name) || ovl_override_xattr_name(name)) {
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
 	/* a value holding ids is read whole even for a size query: it is
 	 * checked (a layer's may be malformed) before anything is told of it */
 	bool has_ids = xattr_has_ids(fs->cfg, name);
-	struct xattr_call c = { .xname = name, .size = has_ids ? XATTR_SIZE_MAX : size };
+	struct xattr_call c = { .xname = xname, .size = has_ids ? XATTR_SIZE_MAX : size };
 	if (c.size && (c.buf = malloc(c.size)) == NULL) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -137,6 +139,24 @@ void ovl_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t si
 	else
 		reply_sized(req, c.buf, (size_t)c.len, size);
 	free(c.buf);
+}
+
+/* Filters a stored xattr list to what the mount shows of layer l. */
+static size_t shown_list(const struct ovl_layer *l, char *list, size_t len)
+{
+	size_t out = 0;
+	len = ovl_xattr_filter_list(list, len);
+	for (size_t off = 0; off < len;) {
+		size_t n = strlen(list + off);
+		const char *shown = ovl_override_shown_xattr(l, list + off);
+		if (shown) {
+			size_t sn = strlen(shown);
+			memmove(list + out, shown, sn + 1);
+			out += sn + 1;
+		}
+		off += n + 1;
+	}
+	return out;
 }
 
 void ovl_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
@@ -166,7 +186,8 @@ void ovl_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	if (res < 0)
 		fuse_reply_err(req, -res);
 	else
-		reply_sized(req, c.buf, c.buf ? ovl_xattr_filter_list(c.buf, (size_t)c.len) : 0, size);
+		reply_sized(req, c.buf, c.buf ? shown_list(&ovl_fs_of(req)->layers[n->layer], c.buf, (size_t)c.len) : 0,
+			    size);
 	free(c.buf);
 }
 
@@ -192,8 +213,14 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, struct xattr_change *c)
 	struct ovl_node *n = xattr_node(req, ino);
 	if (n == NULL)
 		return;
-	if (ovl_xattr_is_internal(c->xname)) {
+	char stored[XATTR_NAME_MAX + 1];
+	const char *asked = c->xname;
+	if (ovl_xattr_is_internal(asked) || ovl_override_xattr_name(asked)) {
 		fuse_reply_err(req, c->value ? EPERM : ENODATA);
+		return;
+	}
+	if ((c->xname = ovl_override_stored_xattr(&fs->layers[0], asked, stored, sizeof stored)) == NULL) {
+		fuse_reply_err(req, ERANGE);
 		return;
 	}
 	int res = ovl_copy_up_in_place(fs, n, true);

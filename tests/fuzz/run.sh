@@ -12,7 +12,7 @@ command -v clang >/dev/null || { echo "FATAL: clang is missing (contrib/install-
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # target: its sources besides the harness
-declare -A sources=([fuzz_idmap]="overlay/idmap.c")
+declare -A sources=([fuzz_idmap]="overlay/idmap.c overlay/override.c")
 names=("$@")
 [ ${#names[@]} = 0 ] && names=("${!sources[@]}")
 passed=0

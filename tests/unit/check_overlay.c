@@ -116,7 +116,6 @@ static const struct {
 	{ "lowerdir=/a,gidmapping=0:1:x", "gidmapping: want ID:HOST:LEN" },
 	{ "lowerdir=/a,uidmapping=0:1000:0", "uidmapping: a range of length 0" },
 	{ "lowerdir=/a,gidmapping=0:1000:5:3:2000:1", "gidmapping: overlapping ranges" },
-	{ "lowerdir=/a,xattr_permissions=2", "xattr_permissions: not supported yet" },
 	{ "lowerdir=/a,xattr_permissions=7", "xattr_permissions: want 0, 1 or 2" },
 	{ "lowerdir=/a,xino=auto", "xino: not supported yet" },
 	{ "lowerdir=/a,xino=maybe", "xino: want off" },
@@ -365,6 +364,67 @@ START_TEST(options_mappings)
 	ck_assert_int_eq(PARSE(&c, err, "-o", "lowerdir=/a,squash_to_uid=abc", "/m"), -1);
 	ck_assert_msg(strstr(err, "squash_to_uid") != NULL, "%s", err);
 	ovl_config_free(&c);
+}
+END_TEST
+
+/* ---- stat overrides ---- */
+START_TEST(override_parse_good)
+{
+	struct ovl_override o;
+#define OVR(s, type) ovl_override_parse(s, strlen(s), type, &o)
+	ck_assert_int_eq(OVR("1000:1000:04750:file", S_IFREG), 0);
+	ck_assert_uint_eq(o.uid, 1000);
+	ck_assert_uint_eq(o.mode, S_IFREG | 04750);
+	ck_assert_int_eq(OVR("0:0:755", S_IFDIR), 0); /* 1.10's form: no leading 0, no type */
+	ck_assert_uint_eq(o.mode, S_IFDIR | 0755);
+	ck_assert_int_eq(OVR("4294967295:7:0", S_IFREG), 0);
+	ck_assert_uint_eq(o.uid, 4294967295u);
+	ck_assert_uint_eq(o.mode, S_IFREG);
+	ck_assert_int_eq(OVR("0:0:0660:char-1-3", S_IFREG), 0); /* a device stored as a plain file */
+	ck_assert_uint_eq(o.mode, S_IFCHR | 0660);
+	ck_assert_uint_eq(o.rdev, makedev(1, 3));
+	ck_assert_int_eq(OVR("0:6:0640:block-8-1", S_IFREG), 0);
+	ck_assert_uint_eq(o.mode, S_IFBLK | 0640);
+	ck_assert_uint_eq(o.rdev, makedev(8, 1));
+	const struct {
+		const char *v;
+		mode_t type;
+	} typed[] = { { "1:2:0755:dir", S_IFDIR },   { "1:2:0644:file", S_IFREG },  { "1:2:0777:symlink", S_IFLNK },
+		      { "1:2:0600:pipe", S_IFIFO }, { "1:2:0600:socket", S_IFSOCK } };
+	for (size_t i = 0; i < sizeof typed / sizeof typed[0]; i++) {
+		ck_assert_msg(OVR(typed[i].v, S_IFREG) == 0, "refused %s", typed[i].v);
+		ck_assert_uint_eq(o.mode & S_IFMT, typed[i].type);
+	}
+	/* what we write reads back the same */
+	char buf[OVL_OVERRIDE_MAX + 1];
+	struct ovl_override in = { .uid = 12, .gid = 34, .mode = S_IFCHR | 02755, .rdev = makedev(4095, 1048575) }, back;
+	int n = ovl_override_format(&in, buf, sizeof buf);
+	ck_assert_str_eq(buf, "12:34:02755:char-4095-1048575");
+	ck_assert_int_eq(ovl_override_parse(buf, (size_t)n, S_IFREG, &back), 0);
+	ck_assert(back.uid == 12 && back.gid == 34 && back.mode == in.mode && back.rdev == in.rdev);
+	in.mode = S_IFDIR | 0700;
+	ovl_override_format(&in, buf, sizeof buf);
+	ck_assert_str_eq(buf, "12:34:0700:dir");
+#undef OVR
+}
+END_TEST
+
+/* hostile values: each is refused whole */
+static const char *const bad_overrides[] = {
+	"", ":", "0:0", "0:0:", "0:0:0644:", "a:0:0644", "0:b:0644", "0:0:0649", "0:0:10000", "0:0:0644:fifo",
+	"0:0:0644:file ", " 0:0:0644", "0:0:0644:filex", "0:0:0644:dirx", "0:0:0644:char", "0:0:0644:char-1",
+	"0:0:0644:char-1-", "0:0:0644:char-a-1", "0:0:0644:block-1-2-3", "4294967296:0:0644", "0:4294967296:0644",
+	"-1:0:0644", "0:0:-644", "0:0:0644\n", "0:0:0644:file:x", "0:0:0644:char-99999999999-1",
+	"0000000000000000000000000000000000000000000000000000000000000000000:0:0644",
+};
+
+START_TEST(override_parse_bad)
+{
+	struct ovl_override o;
+	const char *v = bad_overrides[_i];
+	ck_assert_msg(ovl_override_parse(v, strlen(v), S_IFREG, &o) == -EINVAL, "accepted '%s'", v);
+	/* not text: a NUL inside */
+	ck_assert_int_eq(ovl_override_parse("0:0\0:0644", 9, S_IFREG, &o), -EINVAL);
 }
 END_TEST
 
@@ -656,6 +716,8 @@ static Suite *suite(void)
 	tcase_add_test(t, idmap_acl_ids);
 	tcase_add_test(t, idmap_capability_rootid);
 	tcase_add_test(t, options_mappings);
+	tcase_add_test(t, override_parse_good);
+	tcase_add_loop_test(t, override_parse_bad, 0, sizeof bad_overrides / sizeof bad_overrides[0]);
 	suite_add_tcase(s, t);
 	t = tcase_create("whiteout");
 	tcase_add_test(t, whiteout_names);
