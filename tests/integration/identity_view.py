@@ -13,6 +13,10 @@ shows and stores.
   identity_view.py disk UPPER         the same for the upper layer on disk
   identity_view.py xattrs ROOT        the ids inside ACL and capability xattrs
                                       of the names built in LOWER
+  identity_view.py override DIR KIND  a layer whose objects keep owner, mode
+                                      and type in override_stat xattrs (KIND:
+                                      privileged, containers or user), with
+                                      one malformed value
 """
 import errno
 import os
@@ -74,6 +78,57 @@ def build(lower):
                 struct.pack("<IIIIII", 0x03000000 | 1, 1 << 10, 0, 0, 0, 1000))
 
 
+def override_layer_name(kind):
+    return OVERRIDE_XATTRS[kind[8:] if kind.startswith("hostile-") else kind]
+
+
+OVERRIDE_XATTRS = {"privileged": "security.fuseoverlayfs.override_stat",
+                   "containers": "user.containers.override_stat",
+                   "user": "user.fuseoverlayfs.override_stat"}
+
+
+def override(d, kind):
+    name = override_layer_name(kind)
+    os.makedirs(d, exist_ok=True)
+    os.setxattr(d, name, b"0:0:0755:dir")
+    objs = [("o_suid", "1000:1000:04750:file"), ("o_old", "7:8:640"), ("o_dev", "0:0:0660:char-1-3"),
+            ("o_fifo", "1001:1001:0600:pipe")]
+    if kind.startswith("hostile-"):  # 1.10 fails on these (its stat errs)
+        name = OVERRIDE_XATTRS[kind[8:]]
+        objs += [("o_plain", None), ("o_bad", "0:0:99999:file"), ("o_long", "1:1:0644:file" + "x" * 80), ("o_nul", "1:1\0:0644"),
+                 ("o_type", "1:1:0644:door"), ("o_neg", "-1:0:0644")]
+    for n, v in objs:
+        with open(os.path.join(d, n), "w") as f:
+            f.write(n + "\n")
+        if v:
+            os.setxattr(os.path.join(d, n), name, v.encode())
+    os.mkdir(d + "/o_dir")
+    os.setxattr(d + "/o_dir", name, b"5:6:0700")
+    with open(d + "/o_dir/inner", "w") as f:
+        f.write("inner\n")
+    os.setxattr(d + "/o_dir/inner", name, b"65535:65535:0444:file")
+
+
+def stored_override(p):
+    """The override on disk, whatever its name, as uid:gid:mode[:type]."""
+    for name in OVERRIDE_XATTRS.values():
+        try:
+            v = os.getxattr(p, name, follow_symlinks=False).decode()
+        except OSError:
+            continue
+        parts = v.split(":")
+        mode = int(parts[2], 8)
+        typ = parts[3] if len(parts) > 3 else None
+        if mode > 0o7777:  # type bits inside the mode (1.10 writes them so)
+            typ = {0o040000: "dir", 0o100000: "file"}.get(mode & 0o170000, "?")
+            mode &= 0o7777
+        st = os.lstat(p)
+        if typ == {stat.S_IFDIR: "dir", stat.S_IFREG: "file"}.get(stat.S_IFMT(st.st_mode)):
+            typ = None
+        return " ovr=%s:%s:%o%s" % (parts[0], parts[1], mode, ":" + typ if typ else "")
+    return ""
+
+
 def as_user(uid, gid, fn):
     """Runs fn() in a child with the given ids; returns its errno (0: fine)."""
     pid = os.fork()
@@ -129,6 +184,21 @@ def steps(m):
     step("setfacl new", lambda: os.setxattr(m + "/new", "system.posix_acl_access", acl))
     step("create in dacl", create(m + "/dacl/child"))
 
+def steps_override(m):
+    """The steps on objects whose owner and mode are overrides."""
+    def create(p):
+        return lambda: os.close(os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o640))
+    if True:
+        step("chmod o_suid", lambda: os.chmod(m + "/o_suid", 0o700))
+        step("chown o_old", lambda: os.chown(m + "/o_old", 11, 12))
+        step("chown o_dir", lambda: os.chown(m + "/o_dir", 13, 14))
+        step("chmod o_dir/inner", lambda: os.chmod(m + "/o_dir/inner", 0o600))
+        step("touch o_dev", lambda: os.utime(m + "/o_dev"))
+        for uid, gid in [(0, 0), (1001, 1001)]:
+            step("create as %d" % uid, create("%s/pub/o_new%d" % (m, uid)), uid, gid)
+            step("mkdir as %d" % uid, lambda u=uid: os.mkdir("%s/pub/o_newdir%d" % (m, u), 0o750), uid, gid)
+        step("chown o_new0", lambda: os.chown(m + "/pub/o_new0", 21, 22))
+
 
 def owners(st):
     return "%s %d:%d %o" % (stat.filemode(st.st_mode)[0], st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
@@ -141,24 +211,30 @@ def walk(root):
             yield os.path.join(dirpath, name)
 
 
-def view(m):
+def view(m, only=None):
     for p in walk(m):
+        if only and not os.path.basename(p).startswith(only):
+            continue
         rel = os.path.relpath(p, m)
         print("%s stat %s" % (rel, owners(os.lstat(p))))
     # the same through listings with attributes (READDIRPLUS)
     for dirpath in [m] + [p for p in walk(m) if os.path.isdir(p) and not os.path.islink(p)]:
         with os.scandir(dirpath) as it:
             for e in sorted(it, key=lambda e: e.name):
+                if only and not e.name.startswith(only):
+                    continue
                 st = e.stat(follow_symlinks=False)
                 print("%s list %s" % (os.path.relpath(e.path, m), owners(st)))
 
 
-def disk(upper):
+def disk(upper, only=None):
     for p in walk(upper):
+        if only and not os.path.basename(p).startswith(only):
+            continue
         st = os.lstat(p)
         if (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0) or p.endswith("/.wh..wh..opq"):
             continue  # whiteouts and 1.10's opaque markers: no owner of interest
-        print("%s %s" % (os.path.relpath(p, upper), owners(st)))
+        print("%s %s%s" % (os.path.relpath(p, upper), owners(st), stored_override(p)))
 
 
 def xattrs(root):
@@ -179,4 +255,11 @@ def xattrs(root):
 
 if __name__ == "__main__":
     cmd, arg = sys.argv[1], sys.argv[2]
-    {"build": build, "steps": steps, "view": view, "disk": disk, "xattrs": xattrs}[cmd](arg)
+    if cmd == "override":
+        override(arg, sys.argv[3])
+    elif cmd == "steps-override":
+        steps_override(arg)
+    elif cmd in ("view-override", "disk-override"):
+        (view if cmd == "view-override" else disk)(arg, "o_")
+    else:
+        {"build": build, "steps": steps, "view": view, "disk": disk, "xattrs": xattrs}[cmd](arg)
