@@ -39,10 +39,7 @@ static void assign_fsids(struct ovl_fs *fs)
 			;
 		fs->layers[i].fsid = j < i ? fs->layers[j].fsid : nfs++;
 	}
-	fs->xino_bits = 0;
-	if (nfs > 1)
-		while ((1u << fs->xino_bits) < nfs)
-			fs->xino_bits++;
+	fs->xino_bits = ovl_ino_bits(nfs, fs->cfg->ino32);
 }
 
 /* What an id outside the mappings becomes: the kernel's overflow ids, as in 1.10. */

@@ -12,13 +12,7 @@
 
 ino_t ovl_st_ino(const struct ovl_fs *fs, uint32_t layer, ino_t ino)
 {
-	if (fs->xino_bits == 0)
-		return ino;
-	/* Layers on several filesystems: the filesystem's index in the high bits,
-	 * as the kernel's xino does, so numbers stay unique and stable. */
-	unsigned shift = 64 - fs->xino_bits;
-	uint64_t low = (uint64_t)ino & ((UINT64_C(1) << shift) - 1);
-	return (ino_t)(low | ((uint64_t)fs->layers[layer].fsid << shift));
+	return (ino_t)ovl_ino_compose(fs->cfg->ino32 ? 32 : 64, fs->xino_bits, fs->layers[layer].fsid, ino);
 }
 
 void ovl_present_stat(struct ovl_fs *fs, uint32_t layer, uint32_t nlayers, struct stat *st)

@@ -101,21 +101,19 @@ static int check_xino(struct ovl_config *cfg, const char *v, char *err, size_t e
 	if (v && strcmp(v, "off") == 0)
 		return 0;
 	if (v && (strcmp(v, "auto") == 0 || strcmp(v, "on") == 0))
-		return later("xino", err, errlen);
+		return 0; /* as off: a FUSE mount has one st_dev, so numbers are always made unique */
 	snprintf(err, errlen, "xino: want off, auto or on, got '%s'", v ? v : "");
 	return -1;
 }
 
-static int check_later(struct ovl_config *cfg, const char *v, char *err, size_t errlen, const char *name)
-{
-	(void)cfg;
-	(void)v;
-	return later(name, err, errlen);
-}
-
 static int check_ino32(struct ovl_config *cfg, const char *v, char *err, size_t errlen)
 {
-	return check_later(cfg, v, err, errlen, "ino32_t");
+	if (v) {
+		snprintf(err, errlen, "ino32_t: takes no value");
+		return -1;
+	}
+	cfg->ino32 = true;
+	return 0;
 }
 
 static int check_xattr_permissions(struct ovl_config *cfg, const char *v, char *err, size_t errlen)

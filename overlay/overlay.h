@@ -113,6 +113,12 @@ void ovl_free_strv(char **v, size_t n);
 int ovl_options_check_paths(const struct ovl_config *cfg, char *err, size_t errlen);
 void ovl_print_usage(const char *argv0);
 
+/* ---- inode numbers (ino.c) ---- */
+/* High bits st_ino needs for nfs filesystems (0: one, numbers as they are). */
+unsigned ovl_ino_bits(uint32_t nfs, bool ino32);
+/* The st_ino of number ino of filesystem fsid, in width (64 or 32) bits. */
+uint64_t ovl_ino_compose(unsigned width, unsigned bits, uint32_t fsid, uint64_t ino);
+
 /* ---- nodes (nodes.c) ---- */
 struct ovl_listing;
 

@@ -189,6 +189,68 @@ grep -qE '^o_suid stat - 1000:1000 700$' "$WORK/ours-$CASE/view" && pass hostile
 n=$(grep -c "malformed, ignored" "$WORK/ours-$CASE/err")
 [ "$n" = 1 ] && pass hostile_logged_once || fail hostile_logged_once "$n log lines: $(cat "$WORK/ours-$CASE/err")"
 
+# ---- inode numbers with layers on two filesystems (a tmpfs lower, the upper
+# on $WORK's): under xino=off|auto|on and ino32_t, every object has its own
+# st_ino (names of one hard link share it), readdir's d_ino equals it, it is
+# the same after a copy-up and a remount, and with ino32_t below 2^32
+mkdir -p "$WORK/tmpfs"
+mount -t tmpfs -o size=16m ovl-identity "$WORK/tmpfs" || die "cannot mount a tmpfs"
+python3 - "$WORK/tmpfs/l" <<'EOF2' || die "cannot build the tmpfs layer"
+import os, sys
+d = sys.argv[1]
+for i in range(40):
+    os.makedirs("%s/d%d" % (d, i % 5), exist_ok=True)
+    with open("%s/d%d/f%d" % (d, i % 5, i), "w") as f:
+        f.write(str(i))
+os.link(d + "/d0/f0", d + "/d1/hard")
+EOF2
+ino_check() { # MNT STATE: problems, and the names' numbers into STATE (compared if it exists)
+	python3 - "$@" <<'EOF2'
+import json, os, sys
+m, state = sys.argv[1], sys.argv[2]
+ino32 = len(sys.argv) > 3
+seen, names = {}, {}
+for dirpath, dirs, files in os.walk(m):
+    with os.scandir(dirpath) as it:
+        for e in it:
+            st = e.stat(follow_symlinks=False)
+            rel = os.path.relpath(e.path, m)
+            if e.inode() != st.st_ino:
+                print("%s: d_ino %d != st_ino %d" % (rel, e.inode(), st.st_ino))
+            if ino32 and st.st_ino >= 1 << 32:
+                print("%s: st_ino %d is not 32-bit" % (rel, st.st_ino))
+            key = (st.st_ino, st.st_dev)
+            if key in seen and seen[key] != (st.st_mode, st.st_size, st.st_mtime_ns):
+                print("%s: st_ino %d also of %s" % (rel, st.st_ino, names[key]))
+            seen[key], names[key] = (st.st_mode, st.st_size, st.st_mtime_ns), rel
+            names[rel] = st.st_ino
+if os.path.exists(state):
+    before = json.load(open(state))
+    for rel, ino in before.items():
+        if names.get(rel) != ino:
+            print("%s: st_ino %s, was %d" % (rel, names.get(rel), ino))
+else:
+    json.dump({k: v for k, v in names.items() if isinstance(k, str)}, open(state, "w"))
+EOF2
+}
+for opts in xino=off xino=auto xino=on ino32_t; do
+	d=$WORK/ino-${opts//=/-}
+	mkdir -p "$d"/{u,w,m}
+	mkdir -p "$d/u/d2" && echo upper >"$d/u/d2/upperfile"
+	{
+		start_fuse "$BIN" "$WORK/tmpfs/l:$WORK/lower" "$d/u" "$d/w" "$d/m" "$d/err" "$opts" || echo "mount failed: $(cat "$d/err")"
+		ino_check "$d/m" "$d/state" ${opts/#xino*/}
+		chmod 600 "$d/m/d3/f3" "$d/m/f1000" # copy-ups: a tmpfs file, a file of the other filesystem
+		ino_check "$d/m" "$d/state" ${opts/#xino*/}
+		stop_fuse "$d/m" "$FPID" || echo "$STOP_ERR"
+		start_fuse "$BIN" "$WORK/tmpfs/l:$WORK/lower" "$d/u" "$d/w" "$d/m" "$d/err" "$opts" || echo "remount failed"
+		ino_check "$d/m" "$d/state" ${opts/#xino*/}
+		stop_fuse "$d/m" "$FPID" || echo "$STOP_ERR"
+	} >"$d/problems" 2>&1
+	fail_file "inodes_two_filesystems_${opts//=/_}" "$d/problems"
+done
+umount "$WORK/tmpfs"
+
 # ---- options
 # kernel options libfuse 3.14 refuses: dropped with a warning, as 1.10 does
 mkdir -p "$WORK/opt"/{u,w,m}

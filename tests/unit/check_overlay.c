@@ -117,9 +117,8 @@ static const struct {
 	{ "lowerdir=/a,uidmapping=0:1000:0", "uidmapping: a range of length 0" },
 	{ "lowerdir=/a,gidmapping=0:1000:5:3:2000:1", "gidmapping: overlapping ranges" },
 	{ "lowerdir=/a,xattr_permissions=7", "xattr_permissions: want 0, 1 or 2" },
-	{ "lowerdir=/a,xino=auto", "xino: not supported yet" },
 	{ "lowerdir=/a,xino=maybe", "xino: want off" },
-	{ "lowerdir=/a,ino32_t", "ino32_t: not supported yet" },
+	{ "lowerdir=/a,ino32_t=1", "ino32_t: takes no value" },
 	{ "lowerdir=/a,plugins=/x.so", "plugins: not supported yet" },
 	{ "lowerdir=/a,static_nlink=1", "static_nlink: takes no value" },
 	{ "lowerdir=/a,lowerdir", "lowerdir: needs a value" },
@@ -364,6 +363,37 @@ START_TEST(options_mappings)
 	ck_assert_int_eq(PARSE(&c, err, "-o", "lowerdir=/a,squash_to_uid=abc", "/m"), -1);
 	ck_assert_msg(strstr(err, "squash_to_uid") != NULL, "%s", err);
 	ovl_config_free(&c);
+}
+END_TEST
+
+/* ---- inode numbers ---- */
+START_TEST(ino_compose)
+{
+	/* one filesystem: numbers as they are */
+	ck_assert_uint_eq(ovl_ino_bits(1, false), 0);
+	ck_assert_uint_eq(ovl_ino_compose(64, 0, 0, UINT64_C(0xfedcba9876543210)), UINT64_C(0xfedcba9876543210));
+	/* two filesystems: index 0 and 1 in two high bits, 3 the overflow area */
+	unsigned bits = ovl_ino_bits(2, false);
+	ck_assert_uint_eq(bits, 2);
+	ck_assert_uint_eq(ovl_ino_compose(64, bits, 0, 12345), 12345);
+	ck_assert_uint_eq(ovl_ino_compose(64, bits, 1, 12345), (UINT64_C(1) << 62) | 12345);
+	uint64_t big = ovl_ino_compose(64, bits, 1, UINT64_C(1) << 62);
+	ck_assert_uint_eq(big >> 62, 3); /* never cut into another's numbers */
+	ck_assert_uint_eq(big, ovl_ino_compose(64, bits, 1, UINT64_C(1) << 62)); /* stable */
+	ck_assert_uint_ne(big, ovl_ino_compose(64, bits, 0, UINT64_C(1) << 62));
+	ck_assert_uint_eq(ovl_ino_bits(3, false), 2);
+	ck_assert_uint_eq(ovl_ino_bits(4, false), 3);
+	/* ino32_t: every number below 2^32, one filesystem too */
+	bits = ovl_ino_bits(1, true);
+	ck_assert_uint_eq(bits, 1);
+	ck_assert_uint_eq(ovl_ino_compose(32, bits, 0, 77), 77);
+	uint64_t folded = ovl_ino_compose(32, bits, 0, UINT64_C(1) << 40 | 77);
+	ck_assert(folded < (UINT64_C(1) << 32) && folded >= (UINT64_C(1) << 31));
+	bits = ovl_ino_bits(2, true);
+	for (uint64_t ino = 1; ino < (UINT64_C(1) << 40); ino = ino * 3 + 1)
+		for (uint32_t fsid = 0; fsid < 2; fsid++)
+			ck_assert(ovl_ino_compose(32, bits, fsid, ino) < (UINT64_C(1) << 32));
+	ck_assert_uint_eq(ovl_ino_compose(32, bits, 1, 5), (UINT64_C(1) << 30) | 5);
 }
 END_TEST
 
@@ -716,6 +746,7 @@ static Suite *suite(void)
 	tcase_add_test(t, idmap_acl_ids);
 	tcase_add_test(t, idmap_capability_rootid);
 	tcase_add_test(t, options_mappings);
+	tcase_add_test(t, ino_compose);
 	tcase_add_test(t, override_parse_good);
 	tcase_add_loop_test(t, override_parse_bad, 0, sizeof bad_overrides / sizeof bad_overrides[0]);
 	suite_add_tcase(s, t);
