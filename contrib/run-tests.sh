@@ -56,6 +56,7 @@ suites=(
 	"snapshotter gRPC tests:./tests/snapshotter/run.sh"
 	"containerd snapshotter conformance suite (Go testsuite through the proxy client; helper and self mount modes, GOMAXPROCS 1 and 2, twice):./contrib/snapshotter/tests/conformance.sh 2"
 	"containerd end to end (ctr import and run on our snapshotter):./tests/snapshotter/e2e.sh"
+	"rootless podman and buildah end to end, ours and 1.10 as mount_program:./tests/podman/e2e.sh"
 )
 for i in "${!suites[@]}"; do
 	echo "== ${suites[$i]%%:*}"

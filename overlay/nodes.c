@@ -801,6 +801,17 @@ void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_nod
 		}
 	}
 	pthread_mutex_unlock(&alias_lock);
+	if (own) {
+		/* Its last name known to us went: a later lookup of another name
+		 * of the object (never looked up so far) must get a node of its
+		 * own, not this one, whose name is gone; open files keep this. */
+		node->unlinked = true;
+		struct id_shard *s = lock_node_shard(node);
+		if (node->hashed)
+			id_remove(s, node);
+		node->hashed = false;
+		pthread_mutex_unlock(&s->lock);
+	}
 }
 
 int ovl_dir_add_upper(struct ovl_fs *fs, struct ovl_node *node, int upper_fd)

@@ -42,6 +42,8 @@
 #   hard link; objects owned by host ids outside the map (the kernel refuses
 #   their copy-up: EOVERFLOW); merged views live and remounted, upper
 #   layers; st_ino of copied-up files across a remount (ours only);
+#   then tests/integration/rootless_identity.py (see there): uid/gid mapping as
+#   podman's keep-id passes it and xattr_permissions=2, in the same namespace;
 #   check-upper           tests/check-upper.py on ours' upper and work.
 #
 # Env: FUSE_OVERLAYFS (binary, default the tree's), ROOTLESS_MAP,
@@ -151,11 +153,6 @@ for s in "${scenarios[@]}"; do
 done
 
 # ------------------------------------------------------------------ podman-like checks
-rc=0
-timeout -k 5 60 "$PY" "$here/rootless_check.py" --fuse "$BIN" --map "$MAP" \
-	--pidfile "$WORK/pids" "$WORK/g" >"$WORK/check.out" 2>"$WORK/check.err" || rc=$?
-load_pids
-undo "$WORK"
 name='' reason='' details=()
 flush() {
 	if [ -n "$name" ]; then
@@ -163,17 +160,27 @@ flush() {
 	fi
 	name='' reason='' details=()
 }
-while IFS= read -r l; do
-	case "$l" in
-	"ok - "*) flush; name=${l#ok - } ;;
-	"not ok - "*) flush; l=${l#not ok - }; name=${l%%: *}; reason=${l#*: } ;;
-	"    "*) details+=("${l#    }") ;;
-	"# NOT RUN "*) flush; echo "$l" ;;
-	esac
-done <"$WORK/check.out"
-flush
-[ "$rc" = 0 ] || fail "rootless_check.py ran to the end" "exit $rc$([ "$rc" = 124 ] && echo ' (timed out)')" \
-	"$(tail -n 3 "$WORK/check.err" | tr '\n' ' ')"
+run_checks() { # HELPER DIR: runs a python helper in the namespace, counts its `ok`/`not ok` lines
+	local rc=0 out=$WORK/${1%.py}
+	timeout -k 5 60 "$PY" "$here/$1" --fuse "$BIN" --map "$MAP" \
+		--pidfile "$WORK/pids" "$2" >"$out.out" 2>"$out.err" || rc=$?
+	load_pids
+	undo "$WORK"
+	while IFS= read -r l; do
+		case "$l" in
+		"ok - "*) flush; name=${l#ok - } ;;
+		"not ok - "*) flush; l=${l#not ok - }; name=${l%%: *}; reason=${l#*: } ;;
+		"    "*) details+=("${l#    }") ;;
+		"# NOT RUN "*) flush; echo "$l" ;;
+		esac
+	done <"$out.out"
+	flush
+	[ "$rc" = 0 ] || fail "$1 ran to the end" "exit $rc$([ "$rc" = 124 ] && echo ' (timed out)')" \
+		"$(tail -n 3 "$out.err" | tr '\n' ' ')"
+}
+run_checks rootless_check.py "$WORK/g"
+# owners: keep-id mapping and xattr_permissions=2 as containers/storage passes them
+run_checks rootless_identity.py "$WORK/id"
 
 # the upper and work ours left (unmounted): sound?
 if [ -d "$WORK/g/C/diff" ] && [ -n "$(ls -A "$WORK/g/C/diff")" ]; then

@@ -28,10 +28,10 @@
 # 250-byte and a 255-byte name, a new 255-byte name.  See tarball_apply.py
 # for the applier.
 #
-# One masked difference: with `.wh.` whiteouts ours refuses names of 252..255
-# bytes (their `.wh.` whiteout could not exist, COMPAT.md): in that mode the
-# applier must get ENAMETOOLONG for them, and the comparisons leave those
-# paths out (tarball_apply.py long_name).
+# One masked difference: with `.wh.` whiteouts ours refuses to whiteout a lower
+# name of 252..255 bytes (its `.wh.` whiteout could not exist, COMPAT.md): in
+# that mode the applier must get ENAMETOOLONG for it, and the comparisons
+# leave out the long names only one side shows (tarball_apply.py mask_long).
 #
 # Three runs, each on its own extraction of lower.tar (tarball_apply.py apply
 # on a plain directory) with an empty upper and workdir: the kernel overlay

@@ -21,8 +21,9 @@
   tarball_apply.py atimes DIR OUT            access times under DIR (lstat only)
   tarball_apply.py unchanged BEFORE AFTER    what changed between two views
   tarball_apply.py expect VIEW               the view shows the layer's effects
-  --whmode: ours ran with .wh. whiteouts: names of 252..255 bytes are refused
-  (ENAMETOOLONG expected, those paths left out of the views: long_name).
+  --whmode: ours ran with .wh. whiteouts: a whiteout of a name of 252..255
+  bytes that a lower layer shows is refused (ENAMETOOLONG expected; a long
+  name that only one of the two views shows is left out: mask_long).
 
 Everything is stdlib; the views, their records and their comparison are
 tests/diff/ovldiff.py's (snapshot, upper_view, diff_views), imported.
@@ -362,12 +363,15 @@ def apply(tar, dest, out):
 
 
 def long_name(path):
-    """A path with a name (whiteout prefix removed) of 252..255 bytes: in the
-    .wh. whiteout mode ours refuses to create or delete it (ENAMETOOLONG; its
-    whiteout `.wh.NAME` could not exist; the masked difference of COMPAT.md
-    that tests/diff scenarios spell `ours_whmode=ENAMETOOLONG`)."""
-    p = os.fsencode(path)
-    return any(len(c[len(WH):] if c.startswith(b".wh.") else c) > 251 for c in p.split(b"/"))
+    """A path with a name of 252..255 bytes."""
+    return any(len(c) > 251 for c in os.fsencode(path).split(b"/"))
+
+
+def long_whiteout(path):
+    """A whiteout of a name of 252..255 bytes: in the .wh. whiteout mode ours
+    refuses to delete a lower one (ENAMETOOLONG: `.wh.NAME` could not exist;
+    the difference tests/diff scenarios spell `ours_whmode=ENAMETOOLONG`)."""
+    return any(c.startswith(b".wh.") and len(c) - len(WH) > 251 for c in os.fsencode(path).split(b"/"))
 
 
 def steps(kernel, ours=None, whmode=False):
@@ -384,7 +388,7 @@ def steps(kernel, ours=None, whmode=False):
         if kn != on:
             out.append("step order differs: %s vs %s" % (kn, on))
             break
-        if whmode and long_name(kn):
+        if whmode and long_whiteout(kn):
             if not orr.endswith(": ENAMETOOLONG"):
                 out.append("%s: kernel=%s ours=%s (expected ENAMETOOLONG in the .wh. mode)" % (kn, kr, orr))
         elif orr != "ok" or kr != orr:
@@ -456,14 +460,16 @@ def upper(d, out, kind):
     return 0
 
 
-def mask_long(v):
-    """A view without the paths long_name() masks (listings included)."""
+def mask_long(v, other):
+    """v without the long-named paths (and listed names) that other lacks:
+    the lower name a refused long whiteout leaves (or the kernel's whiteout)."""
     out = {}
     for p, r in v.items():
-        if long_name(p):
+        if long_name(p) and p not in other:
             continue
         if isinstance(r.get("list"), tuple):
-            r = dict(r, list=tuple(n for n in r["list"] if not long_name(n)))
+            theirs = other.get(p, {}).get("list") or ()
+            r = dict(r, list=tuple(n for n in r["list"] if not long_name(n) or n in theirs))
         out[p] = r
     return out
 
@@ -471,7 +477,7 @@ def mask_long(v):
 def compare(a, b, problems, mask=False):
     A, B = load(a), load(b)
     if mask:
-        A["view"], B["view"] = mask_long(A["view"]), mask_long(B["view"])
+        A["view"], B["view"] = mask_long(A["view"], B["view"]), mask_long(B["view"], A["view"])
     out = [d.split(": ", 1)[1] for d in ovldiff.diff_views(A["view"], B["view"], "x")]
     if problems:
         out += B["problems"]
