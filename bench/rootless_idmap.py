@@ -1,0 +1,148 @@
+#!/usr/bin/python3
+"""Rootless find and stat under a 65536-id mapping (issue 18's speed target:
+mapped within 1.05x of unmapped), with 1.10 and the kernel overlay in the
+same run.
+
+Each timed run: the real root drops the caches, then a child enters a user
+namespace whose root is an unprivileged host id (tests/diff/userns.py, the
+map rootless podman has: 0:61234:1,1:200000:65536), mounts the overlay the
+way containers/storage does (two lower layers, no upper: a podman diff/commit
+mount; ours and 1.10 as `BIN -o lowerdir=A:B MNT`, the kernel with userxattr)
+and times the workload, the whole time from the command's start to its end:
+  find-cold   find MNT (names and types: READDIRPLUS)
+  stat-cold   find MNT -printf '%U:%G %m %s\\n' (every object's attributes)
+Mapped runs add podman's --userns=keep-id options (uidmapping= and gidmapping=
+:0:1:1000:1000:0:1:1001:1001:64535, 65536 ids): the caller then no longer owns
+the files, and the kernel's permission checks ask for each directory's ACL
+(a GETXATTR a directory, on 1.10 as on ours).  Identity-mapped runs map 65536
+ids each to itself (:0:0:65536): every id goes through the mapping, owners
+stay, so the ratio to unmapped is the mapping's own cost.  The tree is source-like:
+--files files, 10 a directory, a symlink per 100 files, owners spread over
+ids 0..1999.  Medians of --reps, reps interleaved across the overlays.
+
+Usage (root): bench/rootless_idmap.py [--files N] [--reps N] [--dir DIR]
+"""
+import argparse, os, statistics, subprocess, sys, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'diff'))
+from userns import fork_in_userns, fuse_node, parse_map, shift_tree  # noqa: E402
+
+MAP = '0:61234:1,1:200000:65536'
+KEEPID = ':0:1:1000:1000:0:1:1001:1001:64535'
+# 65536 ids mapped each to itself: the mapping's own cost, owners unchanged
+IDENTITY = ':0:0:65536'
+WORKLOADS = {
+    'find-cold': ['find', '{mnt}'],
+    'stat-cold': ['find', '{mnt}', '-printf', '%U:%G %m %s\\n'],
+}
+
+
+def build(data, files):
+    """Two layers: most of the tree below, a tenth of it changed above."""
+    for layer, share in (('lower2', 1.0), ('lower1', 0.1)):
+        root = os.path.join(data, layer)
+        for i in range(int(files * share)):
+            d = os.path.join(root, 'src%d' % (i // 1000), 'mod%d' % (i // 10))
+            os.makedirs(d, exist_ok=True)
+            p = os.path.join(d, 'f%d.c' % i)
+            with open(p, 'w') as f:
+                f.write('int f%d;\n' % i)
+            os.chown(p, i % 2000, i % 2000)
+            if i % 100 == 0:
+                os.symlink('f%d.c' % i, os.path.join(d, 'l%d' % i))
+
+
+def run_one(cfg, mnt, data, cmd, fuse_dev):
+    """One timed run in a fresh user namespace; returns seconds or raises."""
+    r, w = os.pipe()
+
+    def child():
+        os.close(r)
+        lowers = '%s/lower1:%s/lower2' % (data, data)
+        if cfg['bin'] is None:
+            subprocess.run(['mount', '-t', 'overlay', 'overlay', '-o', 'lowerdir=%s,userxattr' % lowers, mnt],
+                           check=True)
+        else:
+            opts = 'lowerdir=' + lowers + (',uidmapping=%s,gidmapping=%s' % (cfg['map'], cfg['map']) if cfg['map'] else '')
+            subprocess.run([cfg['bin'], '-o', opts, mnt], check=True, stdin=subprocess.DEVNULL)
+        t0 = time.monotonic()
+        subprocess.run([a.format(mnt=mnt) for a in cmd], check=True, stdout=subprocess.DEVNULL)
+        t = time.monotonic() - t0
+        subprocess.run(['fusermount3', '-u', mnt] if cfg['bin'] else ['umount', mnt], check=True)
+        os.write(w, ('%f' % t).encode())
+        return 0
+    idmap = parse_map(MAP)
+    pid = fork_in_userns(child, idmap, idmap, fuse_dev)
+    os.close(w)
+    out = os.read(r, 64)
+    os.close(r)
+    os.waitpid(pid, 0)
+    if not out:
+        raise RuntimeError('%s: the run failed' % cfg['name'])
+    time.sleep(0.2)  # the daemon's exit after fusermount3 -u
+    return float(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--files', type=int, default=30000)
+    ap.add_argument('--reps', type=int, default=5)
+    ap.add_argument('--dir', default='/var/tmp/ovlbench-rootless')
+    ap.add_argument('--ours', default=os.path.join(HERE, '..', 'fuse-overlayfs'))
+    ap.add_argument('--ref', default='/usr/bin/fuse-overlayfs')
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit('rootless_idmap.py: run as root (it makes the user namespaces)')
+    d = os.path.realpath(a.dir)
+    data = os.path.join(d, 'data-%d' % a.files)
+    if not os.path.isdir(data):
+        print('building %d files in %s' % (a.files, data), file=sys.stderr)
+        build(data + '.tmp', a.files)
+        idmap = parse_map(MAP)
+        shift_tree(data + '.tmp', idmap, idmap)
+        os.rename(data + '.tmp', data)
+    os.chmod(d, 0o711)
+    mnt = os.path.join(d, 'mnt')
+    os.makedirs(mnt, exist_ok=True)
+    os.chown(mnt, 61234, 61234)
+    fuse_dev = None
+    if os.stat('/dev/fuse').st_mode & 0o006 != 0o006:
+        devdir = os.path.join(d, 'dev')
+        if not os.path.exists(os.path.join(devdir, 'fuse')):
+            os.makedirs(devdir, exist_ok=True)
+            fuse_node(devdir, parse_map(MAP), parse_map(MAP))
+        fuse_dev = os.path.join(devdir, 'fuse')
+    ours = os.path.realpath(a.ours)
+    cfgs = [dict(name='kernel', bin=None, map=None), dict(name='1.10', bin=a.ref, map=None),
+            dict(name='1.10 mapped', bin=a.ref, map=KEEPID), dict(name='ours', bin=ours, map=None),
+            dict(name='ours mapped', bin=ours, map=KEEPID), dict(name='ours identity-mapped', bin=ours, map=IDENTITY)]
+    times = {(w, c['name']): [] for w in WORKLOADS for c in cfgs}
+    for rep in range(a.reps):
+        for w, cmd in WORKLOADS.items():
+            order = cfgs[rep % len(cfgs):] + cfgs[:rep % len(cfgs)]
+            for c in order:
+                subprocess.run(['sync'])
+                with open('/proc/sys/vm/drop_caches', 'w') as f:
+                    f.write('3\n')
+                times[(w, c['name'])].append(run_one(c, mnt, data, cmd, fuse_dev))
+        print('rep %d done' % (rep + 1), file=sys.stderr)
+    for (w, c), v in sorted(times.items()):
+        print('%s %s: %s' % (w, c, ' '.join('%.3f' % t for t in v)), file=sys.stderr)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print('%d files, %d reps, medians in seconds, rootless (user namespace, map %s)' % (a.files, a.reps, MAP))
+    print()
+    print('| workload | kernel | 1.10 | 1.10 mapped | ours | ours mapped | ours identity-mapped | ours mapped/ours '
+          '| 1.10 mapped/1.10 | ours identity-mapped/ours | ours mapped/1.10 mapped | ours mapped/kernel |')
+    print('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    for w in WORKLOADS:
+        m = {c['name']: med[(w, c['name'])] for c in cfgs}
+        print('| %s | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.2f | %.2f | **%.2f** | %.2f | %.2f |' % (
+            w, m['kernel'], m['1.10'], m['1.10 mapped'], m['ours'], m['ours mapped'], m['ours identity-mapped'],
+            m['ours mapped'] / m['ours'], m['1.10 mapped'] / m['1.10'], m['ours identity-mapped'] / m['ours'],
+            m['ours mapped'] / m['1.10 mapped'], m['ours mapped'] / m['kernel']))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
