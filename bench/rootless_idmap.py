@@ -26,7 +26,7 @@ import argparse, os, statistics, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'diff'))
-from userns import fork_in_userns, fuse_node, parse_map, shift_tree  # noqa: E402
+from userns import fork_in_userns, fuse_dev_for, parse_map, shift_tree  # noqa: E402
 
 MAP = '0:61234:1,1:200000:65536'
 KEEPID = ':0:1:1000:1000:0:1:1001:1001:64535'
@@ -106,13 +106,7 @@ def main():
     mnt = os.path.join(d, 'mnt')
     os.makedirs(mnt, exist_ok=True)
     os.chown(mnt, 61234, 61234)
-    fuse_dev = None
-    if os.stat('/dev/fuse').st_mode & 0o006 != 0o006:
-        devdir = os.path.join(d, 'dev')
-        if not os.path.exists(os.path.join(devdir, 'fuse')):
-            os.makedirs(devdir, exist_ok=True)
-            fuse_node(devdir, parse_map(MAP), parse_map(MAP))
-        fuse_dev = os.path.join(devdir, 'fuse')
+    fuse_dev = fuse_dev_for(d, parse_map(MAP), parse_map(MAP))
     ours = os.path.realpath(a.ours)
     cfgs = [dict(name='kernel', bin=None, map=None), dict(name='1.10', bin=a.ref, map=None),
             dict(name='1.10 mapped', bin=a.ref, map=KEEPID), dict(name='ours', bin=ours, map=None),

@@ -92,29 +92,26 @@ bad:
 	return -EINVAL;
 }
 
-uint32_t ovl_idmap_shown(const struct ovl_idmap *m, uint32_t disk)
+static uint32_t map_id(const struct ovl_idmap *m, uint32_t id, bool to_disk)
 {
 	if (m->n == 0)
-		return disk;
-	for (size_t i = 0; i < m->n; i++)
-		if (disk - m->r[i].disk < m->r[i].len)
-			return m->r[i].shown + (disk - m->r[i].disk);
+		return id;
+	for (size_t i = 0; i < m->n; i++) {
+		uint32_t from = to_disk ? m->r[i].shown : m->r[i].disk, to = to_disk ? m->r[i].disk : m->r[i].shown;
+		if (id - from < m->r[i].len) /* unsigned: also false below the range */
+			return to + (id - from);
+	}
 	return m->overflow;
+}
+
+uint32_t ovl_idmap_shown(const struct ovl_idmap *m, uint32_t disk)
+{
+	return map_id(m, disk, false);
 }
 
 uint32_t ovl_idmap_disk(const struct ovl_idmap *m, uint32_t shown)
 {
-	if (m->n == 0)
-		return shown;
-	for (size_t i = 0; i < m->n; i++)
-		if (shown - m->r[i].shown < m->r[i].len)
-			return m->r[i].disk + (shown - m->r[i].shown);
-	return m->overflow;
-}
-
-static uint32_t map_id(const struct ovl_idmap *m, uint32_t id, bool to_disk)
-{
-	return to_disk ? ovl_idmap_disk(m, id) : ovl_idmap_shown(m, id);
+	return map_id(m, shown, true);
 }
 
 /* ---- ids inside xattr values ---- */

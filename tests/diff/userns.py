@@ -119,6 +119,25 @@ def fuse_node(dirpath, uidmap, gidmap):
     return node
 
 
+def fuse_dev_for(dirpath, uidmap, gidmap):
+    """What rootless podman needs: /dev/fuse world read-writable (udev's
+    0666); where it is not, a node the namespace's root owns in DIR/dev,
+    to bind-mount over it (fork_in_userns's fuse_dev); else None."""
+    if os.stat('/dev/fuse').st_mode & 0o006 == 0o006:
+        return None
+    devdir = os.path.join(os.fsdecode(dirpath), 'dev')
+    if os.path.exists(os.path.join(devdir, 'fuse')):
+        return os.path.join(devdir, 'fuse')
+    os.makedirs(devdir, exist_ok=True)
+    return fuse_node(devdir, uidmap, gidmap)
+
+
+def run_in_userns(fn, uidmap, gidmap, fuse_dev=None):
+    """fork_in_userns, then waits: the child's exit status (1 if killed)."""
+    st = os.waitpid(fork_in_userns(fn, uidmap, gidmap, fuse_dev), 0)[1]
+    return os.waitstatus_to_exitcode(st) if os.WIFEXITED(st) else 1
+
+
 def fork_in_userns(fn, uidmap, gidmap, fuse_dev=None):
     """Fork a child that enters a new user + mount namespace as described
     above and runs fn() there; its return value is the child's exit status.

@@ -31,7 +31,7 @@ import argparse, ctypes, os, stat, subprocess, sys, time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'diff'))
 from ovlview import diff_views, ename, rmtree_mount, snapshot, unlink_dirs, upper_view  # noqa: E402
-from userns import fork_in_userns, fuse_node, parse_map, shift_tree  # noqa: E402
+from userns import fuse_dev_for, parse_map, run_in_userns, shift_tree  # noqa: E402
 
 MTIME = 1600000000
 
@@ -470,13 +470,18 @@ def in_namespace(graph, fuse, pidfile):
     return 0
 
 
-def main():
+def helper_args(dirname):
+    """The command line rootless.sh gives its helpers."""
     ap = argparse.ArgumentParser()
     ap.add_argument('--fuse', required=True)
     ap.add_argument('--map', required=True)
     ap.add_argument('--pidfile', required=True)
-    ap.add_argument('graph')
-    a = ap.parse_args()
+    ap.add_argument(dirname)
+    return ap.parse_args()
+
+
+def main():
+    a = helper_args('graph')
     os.umask(0o022)
     graph, idmap = os.path.realpath(a.graph), parse_map(a.map)
     fuse = os.path.abspath(a.fuse)
@@ -489,13 +494,7 @@ def main():
         os.chown(os.path.join(graph, 'L2/diff', n), 0, 0)
     for c in ('K', 'C'):    # containers/storage makes these 0700
         os.chmod(os.path.join(graph, c, 'work'), 0o700)
-    node = None     # rootless podman needs /dev/fuse world read-writable (udev's 0666)
-    if os.stat('/dev/fuse').st_mode & 0o006 != 0o006:
-        os.mkdir(os.path.join(graph, 'dev'))
-        node = fuse_node(os.path.join(graph, 'dev'), idmap, idmap)
-    pid = fork_in_userns(lambda: in_namespace(graph, fuse, a.pidfile), idmap, idmap, node)
-    st = os.waitpid(pid, 0)[1]
-    return os.waitstatus_to_exitcode(st) if os.WIFEXITED(st) else 1
+    return run_in_userns(lambda: in_namespace(graph, fuse, a.pidfile), idmap, idmap, fuse_dev_for(graph, idmap, idmap))
 
 
 if __name__ == '__main__':

@@ -10,24 +10,15 @@ all ran.  The lower layer holds objects of namespace ids 0, 1, 1000, 1001 and
 5000; the expectations are written out from the mapping rule (COMPAT.md):
 a stored id ID+k shows as HOST+k, a caller HOST+k stores ID+k.
 """
-import argparse, ctypes, os, subprocess, sys
+import ctypes, os, subprocess, sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'diff'))
-from userns import fork_in_userns, fuse_node, parse_map, shift_tree  # noqa: E402
+from userns import fuse_dev_for, parse_map, run_in_userns, shift_tree  # noqa: E402
+from rootless_check import helper_args, report  # noqa: E402
 
 OWNERS = (0, 1, 1000, 1001, 5000)
 KEEPID = ':0:1:1000:1000:0:1:1001:1001:64535'   # keep-id for namespace uid 1000
-
-
-def report(name, problems):
-    if problems:
-        print('not ok - %s: %s' % (name, problems[0]))
-        for p in problems[1:]:
-            print('    ' + p)
-    else:
-        print('ok - %s' % name)
-    sys.stdout.flush()
 
 
 def owner(p):
@@ -134,12 +125,7 @@ def in_namespace(d, fuse, pidfile):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--fuse', required=True)
-    ap.add_argument('--map', required=True)
-    ap.add_argument('--pidfile', required=True)
-    ap.add_argument('dir')
-    a = ap.parse_args()
+    a = helper_args('dir')
     os.umask(0o022)
     d, idmap = os.path.realpath(a.dir), parse_map(a.map)
     lower = os.path.join(d, 'lower')
@@ -150,13 +136,8 @@ def main():
             f.write(str(i))
         os.chown('%s/f%d' % (lower, i), i, i)
     shift_tree(d, idmap, idmap)
-    node = None
-    if os.stat('/dev/fuse').st_mode & 0o006 != 0o006:
-        os.mkdir(os.path.join(d, 'dev'))
-        node = fuse_node(os.path.join(d, 'dev'), idmap, idmap)
-    pid = fork_in_userns(lambda: in_namespace(d, os.path.abspath(a.fuse), a.pidfile), idmap, idmap, node)
-    st = os.waitpid(pid, 0)[1]
-    return os.waitstatus_to_exitcode(st) if os.WIFEXITED(st) else 1
+    return run_in_userns(lambda: in_namespace(d, os.path.abspath(a.fuse), a.pidfile), idmap, idmap,
+                         fuse_dev_for(d, idmap, idmap))
 
 
 if __name__ == '__main__':
