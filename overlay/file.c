@@ -68,12 +68,10 @@ static int reopen_cb(struct ovl_layer *layer, int dirfd, const char *name, void 
 	return c->fd < 0 ? -errno : 0;
 }
 
-/* The fd of an open file; for one we hold none of, a new read-only fd of
- * its object in *reopened (close it after), or -errno. */
-static int file_fd(struct ovl_fs *fs, fuse_ino_t ino, const struct fuse_file_info *fi, int *reopened)
+int ovl_file_fd_get(struct ovl_fs *fs, fuse_ino_t ino, const struct fuse_file_info *fi, int *reopened)
 {
 	*reopened = -1;
-	if (fh_fd(fi) >= 0)
+	if (fi && fh_fd(fi) >= 0)
 		return fh_fd(fi);
 	struct ovl_node *n = ovl_node_get(ino);
 	if (n == NULL)
@@ -279,7 +277,7 @@ static int sync_fd(struct ovl_fs *fs, int fd, int datasync)
 void ovl_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
-	int reopened, fd = file_fd(fs, ino, fi, &reopened);
+	int reopened, fd = ovl_file_fd_get(fs, ino, fi, &reopened);
 	fuse_reply_err(req, fd < 0 ? -fd : -sync_fd(fs, fd, datasync));
 	if (reopened >= 0)
 		close(reopened);
@@ -312,7 +310,7 @@ void ovl_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct 
 	 * (other threads serve those WRITEs; the kernel holds no lock they need). */
 	if (fs->writeback_cache && (whence == SEEK_DATA || whence == SEEK_HOLE) && fs->se)
 		fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
-	int reopened, fd = file_fd(fs, ino, fi, &reopened);
+	int reopened, fd = ovl_file_fd_get(fs, ino, fi, &reopened);
 	off_t res = fd < 0 ? fd : lseek(fd, off, whence);
 	if (res < 0 && fd >= 0)
 		res = -errno;
@@ -337,7 +335,7 @@ void ovl_op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, str
 	(void)ino_out;
 	/* the handles were opened with their own modes: a destination whose mode
 	 * changed to read-only since stays writable, as on a local filesystem */
-	int reopened, in = file_fd(ovl_fs_of(req), ino_in, fi_in, &reopened);
+	int reopened, in = ovl_file_fd_get(ovl_fs_of(req), ino_in, fi_in, &reopened);
 	ssize_t res = in < 0 ? in : copy_file_range(in, &off_in, fh_fd(fi_out), &off_out, len, (unsigned)flags);
 	if (res < 0 && in >= 0)
 		res = -errno;

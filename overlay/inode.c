@@ -220,8 +220,13 @@ void ovl_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_se
 	on_disk.st_gid = ovl_idmap_disk(&cfg->gidmap, attr->st_gid);
 	struct setattr_call c = { .fs = fs, .node = n, .attr = &on_disk, .to_set = to_set, .fd = -1,
 				  .chown_may_fail = ovl_squashing(cfg) };
-	if (res == 0 && fi && !n->dir && ovl_node_is_upper(fs, n) && !n->detached)
-		c.fd = ovl_file_fd(fi);
+	int reopened = -1;
+	if (res == 0 && !n->dir && ovl_node_is_upper(fs, n) && !n->detached) {
+		if (fi && ovl_file_fd(fi) >= 0)
+			c.fd = ovl_file_fd(fi);
+		else if (n->unlinked) /* no name left: through the object kept while open (fchmod has no fi) */
+			res = (c.fd = ovl_file_fd_get(fs, ino, NULL, &reopened)) < 0 ? c.fd : 0;
+	}
 	if (res == 0) {
 		pthread_rwlock_rdlock(&fs->ns_lock);
 		if (c.fd >= 0) {
@@ -239,7 +244,9 @@ void ovl_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_se
 		pthread_rwlock_unlock(&fs->ns_lock);
 	}
 	if (res == 0)
-		res = stat_node_or_file(fs, n, c.fd >= 0 ? fi : NULL, &st);
+		res = stat_node_or_file(fs, n, c.fd >= 0 && reopened < 0 ? fi : NULL, &st);
+	if (reopened >= 0)
+		close(reopened);
 	if (res < 0)
 		fuse_reply_err(req, -res);
 	else

@@ -365,8 +365,11 @@ void ovl_present_stat(struct ovl_fs *fs, uint32_t layer, uint32_t nlayers, struc
 ino_t ovl_st_ino(const struct ovl_fs *fs, uint32_t layer, ino_t ino);
 
 /* file.c */
-/* The backing fd of an open file. */
+/* The backing fd of an open file (-1: a passthrough reader's, we hold none). */
 int ovl_file_fd(const struct fuse_file_info *fi);
+/* The same, or for one we hold none of (or fi NULL) a new read-only fd of
+ * node ino's object in *reopened (close it after); -errno. */
+int ovl_file_fd_get(struct ovl_fs *fs, fuse_ino_t ino, const struct fuse_file_info *fi, int *reopened);
 /* The flags a backing file is opened with for an open or create with flags. */
 int ovl_backing_open_flags(const struct ovl_fs *fs, int flags);
 /* Replies to a create that made the entry e and opened fd. */

@@ -3,7 +3,8 @@
 # Python's os.fchmod(fd)), with FUSE passthrough (the lower file stays the
 # kernel's backing file of the first inode) and without it.  Usage: open_fds.sh.
 #   MODE_fd_calls     fchmod, fchown, futimens, fsetxattr on a read-only fd of
-#                     a lower file succeed (the kernel overlay and 1.10 do);
+#                     a lower file succeed (the kernel overlay and 1.10 do), and
+#                     fchmod, fchown on one of an upper file unlinked since;
 #                     fstat on that fd and stat by path show the change; the
 #                     lower file is untouched, the upper copy holds it
 #   MODE_writer_first a writer copies the file up, then the reader's fd takes
@@ -46,6 +47,20 @@ if stat.S_IMODE(lst.st_mode) != 0o644 or lst.st_uid != 0 or os.listxattr(low + "
     bad.append("fd_calls: the lower file changed")
 if (stat.S_IMODE(ust.st_mode), ust.st_uid, ust.st_gid) != (0o600, 5, 6):
     bad.append("fd_calls: upper copy is %o %d:%d" % (stat.S_IMODE(ust.st_mode), ust.st_uid, ust.st_gid))
+os.close(fd)
+# an upper file open for reading, then unlinked: calls on its fd still work
+with open(m + "/gone", "w") as w:
+    w.write("x")
+fd = os.open(m + "/gone", os.O_RDONLY)
+os.unlink(m + "/gone")
+try:
+    os.fchmod(fd, 0o600)
+    os.fchown(fd, 3, 4)
+    st = os.fstat(fd)
+    if (stat.S_IMODE(st.st_mode), st.st_uid) != (0o600, 3):
+        bad.append("fd_calls: unlinked file's fstat shows %o %d" % (stat.S_IMODE(st.st_mode), st.st_uid))
+except OSError as e:
+    bad.append("fd_calls: fchmod/fchown of an unlinked file's fd: %s" % e)
 os.close(fd)
 
 fd = os.open(m + "/g", os.O_RDONLY)
