@@ -178,10 +178,24 @@ static int make_in_upper(struct ovl_fs *fs, const struct ovl_creds *c, struct ov
 	return 0;
 }
 
+/* xattr_permissions: a new file or directory (not a link) gets its override,
+ * the caller's owner and the mode it was made with (st). */
+static void override_new(struct ovl_fs *fs, const struct ovl_creds *c, struct ovl_node *n, int upfd,
+			 const char *name, int fd, const struct stat *st)
+{
+	if (c == NULL || fs->layers[0].override_kind == OVL_OVERRIDE_NONE || (!S_ISREG(st->st_mode) && !S_ISDIR(st->st_mode)))
+		return;
+	struct ovl_override o = { .uid = c->uid, .gid = c->gid, .mode = st->st_mode };
+	/* as 1.10: where it cannot be written, the object shows as stored */
+	if ((fd >= 0 ? ovl_override_write(fs, fd, NULL, &o) : ovl_override_write(fs, upfd, name, &o)) == 0)
+		ovl_node_set_override(fs, n, &o);
+}
+
 /* The entry of what was just made: no lower layer merges with it (a lower
- * directory of that name was hidden, or it would have been found). */
-static int entry_of_new(struct ovl_fs *fs, struct ovl_node *parent, int upfd, const char *name, int fd,
-			struct fuse_entry_param *e)
+ * directory of that name was hidden, or it would have been found).  c: the
+ * maker's creds, NULL for a link. */
+static int entry_of_new(struct ovl_fs *fs, const struct ovl_creds *c, struct ovl_node *parent, int upfd,
+			const char *name, int fd, struct fuse_entry_param *e)
 {
 	struct stat st;
 	const uint32_t upper_only[1] = { 0 };
@@ -192,33 +206,11 @@ static int entry_of_new(struct ovl_fs *fs, struct ovl_node *parent, int upfd, co
 	struct ovl_node *n = ovl_node_lookup_or_create(fs, parent, name, 0, &st, upper_only, 1);
 	if (n == NULL)
 		return -ENOMEM;
+	override_new(fs, c, n, upfd, name, fd, &st);
 	e->attr = st;
 	ovl_node_present(fs, n, &e->attr);
 	e->ino = n->nodeid;
 	e->generation = ovl_node_generation(n);
-	return 0;
-}
-
-/* xattr_permissions: a new file or directory gets its override (the
- * caller's owner, the mode it was made with); e shows it. */
-static int override_new(struct ovl_fs *fs, const struct ovl_creds *c, int upfd, const char *name, int fd,
-			struct fuse_entry_param *e)
-{
-	mode_t type = e->attr.st_mode & S_IFMT;
-	if (fs->layers[0].override_kind == OVL_OVERRIDE_NONE || (type != S_IFREG && type != S_IFDIR))
-		return 0;
-	struct stat st;
-	if ((fd >= 0 ? fstat(fd, &st) : fstatat(upfd, name, &st, AT_SYMLINK_NOFOLLOW)) < 0)
-		return -errno;
-	struct ovl_override o = { .uid = c->uid, .gid = c->gid, .mode = st.st_mode };
-	if ((fd >= 0 ? ovl_override_write(fs, fd, NULL, &o) : ovl_override_write(fs, upfd, name, &o)) < 0)
-		return 0; /* as 1.10: the object then shows as stored */
-	struct ovl_node *n = ovl_node_get(e->ino);
-	if (n)
-		ovl_node_set_override(fs, n, &o);
-	e->attr = st;
-	if (n)
-		ovl_node_present(fs, n, &e->attr);
 	return 0;
 }
 
@@ -258,10 +250,8 @@ again:
 		}
 		if (res == 0) {
 			ovl_dir_name_added(parent, name, m->mode);
-			res = entry_of_new(fs, parent, upfd, name, m->fd, e);
+			res = entry_of_new(fs, m->source ? NULL : &c, parent, upfd, name, m->fd, e);
 		}
-		if (res == 0 && m->source == NULL)
-			res = override_new(fs, &c, upfd, name, m->fd, e);
 		if (res == 0 && m->source)
 			res = ovl_node_add_alias(m->source, parent, name);
 		if (upfd >= 0)

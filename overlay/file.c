@@ -34,10 +34,12 @@ static unsigned fd_share(fuse_req_t req)
 	return fuse_req_ctx(req)->uid % OVL_FD_SHARES;
 }
 
-static bool file_fd_take(struct ovl_fs *fs, unsigned share)
+/* may_refuse false: counted only (a create's file exists already). */
+static bool file_fd_take(struct ovl_fs *fs, unsigned share, bool may_refuse)
 {
-	if (atomic_fetch_add(&fs->file_fds_open, 1) >= fs->file_fd_budget ||
-	    atomic_fetch_add(&fs->file_fds_of[share], 1) >= fs->file_fd_budget / 2) {
+	bool over = atomic_fetch_add(&fs->file_fds_open, 1) >= fs->file_fd_budget;
+	over |= atomic_fetch_add(&fs->file_fds_of[share], 1) >= fs->file_fd_budget / 2;
+	if (over && may_refuse) {
 		atomic_fetch_sub(&fs->file_fds_open, 1);
 		atomic_fetch_sub(&fs->file_fds_of[share], 1);
 		return false;
@@ -183,10 +185,7 @@ static void reply_opened(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_inf
 
 void ovl_file_reply_create(fuse_req_t req, const struct fuse_entry_param *e, struct fuse_file_info *fi, int fd)
 {
-	/* counted, never refused: the file exists already */
-	struct ovl_fs *fs = ovl_fs_of(req);
-	atomic_fetch_add(&fs->file_fds_open, 1);
-	atomic_fetch_add(&fs->file_fds_of[fd_share(req)], 1);
+	file_fd_take(ovl_fs_of(req), fd_share(req), false);
 	reply_opened(req, e->ino, fi, fd, e);
 }
 
@@ -206,7 +205,7 @@ void ovl_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct open_call c = { .fs = fs, .flags = fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY),
 			       .asked_mode = fi->flags & O_ACCMODE };
 	/* the fds of lookups, listings and copy-ups are kept out of reach */
-	if (res == 0 && !file_fd_take(fs, fd_share(req)))
+	if (res == 0 && !file_fd_take(fs, fd_share(req), true))
 		res = -EMFILE;
 	if (res == 0) {
 		pthread_rwlock_rdlock(&fs->ns_lock);

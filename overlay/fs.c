@@ -42,15 +42,22 @@ static void assign_fsids(struct ovl_fs *fs)
 	fs->xino_bits = ovl_ino_bits(nfs, fs->cfg->ino32);
 }
 
+/* The number a /proc file holds; false if it cannot be read. */
+static bool read_proc_number(const char *path, unsigned long *n)
+{
+	FILE *f = fopen(path, "re");
+	bool ok = f && fscanf(f, "%lu", n) == 1;
+	if (f)
+		fclose(f);
+	return ok;
+}
+
 /* What an id outside the mappings becomes: the kernel's overflow ids, as in 1.10. */
 static void read_overflow_id(const char *path, struct ovl_idmap *m)
 {
-	FILE *f = fopen(path, "re");
 	unsigned long id;
-	if (f && fscanf(f, "%lu", &id) == 1 && id <= UINT32_MAX)
+	if (read_proc_number(path, &id) && id <= UINT32_MAX)
 		m->overflow = (uint32_t)id;
-	if (f)
-		fclose(f);
 }
 
 static long raise_nofile(void)
@@ -60,15 +67,12 @@ static long raise_nofile(void)
 		return 1024;
 	/* With CAP_SYS_RESOURCE (root mounts) the hard limit rises to the
 	 * kernel's: the callers of an allow_other mount share our fds. */
-	FILE *f = fopen("/proc/sys/fs/nr_open", "re");
 	unsigned long nr_open;
-	if (f && fscanf(f, "%lu", &nr_open) == 1 && nr_open > rl.rlim_max) {
+	if (read_proc_number("/proc/sys/fs/nr_open", &nr_open) && nr_open > rl.rlim_max) {
 		struct rlimit more = { .rlim_cur = nr_open, .rlim_max = nr_open };
 		if (setrlimit(RLIMIT_NOFILE, &more) == 0)
 			rl = more;
 	}
-	if (f)
-		fclose(f);
 	if (rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);

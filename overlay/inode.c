@@ -36,7 +36,7 @@ void ovl_node_present(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 {
 	struct ovl_override o;
 	/* the override is of the object as stored: owners are mapped after it */
-	if (atomic_load_explicit(&node->rare, memory_order_relaxed) && ovl_node_get_override(fs, node, &o))
+	if (ovl_node_get_override(fs, node, &o))
 		ovl_override_apply(&o, st);
 	ovl_present_stat(fs, node->layer, node->dir ? node->dir->nlayers : 1, st);
 	if (node->origin_ino)
@@ -139,14 +139,14 @@ static int setattr_override(struct setattr_call *c, int dirfd, const char *name,
 	const int owner_mode = FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_MODE;
 	struct stat st;
 	struct ovl_override o;
-	if (!(*to_set & owner_mode) || c->fs->layers[0].override_kind == OVL_OVERRIDE_NONE)
+	if (!(*to_set & owner_mode) || c->fs->layers[0].override_kind == OVL_OVERRIDE_NONE ||
+	    (!S_ISREG(c->node->type) && !S_ISDIR(c->node->type)))
 		return 0;
-	if ((c->fd >= 0 ? fstat(c->fd, &st) : fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW)) < 0)
-		return -errno;
-	if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
-		return 0;
-	if (!ovl_node_get_override(c->fs, c->node, &o))
+	if (!ovl_node_get_override(c->fs, c->node, &o)) {
+		if ((c->fd >= 0 ? fstat(c->fd, &st) : fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW)) < 0)
+			return -errno;
 		o = (struct ovl_override){ .uid = st.st_uid, .gid = st.st_gid, .mode = st.st_mode };
+	}
 	if (*to_set & FUSE_SET_ATTR_UID)
 		o.uid = c->attr->st_uid;
 	if (*to_set & FUSE_SET_ATTR_GID)

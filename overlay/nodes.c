@@ -669,16 +669,22 @@ bool ovl_node_peek(dev_t dev, ino_t ino, const struct ovl_node *parent, const ch
 	return n != NULL;
 }
 
-void ovl_node_detach(struct ovl_node *node, dev_t dev, ino_t ino)
+/* Takes node out of the identity hash: no lookup finds it any more. */
+static void node_unhash(struct ovl_node *node)
 {
 	struct id_shard *s = lock_node_shard(node);
 	if (node->hashed)
 		id_remove(s, node);
 	node->hashed = false;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void ovl_node_detach(struct ovl_node *node, dev_t dev, ino_t ino)
+{
+	node_unhash(node);
 	node->detached = true;
 	node->dev = dev;
 	node->ino = ino;
-	pthread_mutex_unlock(&s->lock);
 }
 
 void ovl_node_unhash_id(dev_t dev, ino_t ino)
@@ -806,11 +812,7 @@ void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_nod
 		 * of the object (never looked up so far) must get a node of its
 		 * own, not this one, whose name is gone; open files keep this. */
 		node->unlinked = true;
-		struct id_shard *s = lock_node_shard(node);
-		if (node->hashed)
-			id_remove(s, node);
-		node->hashed = false;
-		pthread_mutex_unlock(&s->lock);
+		node_unhash(node);
 	}
 }
 

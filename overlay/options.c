@@ -45,17 +45,18 @@ static int later(const char *name, char *err, size_t errlen)
 	return -1;
 }
 
-/* A mapping is kept as given (several uidmapping= join) and parsed once all
- * options are in (ovl_options_parse). */
-static int add_mapping(char **field, const char *value)
+/* Appends item to the ','-separated list *field (NULL: empty); -1: no memory.
+ * A mapping is kept so (several uidmapping= join) and parsed once all options
+ * are in (ovl_options_parse). */
+static int append_item(char **field, const char *item)
 {
 	size_t old = *field ? strlen(*field) : 0;
-	char *n = realloc(*field, old + strlen(value) + 2);
+	char *n = realloc(*field, old + strlen(item) + 2);
 	if (n == NULL)
 		return -1;
 	if (old)
 		n[old++] = ',';
-	strcpy(n + old, value);
+	strcpy(n + old, item);
 	*field = n;
 	return 0;
 }
@@ -64,14 +65,14 @@ static int check_uidmapping(struct ovl_config *cfg, const char *v, char *err, si
 {
 	(void)err;
 	(void)errlen;
-	return add_mapping(&cfg->uidmapping, v ? v : "");
+	return append_item(&cfg->uidmapping, v ? v : "");
 }
 
 static int check_gidmapping(struct ovl_config *cfg, const char *v, char *err, size_t errlen)
 {
 	(void)err;
 	(void)errlen;
-	return add_mapping(&cfg->gidmapping, v ? v : "");
+	return append_item(&cfg->gidmapping, v ? v : "");
 }
 
 static int parse_mapping(const char *name, const char *spec, struct ovl_idmap *m, char *err, size_t errlen)
@@ -244,15 +245,7 @@ static int parse_ulong(const char *v, unsigned long max, unsigned long *out)
 
 static int append_kernel_opt(struct ovl_config *cfg, const char *opt)
 {
-	size_t old = cfg->kernel_opts ? strlen(cfg->kernel_opts) : 0;
-	char *n = realloc(cfg->kernel_opts, old + strlen(opt) + 2);
-	if (n == NULL)
-		return -1;
-	if (old)
-		n[old++] = ',';
-	strcpy(n + old, opt);
-	cfg->kernel_opts = n;
-	return 0;
+	return append_item(&cfg->kernel_opts, opt);
 }
 
 static bool kernel_opt_given(const struct ovl_config *cfg, const char *opt)
@@ -404,7 +397,7 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	if (arg[0] == '\0')
 		return 0;
 	if (ctx->mapping && is_mapping_rest(arg)) {
-		if (add_mapping(ctx->mapping, arg) < 0)
+		if (append_item(ctx->mapping, arg) < 0)
 			ctx->failed = true;
 		return 0;
 	}

@@ -149,7 +149,7 @@ struct ovl_alias {
 struct ovl_node_rare {
 	struct ovl_alias *aliases;   /* other names of an upper hard link (ns_lock) */
 	int orphan_fd;               /* O_PATH fd of an upper object unlinked while open, or -1 */
-	bool has_override;           /* the object's stat override (fs->override_lock) */
+	atomic_bool has_override;    /* override below set (it is guarded by fs->override_lock) */
 	struct ovl_override override;
 };
 

@@ -194,21 +194,19 @@ void ovl_node_set_override(struct ovl_fs *fs, struct ovl_node *node, const struc
 		return; /* no memory: the node shows its object as stored */
 	pthread_mutex_lock(&fs->override_lock);
 	r->override = *o;
-	r->has_override = true;
+	atomic_store(&r->has_override, true);
 	pthread_mutex_unlock(&fs->override_lock);
 }
 
 bool ovl_node_get_override(struct ovl_fs *fs, const struct ovl_node *node, struct ovl_override *o)
 {
 	struct ovl_node_rare *r = atomic_load(&node->rare);
-	if (r == NULL)
-		return false;
+	if (r == NULL || !atomic_load(&r->has_override))
+		return false; /* set once, never cleared: no lock needed to see none */
 	pthread_mutex_lock(&fs->override_lock);
-	bool has = r->has_override;
-	if (has)
-		*o = r->override;
+	*o = r->override;
 	pthread_mutex_unlock(&fs->override_lock);
-	return has;
+	return true;
 }
 
 void ovl_node_load_override(struct ovl_fs *fs, struct ovl_node *node, int dirfd, const char *name,
