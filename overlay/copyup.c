@@ -136,6 +136,20 @@ static int copy_data(struct ovl_layer *lower, int src, int dst, const struct sta
 	return pos < size && ftruncate(dst, size) < 0 ? -errno : 0;
 }
 
+/* Gives the copy (fd, or name in dirfd) the owner of the original.  Under
+ * squash_* an owner the upper cannot take (an id this user namespace does
+ * not map: `unshare -U -r`) is no error and the copy stays ours, as 1.10;
+ * without squash it is the kernel overlay's EOVERFLOW. */
+static int copy_owner(struct ovl_fs *fs, int fd, const char *name, const struct stat *st)
+{
+	int res = name ? fchownat(fd, name, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW)
+		       : fchown(fd, st->st_uid, st->st_gid);
+	if (res == 0 || ovl_squashing(fs->cfg))
+		return 0;
+	/* an owner this namespace cannot write: the kernel overlay's answer */
+	return errno == EINVAL ? -EOVERFLOW : -errno;
+}
+
 static int xattr_copy_check(const char *name, struct error_context *ctx)
 {
 	(void)ctx;
@@ -262,9 +276,8 @@ static int build_copy(struct ovl_fs *fs, struct ovl_layer *lower, int pfd, const
 	} else if (mknodat(wfd, tmp, type | 0600, st->st_rdev) < 0) {
 		return -errno; /* fifo, socket, device: recreated as what they are */
 	}
-	if (res == 0 && (dst >= 0 ? fchown(dst, st->st_uid, st->st_gid)
-				  : fchownat(wfd, tmp, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW)) < 0)
-		res = -errno;
+	if (res == 0)
+		res = copy_owner(fs, dst >= 0 ? dst : wfd, dst >= 0 ? NULL : tmp, st);
 	if (res == 0)
 		res = copy_xattrs(pfd, name, src, wfd, tmp, dst);
 	/* not for a lower hard link: the copy is a new inode (kernel, index=off) */
@@ -336,8 +349,10 @@ static int copy_up_one_dir(struct ovl_fs *fs, struct ovl_node *d)
 	}
 	fd = openat(fs->work_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	const struct timespec times[2] = { st.st_atim, st.st_mtim };
-	if (fd < 0 || fchown(fd, st.st_uid, st.st_gid) < 0)
+	if (fd < 0)
 		res = -errno;
+	else
+		res = copy_owner(fs, fd, NULL, &st);
 	if (res == 0)
 		res = copy_xattrs(-1, NULL, src, -1, NULL, fd);
 	if (res == 0)

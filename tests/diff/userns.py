@@ -60,6 +60,24 @@ def host_id(idmap, i):
     return o
 
 
+def layer_host_id(idmap, i):
+    """The host id a layer object of namespace id i gets: its mapped id, or,
+    where the map lacks i (`unshare -U -r` maps one id), host id i itself,
+    which the namespace then shows as the overflow id, as it shows a layer
+    someone else unpacked."""
+    o = outside(idmap, i)
+    if o is not None:
+        return o
+    if any(b <= i < b + n for _, b, n in idmap):
+        raise ValueError('id %d is not mapped in %s and is a mapped host id' % (i, idmap))
+    return i
+
+
+def is_one_id(idmap):
+    """The map `unshare -U -r` writes: the caller's own id as root, alone."""
+    return len(idmap) == 1 and idmap[0][0] == 0 and idmap[0][2] == 1
+
+
 ACL_XATTRS = ('system.posix_acl_access', 'system.posix_acl_default')
 
 
@@ -69,9 +87,9 @@ def _shift_acl(val, uidmap, gidmap):
     for off in range(4, len(val), 8):
         tag, perm, i = struct.unpack_from('<HHI', val, off)
         if tag == 0x02:
-            i = host_id(uidmap, i)
+            i = layer_host_id(uidmap, i)
         elif tag == 0x08:
-            i = host_id(gidmap, i)
+            i = layer_host_id(gidmap, i)
         out += struct.pack('<HHI', tag, perm, i)
     return bytes(out)
 
@@ -101,7 +119,7 @@ def _shift_one(p, st, uidmap, gidmap):
                 keep[n] = os.getxattr(p, n, follow_symlinks=False)
             except OSError:
                 pass
-    os.chown(p, host_id(uidmap, st.st_uid), host_id(gidmap, st.st_gid), follow_symlinks=False)
+    os.chown(p, layer_host_id(uidmap, st.st_uid), layer_host_id(gidmap, st.st_gid), follow_symlinks=False)
     if link:
         return
     os.chmod(p, stat.S_IMODE(st.st_mode))
@@ -177,6 +195,9 @@ def fork_in_userns(fn, uidmap, gidmap, fuse_dev=None):
     try:
         if os.read(r1, 1) != b'u':
             raise OSError('the child could not unshare a user namespace')
+        if is_one_id(gidmap):   # as `unshare -U -r`: no setgroups, as an unprivileged writer must
+            with open('/proc/%d/setgroups' % pid, 'w') as f:
+                f.write('deny')
         for name, m in (('uid_map', uidmap), ('gid_map', gidmap)):
             with open('/proc/%d/%s' % (pid, name), 'w') as f:
                 f.write(''.join('%d %d %d\n' % e for e in m))

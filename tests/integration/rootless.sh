@@ -44,9 +44,14 @@
 #   layers; st_ino of copied-up files across a remount (ours only);
 #   then tests/integration/rootless_identity.py (see there): uid/gid mapping as
 #   podman's keep-id passes it and xattr_permissions=2, in the same namespace;
+#   then tests/integration/rootless_oneid.py (see there): the same user with
+#   no subuid range, in the namespace util-linux `unshare -U -r` makes (one
+#   id), against the kernel overlay and, for owners it cannot map, 1.10;
 #   check-upper           tests/check-upper.py on ours' upper and work.
 #
-# Env: FUSE_OVERLAYFS (binary, default the tree's), ROOTLESS_MAP,
+# Env: FUSE_OVERLAYFS (binary, default the tree's), ROOTLESS_MAP (a one-id map
+# 0:H:1 runs the differential scenarios as `unshare -U -r` would: setgroups
+# denied, layer objects of other ids owned by unmapped host ids),
 # OVL_TEST_TMPDIR (default /var/tmp), OVL_TEMP_REGEX, ROOTLESS_KEEP=1 (keep
 # the work dir).
 TEST_NAME=rootless
@@ -181,6 +186,8 @@ run_checks() { # HELPER DIR: runs a python helper in the namespace, counts its `
 run_checks rootless_check.py "$WORK/g"
 # owners: keep-id mapping and xattr_permissions=2 as containers/storage passes them
 run_checks rootless_identity.py "$WORK/id"
+# a user without a subuid range: `unshare -U -r`, one id
+run_checks rootless_oneid.py "$WORK/oneid"
 
 # the upper and work ours left (unmounted): sound?
 if [ -d "$WORK/g/C/diff" ] && [ -n "$(ls -A "$WORK/g/C/diff")" ]; then

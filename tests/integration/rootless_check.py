@@ -411,11 +411,12 @@ def merged(k, o, label):
     return diff_views(no_um(k[0]), no_um(o[0]), label) + [p for p in o[1] if not p.startswith('um/')]
 
 
-def compare_steps(kr, orr, want):
+def compare_steps(kr, orr, want, ref='kernel'):
+    """Step results of the reference (ref) and ours: equal, and as wanted."""
     out = []
     for i, (k, o, w) in enumerate(zip(kr, orr, want)):
         if k != o:
-            out.append('step %d: kernel=%s ours=%s' % (i + 1, k, o))
+            out.append('step %d: %s=%s ours=%s' % (i + 1, ref, k, o))
         elif k != w:
             out.append('step %d: both %s, expected %s (test or setup wrong)' % (i + 1, k, w))
     return out
