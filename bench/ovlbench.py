@@ -74,6 +74,19 @@ def fill_bigdir(nent, sub=None):
     return fill
 
 
+def fill_links(nlinks):
+    # one file under nlinks names in one directory (hard links: a layer built
+    # with `cp -al`, or a package manager's hard-linked files)
+    def fill(root):
+        os.mkdir(os.path.join(root, 'd'))
+        first = os.path.join(root, 'd', 'f000000')
+        with open(first, 'w') as f:
+            f.write('linked\n')
+        for i in range(1, nlinks):
+            os.link(first, os.path.join(root, 'd', f'f{i:06d}'))
+    return fill
+
+
 def fill_file(name, mib):
     def fill(root):
         blk = bytearray(random.Random(2).randbytes(1 << 20))
@@ -367,6 +380,8 @@ def workloads(a):
     rmtree = lower(f'tree-{n_tree}', fill_tree(n_tree))
     big1 = lower(f'big-{app_mib}M', fill_file('big.dat', app_mib))
     last, clast = n_tree - 1, n_chmod - 1
+    n_links = max(100, round(30000 * f))
+    links = lower(f'links-{n_links}', fill_links(n_links))
 
     def v_untar(m, tar):
         p = os.path.join(m, f'tree-{n_tree}', tree_dir(last), f'f{last:06d}')
@@ -408,6 +423,11 @@ def workloads(a):
         'rmrf': W(rmtree, 'cold', lambda m, root: (['rm', '-rf'] + [os.path.join(m, e) for e in sorted(os.listdir(root))],
                                                   None, None),
                   rw=True, verify=lambda m, x: expect(count(m) == 0, 'entries left')),
+        # one lower inode under many names: each name an inode of its own once
+        # the mount can copy up (as the kernel overlay without index)
+        'links-ls': W(links, 'cold', lambda m, x: (['ls', '-l', os.path.join(m, 'd')], None, None), rw=True),
+        'links-rmrf': W(links, 'cold', lambda m, x: (['rm', '-rf', os.path.join(m, 'd')], None, None), rw=True,
+                        verify=lambda m, x: expect(not os.path.exists(os.path.join(m, 'd')), 'd left')),
         'par4': W(empty1, 'cold', lambda m, x: (lambda: par_create_stat(4, n_par), m, None),
                   rw=True, verify=lambda m, x: expect(all(count(f'{m}/p{p}') == n_par for p in range(4)), 'file count')),
     }

@@ -186,9 +186,23 @@ static struct id_shard *lock_node_shard(const struct ovl_node *n)
 	}
 }
 
-static struct ovl_node **bucket_of(struct id_shard *s, dev_t dev, ino_t ino)
+/* A node per name (node_per_name) is hashed by its name too: the thousands of
+ * names one lower inode may have would otherwise share one chain, and every
+ * lookup or listing would walk it (quadratic). */
+static uint64_t name_key(dev_t dev, ino_t ino, const struct ovl_node *parent, const char *name)
 {
-	return &s->buckets[(id_hash(dev, ino) / ID_SHARDS) & (s->nbuckets - 1)];
+	return XXH3_64bits_withSeed(name, strlen(name), id_hash(dev, ino) ^ (uint64_t)(uintptr_t)parent);
+}
+
+static uint64_t node_key(const struct ovl_node *n)
+{
+	return n->per_name ? name_key(n->dev, n->ino, n->parent, n->name) : id_hash(n->dev, n->ino);
+}
+
+/* Shards go by id_hash; within one, buckets by key. */
+static struct ovl_node **bucket_at(struct id_shard *s, uint64_t key)
+{
+	return &s->buckets[(key / ID_SHARDS) & (s->nbuckets - 1)];
 }
 
 static int id_insert(struct id_shard *s, struct ovl_node *n)
@@ -205,13 +219,13 @@ static int id_insert(struct id_shard *s, struct ovl_node *n)
 		for (size_t i = 0; i < oldn; i++)
 			for (struct ovl_node *m = old[i], *next; m; m = next) {
 				next = m->hash_next;
-				struct ovl_node **bk = bucket_of(s, m->dev, m->ino);
+				struct ovl_node **bk = bucket_at(s, node_key(m));
 				m->hash_next = *bk;
 				*bk = m;
 			}
 		free(old);
 	}
-	struct ovl_node **bk = bucket_of(s, n->dev, n->ino);
+	struct ovl_node **bk = bucket_at(s, node_key(n));
 	n->hash_next = *bk;
 	*bk = n;
 	s->count++;
@@ -220,7 +234,7 @@ static int id_insert(struct id_shard *s, struct ovl_node *n)
 
 static void id_remove(struct id_shard *s, struct ovl_node *n)
 {
-	for (struct ovl_node **p = bucket_of(s, n->dev, n->ino); *p; p = &(*p)->hash_next)
+	for (struct ovl_node **p = bucket_at(s, node_key(n)); *p; p = &(*p)->hash_next)
 		if (*p == n) {
 			*p = n->hash_next;
 			s->count--;
@@ -228,15 +242,24 @@ static void id_remove(struct id_shard *s, struct ovl_node *n)
 		}
 }
 
-/* The node of (dev, ino); with parent set, only one that stands for parent/name. */
+static bool names(const struct ovl_node *n, const struct ovl_node *parent, const char *name)
+{
+	return n->parent == parent && strcmp(n->name, name) == 0;
+}
+
+/* The node of (dev, ino); with parent set, only one that stands for
+ * parent/name (a node per name first); without, only a shared one. */
 static struct ovl_node *id_find(struct id_shard *s, dev_t dev, ino_t ino, const struct ovl_node *parent,
 				const char *name)
 {
 	if (s->nbuckets == 0)
 		return NULL;
-	for (struct ovl_node *n = *bucket_of(s, dev, ino); n; n = n->hash_next)
-		if (n->dev == dev && n->ino == ino &&
-		    (parent == NULL || (n->parent == parent && strcmp(n->name, name) == 0)))
+	if (parent)
+		for (struct ovl_node *n = *bucket_at(s, name_key(dev, ino, parent, name)); n; n = n->hash_next)
+			if (n->per_name && n->dev == dev && n->ino == ino && names(n, parent, name))
+				return n;
+	for (struct ovl_node *n = *bucket_at(s, id_hash(dev, ino)); n; n = n->hash_next)
+		if (!n->per_name && n->dev == dev && n->ino == ino && (parent == NULL || names(n, parent, name)))
 			return n;
 	return NULL;
 }
@@ -568,6 +591,7 @@ struct ovl_node *ovl_node_lookup_or_create(struct ovl_fs *fs, struct ovl_node *p
 	}
 	ovl_node_ref(parent);
 
+	n->per_name = named != NULL;
 	pthread_mutex_lock(&s->lock);
 	struct ovl_node *raced = id_find(s, st->st_dev, st->st_ino, named, name);
 	if (raced == NULL && id_insert(s, n) == 0) {
@@ -637,6 +661,7 @@ void ovl_node_rehash(struct ovl_node *node, dev_t dev, ino_t ino)
 		id_remove(from, node);
 	node->dev = dev;
 	node->ino = ino;
+	node->per_name = false; /* the copy is an inode of its own */
 	if (id_find(to, dev, ino, NULL, NULL) == NULL && id_insert(to, node) == 0)
 		node->hashed = true;
 	else
@@ -705,14 +730,23 @@ int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *new
 	if (name == NULL)
 		return -ENOMEM;
 	struct ovl_node *old = node->parent;
-	if (node->name != node->first_name)
-		free(node->name);
-	node->name = name;
-	if (old != newparent) {
+	char *old_name = node->name != node->first_name ? node->name : NULL;
+	if (old != newparent)
 		ovl_node_ref(newparent);
-		node->parent = newparent;
-		ovl_node_unref(fs, old);
+	/* a node per name is hashed by its name: rehashed under its shard's lock */
+	struct id_shard *s = node->per_name ? lock_node_shard(node) : NULL;
+	if (s && node->hashed)
+		id_remove(s, node);
+	node->name = name;
+	node->parent = newparent;
+	if (s) {
+		if (node->hashed && id_insert(s, node) < 0)
+			node->hashed = false;
+		pthread_mutex_unlock(&s->lock);
 	}
+	free(old_name);
+	if (old != newparent)
+		ovl_node_unref(fs, old);
 	return 0;
 }
 

@@ -170,6 +170,7 @@ struct ovl_node {
 	uint32_t refs;               /* kernel (1 while nlookup>0) + children + handles */
 	uint16_t type;               /* S_IFMT bits */
 	bool hashed;                 /* found by identity; false once its object is gone */
+	bool per_name;               /* one name of a lower hard link (nodes.c node_per_name) */
 	bool unlinked;               /* its name went away (ns_lock): only an open file reaches it */
 	bool detached;               /* copied up while the kernel kept its lower file as the
 					passthrough backing file: metadata calls (on an fd opened
