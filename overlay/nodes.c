@@ -496,13 +496,7 @@ static void node_destroy(struct ovl_fs *fs, struct ovl_node *n)
 	if (n->rare) {
 		if (n->rare->orphan_fd >= 0)
 			close(n->rare->orphan_fd);
-		while (n->rare->aliases) {
-			struct ovl_alias *a = n->rare->aliases;
-			n->rare->aliases = a->next;
-			ovl_node_unref(fs, a->parent);
-			free(a->name);
-			free(a);
-		}
+		ovl_node_drop_aliases(fs, n);
 		free(n->rare);
 	}
 	if (n->name != n->first_name)
@@ -694,8 +688,7 @@ bool ovl_node_peek(dev_t dev, ino_t ino, const struct ovl_node *parent, const ch
 	return n != NULL;
 }
 
-/* Takes node out of the identity hash: no lookup finds it any more. */
-static void node_unhash(struct ovl_node *node)
+void ovl_node_unhash(struct ovl_node *node)
 {
 	struct id_shard *s = lock_node_shard(node);
 	if (node->hashed)
@@ -706,7 +699,7 @@ static void node_unhash(struct ovl_node *node)
 
 void ovl_node_detach(struct ovl_node *node, dev_t dev, ino_t ino)
 {
-	node_unhash(node);
+	ovl_node_unhash(node);
 	node->detached = true;
 	node->dev = dev;
 	node->ino = ino;
@@ -775,79 +768,6 @@ void ovl_node_keep_orphan(struct ovl_node *node, int upfd, const char *name)
 	/* without it, the node's getattr answers ENOENT, as before it was kept */
 	if (r && r->orphan_fd < 0)
 		r->orphan_fd = openat(upfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-}
-
-/* Guards every node's aliases: a lookup may add one while holding ns_lock
- * only for reading. */
-static pthread_mutex_t alias_lock = PTHREAD_MUTEX_INITIALIZER;
-
-int ovl_node_add_alias(struct ovl_node *node, struct ovl_node *parent, const char *name)
-{
-	int res = 0;
-	pthread_mutex_lock(&alias_lock);
-	bool known = node->parent == parent && strcmp(node->name, name) == 0;
-	for (struct ovl_alias *a = node->rare ? node->rare->aliases : NULL; a && !known; a = a->next)
-		known = a->parent == parent && strcmp(a->name, name) == 0;
-	struct ovl_node_rare *r = known ? NULL : ovl_node_rare(node);
-	struct ovl_alias *a = r ? malloc(sizeof *a) : NULL;
-	if (!known && (a == NULL || (a->name = strdup(name)) == NULL)) {
-		free(a);
-		res = -ENOMEM;
-	} else if (!known) {
-		ovl_node_ref(parent);
-		a->parent = parent;
-		a->next = r->aliases;
-		r->aliases = a;
-	}
-	pthread_mutex_unlock(&alias_lock);
-	return res;
-}
-
-/* Whether parent/name (in the upper layer) is still the node's object: an
- * alias may have been renamed away since it was seen. */
-static bool alias_names_node(struct ovl_fs *fs, const struct ovl_alias *a, const struct ovl_node *node)
-{
-	struct stat st;
-	int fd = a->parent->dir && ovl_node_is_upper(fs, a->parent) ? ovl_dir_fd_get(fs, a->parent, 0) : -1;
-	if (fd < 0)
-		return false;
-	bool same = fstatat(fd, a->name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev == node->dev &&
-		    st.st_ino == node->ino;
-	ovl_dir_fd_put(a->parent);
-	return same;
-}
-
-void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name)
-{
-	pthread_mutex_lock(&alias_lock);
-	bool own = node->parent == parent && strcmp(node->name, name) == 0;
-	/* the gone name, and when the node loses its own, every alias up to
-	 * the first that still names the object, which the node takes */
-	for (struct ovl_alias **p = node->rare ? &node->rare->aliases : NULL; p && *p;) {
-		struct ovl_alias *a = *p;
-		bool gone = a->parent == parent && strcmp(a->name, name) == 0;
-		bool taken = !gone && own && alias_names_node(fs, a, node);
-		if (gone || taken || own) {
-			*p = a->next;
-			if (taken) {
-				ovl_node_move(fs, node, a->parent, a->name);
-				own = false;
-			}
-			ovl_node_unref(fs, a->parent);
-			free(a->name);
-			free(a);
-		} else {
-			p = &a->next;
-		}
-	}
-	pthread_mutex_unlock(&alias_lock);
-	if (own) {
-		/* Its last name known to us went: a later lookup of another name
-		 * of the object (never looked up so far) must get a node of its
-		 * own, not this one, whose name is gone; open files keep this. */
-		node->unlinked = true;
-		node_unhash(node);
-	}
 }
 
 int ovl_dir_add_upper(struct ovl_fs *fs, struct ovl_node *node, int upper_fd)

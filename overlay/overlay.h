@@ -139,10 +139,13 @@ struct ovl_dir {
 	struct ovl_node *fd_prev, *fd_next;
 };
 
+/* Another name of a node (aliases.c). */
 struct ovl_alias {
+	struct ovl_node *node;       /* whose name it is */
 	struct ovl_node *parent;     /* holds a ref */
 	char *name;
-	struct ovl_alias *next;
+	struct ovl_alias *next, **pprev; /* the node's list */
+	struct ovl_alias *hash_next; /* aliases.c's table */
 };
 
 /* Things few nodes need, kept apart: every node of a big tree is in memory. */
@@ -301,6 +304,10 @@ void ovl_node_keep_orphan(struct ovl_node *node, int upfd, const char *name);
 /* parent/name of the node's object goes away: the node takes another of its
  * names if it stood for that one (ns_lock held for writing). */
 void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name);
+/* Frees the node's aliases (the node is going). */
+void ovl_node_drop_aliases(struct ovl_fs *fs, struct ovl_node *node);
+/* Takes node out of the identity hash: no lookup finds it any more. */
+void ovl_node_unhash(struct ovl_node *node);
 /* A directory copied up: the upper layer joins its layers, on top. */
 int ovl_dir_add_upper(struct ovl_fs *fs, struct ovl_node *node, int upper_fd);
 /* Drops the cached merged listing (the directory changed). */

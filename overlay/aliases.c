@@ -1,0 +1,185 @@
+/* Other names of a node that several names share: an upper hard link's, and
+ * a lower hard link's on a mount without an upper layer (nodes.c).  Each such
+ * node lists the names it was found under besides its own, so that it can
+ * take one of them when its own goes.  One table over all lists finds
+ * (node, parent, name) at once: a directory of thousands of names of one
+ * inode is listed and emptied in linear time. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "overlay.h"
+
+/* Guards every node's aliases and the table: a lookup may add one while
+ * holding ns_lock only for reading. */
+static pthread_mutex_t alias_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct {
+	struct ovl_alias **buckets;
+	size_t nbuckets, count;
+} table;
+
+static uint64_t alias_key(const struct ovl_node *node, const struct ovl_node *parent, const char *name)
+{
+	uint64_t seed = (uint64_t)(uintptr_t)node * 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)parent;
+	return XXH3_64bits_withSeed(name, strlen(name), seed);
+}
+
+static struct ovl_alias **bucket(uint64_t key)
+{
+	return &table.buckets[key & (table.nbuckets - 1)];
+}
+
+static bool is_name(const struct ovl_node *parent, const char *name, const struct ovl_node *p, const char *n)
+{
+	return parent == p && strcmp(name, n) == 0;
+}
+
+static struct ovl_alias *table_find(const struct ovl_node *node, const struct ovl_node *parent, const char *name)
+{
+	if (table.nbuckets == 0)
+		return NULL;
+	for (struct ovl_alias *a = *bucket(alias_key(node, parent, name)); a; a = a->hash_next)
+		if (a->node == node && is_name(a->parent, a->name, parent, name))
+			return a;
+	return NULL;
+}
+
+static int table_add(struct ovl_alias *a)
+{
+	if (table.count + 1 > table.nbuckets) {
+		size_t nb = table.nbuckets ? table.nbuckets * 2 : 64;
+		struct ovl_alias **b = calloc(nb, sizeof *b), **old = table.buckets;
+		if (b == NULL)
+			return -ENOMEM;
+		size_t oldn = table.nbuckets;
+		table.buckets = b;
+		table.nbuckets = nb;
+		for (size_t i = 0; i < oldn; i++)
+			for (struct ovl_alias *m = old[i], *next; m; m = next) {
+				next = m->hash_next;
+				struct ovl_alias **bk = bucket(alias_key(m->node, m->parent, m->name));
+				m->hash_next = *bk;
+				*bk = m;
+			}
+		free(old);
+	}
+	struct ovl_alias **bk = bucket(alias_key(a->node, a->parent, a->name));
+	a->hash_next = *bk;
+	*bk = a;
+	table.count++;
+	return 0;
+}
+
+/* Takes a out of its node's list and the table; it goes on *dropped, to be
+ * freed once the lock is let go (freeing unrefs its parent). */
+static void unlink_alias(struct ovl_alias *a, struct ovl_alias **dropped)
+{
+	*a->pprev = a->next;
+	if (a->next)
+		a->next->pprev = a->pprev;
+	for (struct ovl_alias **p = bucket(alias_key(a->node, a->parent, a->name)); *p; p = &(*p)->hash_next)
+		if (*p == a) {
+			*p = a->hash_next;
+			table.count--;
+			break;
+		}
+	a->next = *dropped;
+	*dropped = a;
+}
+
+static void free_dropped(struct ovl_fs *fs, struct ovl_alias *a)
+{
+	for (struct ovl_alias *next; a; a = next) {
+		next = a->next;
+		ovl_node_unref(fs, a->parent);
+		free(a->name);
+		free(a);
+	}
+}
+
+int ovl_node_add_alias(struct ovl_node *node, struct ovl_node *parent, const char *name)
+{
+	int res = 0;
+	pthread_mutex_lock(&alias_lock);
+	if (is_name(node->parent, node->name, parent, name) || table_find(node, parent, name)) {
+		pthread_mutex_unlock(&alias_lock);
+		return 0;
+	}
+	struct ovl_node_rare *r = ovl_node_rare(node);
+	struct ovl_alias *a = r ? calloc(1, sizeof *a) : NULL;
+	if (a)
+		*a = (struct ovl_alias){ .node = node, .parent = parent, .name = strdup(name) };
+	if (a == NULL || a->name == NULL || table_add(a) < 0) {
+		if (a)
+			free(a->name);
+		free(a);
+		res = -ENOMEM;
+	} else {
+		ovl_node_ref(parent);
+		a->next = r->aliases;
+		if (a->next)
+			a->next->pprev = &a->next;
+		a->pprev = &r->aliases;
+		r->aliases = a;
+	}
+	pthread_mutex_unlock(&alias_lock);
+	return res;
+}
+
+/* Whether parent/name (in the upper layer) is still the node's object: an
+ * alias may have been renamed away since it was seen. */
+static bool alias_names_node(struct ovl_fs *fs, const struct ovl_alias *a, const struct ovl_node *node)
+{
+	struct stat st;
+	int fd = a->parent->dir && ovl_node_is_upper(fs, a->parent) ? ovl_dir_fd_get(fs, a->parent, 0) : -1;
+	if (fd < 0)
+		return false;
+	bool same = fstatat(fd, a->name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev == node->dev &&
+		    st.st_ino == node->ino;
+	ovl_dir_fd_put(a->parent);
+	return same;
+}
+
+void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name)
+{
+	struct ovl_alias *dropped = NULL, *a;
+	pthread_mutex_lock(&alias_lock);
+	bool own = is_name(node->parent, node->name, parent, name);
+	if (!own && (a = table_find(node, parent, name)) != NULL)
+		unlink_alias(a, &dropped);
+	/* the node loses its own name: it takes the first alias that still
+	 * names its object; those that do not any more go */
+	while (own && node->rare && (a = node->rare->aliases) != NULL) {
+		bool taken = alias_names_node(fs, a, node);
+		unlink_alias(a, &dropped);
+		if (taken) {
+			ovl_node_move(fs, node, a->parent, a->name);
+			own = false;
+		}
+	}
+	pthread_mutex_unlock(&alias_lock);
+	free_dropped(fs, dropped);
+	if (own) {
+		/* Its last name known to us went: a later lookup of another name
+		 * of the object (never looked up so far) must get a node of its
+		 * own, not this one, whose name is gone; open files keep this. */
+		node->unlinked = true;
+		ovl_node_unhash(node);
+	}
+}
+
+void ovl_node_drop_aliases(struct ovl_fs *fs, struct ovl_node *node)
+{
+	if (node->rare == NULL || node->rare->aliases == NULL)
+		return;
+	struct ovl_alias *dropped = NULL;
+	pthread_mutex_lock(&alias_lock);
+	while (node->rare->aliases)
+		unlink_alias(node->rare->aliases, &dropped);
+	pthread_mutex_unlock(&alias_lock);
+	free_dropped(fs, dropped);
+}
