@@ -49,6 +49,36 @@ static struct {
 } io = { .unwrapped = "not set up", .devfd = -1 };
 
 static __thread bool read_a_forget;
+static __thread bool kill_suidgid;
+
+/* Where a request says that its caller lacks CAP_FSETID and set-id bits
+ * must go (FUSE_HANDLE_KILLPRIV_V2), which libfuse 3.14 does not pass on
+ * (killpriv.c): byte offsets in the opcode's in-struct, and the bit. */
+static const struct {
+	uint32_t opcode;
+	size_t off;
+	uint32_t bit;
+} kill_flags[] = {
+	{ FUSE_OPEN, 4, 1u << 0 },     /* fuse_open_in.open_flags: FUSE_OPEN_KILL_SUIDGID */
+	{ FUSE_CREATE, 12, 1u << 0 },  /* fuse_create_in.open_flags */
+	{ FUSE_SETATTR, 0, 1u << 11 }, /* fuse_setattr_in.valid: FATTR_KILL_SUIDGID */
+	/* (a WRITE's FUSE_WRITE_KILL_SUIDGID is not needed: before each write
+	 * the kernel's file_remove_privs sends an empty SETATTR, see killpriv.c) */
+};
+
+void ovl_devio_note_request(const void *buf, size_t len)
+{
+	const struct fuse_in_header *in = buf;
+	kill_suidgid = false;
+	for (size_t i = 0; len >= sizeof *in && i < sizeof kill_flags / sizeof kill_flags[0]; i++)
+		if (in->opcode == kill_flags[i].opcode && len >= sizeof *in + kill_flags[i].off + 4)
+			kill_suidgid = (get32(in + 1, kill_flags[i].off) & kill_flags[i].bit) != 0;
+}
+
+bool ovl_devio_kill_suidgid(void)
+{
+	return kill_suidgid;
+}
 
 /* Polling /dev/fuse for a moment before sleeping in read.  A caller waits
  * for each request's reply and sends its next one a few microseconds later;
@@ -123,8 +153,10 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 	if (!serving)
 		poll_if_busy(fd);
 	ssize_t n = read(fd, buf, len);
-	if (n > 0)
+	if (n > 0) {
 		note_arrival();
+		ovl_devio_note_request(buf, (size_t)n);
+	}
 	const struct fuse_in_header *in = buf;
 	read_a_forget = n >= (ssize_t)sizeof *in && (in->opcode == FUSE_FORGET || in->opcode == FUSE_BATCH_FORGET);
 	if (n >= (ssize_t)(sizeof *in + INIT_IN_MIN) && in->opcode == FUSE_INIT) {
@@ -149,7 +181,7 @@ static ssize_t write_init_reply(int fd, struct iovec *iov)
 	if (out->error != 0 || asked == 0 || len < INIT_OUT_MAX_STACK_DEPTH + 4 || len > sizeof arg)
 		return writev(fd, iov, 2);
 	memcpy(arg, iov[1].iov_base, len);
-	set32(arg, INIT_OUT_FLAGS, get32(arg, INIT_OUT_FLAGS) | FUSE_INIT_EXT);
+	set32(arg, INIT_OUT_FLAGS, get32(arg, INIT_OUT_FLAGS) | FUSE_INIT_EXT | (uint32_t)asked);
 	set32(arg, INIT_OUT_FLAGS2, get32(arg, INIT_OUT_FLAGS2) | (uint32_t)(asked >> 32));
 	/* Our mount is one level above its layers; a layer that is itself
 	 * stacked (overlayfs) gets ELOOP at BACKING_OPEN and is served by us. */

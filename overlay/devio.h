@@ -13,6 +13,7 @@
 #include "overlay.h"
 
 /* The 64-bit INIT flags (flags | flags2 << 32), as the kernel and we use them. */
+#define OVL_INIT_HANDLE_KILLPRIV_V2 (1ULL << 28)
 #define OVL_INIT_PASSTHROUGH (1ULL << 37)
 #define OVL_INIT_OVER_IO_URING (1ULL << 41)
 
@@ -26,6 +27,12 @@ int ovl_devio_fd(void);
 uint64_t ovl_devio_offered(void);
 /* From the init op: flags to add to our INIT reply, or to leave out of it. */
 void ovl_devio_ask(uint64_t flag, bool on);
+/* Notes, for the thread about to serve it, what the raw request says beyond
+ * what libfuse passes on (both transports call it before dispatching). */
+void ovl_devio_note_request(const void *buf, size_t len);
+/* Whether the request being served asks set-id bits to go: its caller lacks
+ * CAP_FSETID (a write, a truncate or an O_TRUNC open). */
+bool ovl_devio_kill_suidgid(void);
 /* How often a thread polled for the next request, and how often one came. */
 void ovl_devio_poll_counters(long *polls, long *caught);
 

@@ -14,6 +14,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "devio.h"
 #include "ops.h"
 #include "passthrough.h"
 
@@ -189,6 +190,19 @@ void ovl_file_reply_create(fuse_req_t req, const struct fuse_entry_param *e, str
 	reply_opened(req, e->ino, fi, fd, e);
 }
 
+/* An O_TRUNC open by a caller without CAP_FSETID: set-id bits go (killpriv.c). */
+static void drop_set_id_bits(fuse_req_t req, fuse_ino_t ino, struct ovl_node *n, int fd)
+{
+	struct ovl_fs *fs = ovl_fs_of(req);
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return;
+	ovl_node_present(fs, n, &st);
+	mode_t mode = ovl_killpriv_mode(req, &st, true);
+	if (mode != st.st_mode && ovl_setattr_mode_fd(fs, n, fd, mode) == 0)
+		ovl_notify_inval_attr_later(fs, ino); /* the kernel still has the bits */
+}
+
 void ovl_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
@@ -214,6 +228,8 @@ void ovl_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		if (res < 0)
 			file_fd_give(fs, fd_share(req));
 	}
+	if (res == 0 && (fi->flags & O_TRUNC) && ovl_devio_kill_suidgid())
+		drop_set_id_bits(req, ino, n, c.fd);
 	if (res < 0)
 		fuse_reply_err(req, -res);
 	else

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "devio.h"
 #include "ops.h"
 
 ino_t ovl_st_ino(const struct ovl_fs *fs, uint32_t layer, ino_t ino)
@@ -205,6 +206,29 @@ static int setattr_cb(struct ovl_layer *layer, int dirfd, const char *name, void
 	return 0;
 }
 
+/* What a SETATTR can set; one that sets none of it comes from a write that
+ * found privileges to drop (killpriv.c). */
+#define SETTABLE                                                                                                \
+	(FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME |      \
+	 FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW)
+
+/* Adds to the SETATTR the set-id bits that go (killpriv.c); returns to_set. */
+static int drop_set_id_bits(fuse_req_t req, struct ovl_node *n, struct stat *attr, int to_set,
+			    struct fuse_file_info *fi)
+{
+	/* a chown's are dropped by the upper filesystem, by the kernel's rule */
+	bool flagged = ovl_devio_kill_suidgid() && !(to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID));
+	struct stat cur;
+	if (!S_ISREG(n->type) || (!flagged && (to_set & SETTABLE)) ||
+	    stat_node_or_file(ovl_fs_of(req), n, fi, &cur) < 0)
+		return to_set;
+	mode_t mode = ovl_killpriv_mode(req, &cur, flagged);
+	if (mode == cur.st_mode)
+		return to_set;
+	attr->st_mode = (to_set & FUSE_SET_ATTR_MODE) ? attr->st_mode & mode : mode;
+	return to_set | FUSE_SET_ATTR_MODE;
+}
+
 void ovl_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
@@ -212,6 +236,15 @@ void ovl_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_se
 	struct stat st;
 	if (n == NULL)
 		return;
+	to_set = drop_set_id_bits(req, n, attr, to_set, fi);
+	if (!(to_set & SETTABLE)) { /* nothing to change: no copy-up for it */
+		int res = stat_node_or_file(fs, n, fi, &st);
+		if (res < 0)
+			fuse_reply_err(req, -res);
+		else
+			fuse_reply_attr(req, &st, fs->timeout);
+		return;
+	}
 	bool truncates = (to_set & FUSE_SET_ATTR_SIZE) && attr->st_size == 0;
 	int res = ovl_copy_up_in_place(fs, n, !truncates);
 	const struct ovl_config *cfg = fs->cfg;
@@ -251,6 +284,16 @@ void ovl_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_se
 		fuse_reply_err(req, -res);
 	else
 		fuse_reply_attr(req, &st, fs->timeout);
+}
+
+int ovl_setattr_mode_fd(struct ovl_fs *fs, struct ovl_node *n, int fd, mode_t mode)
+{
+	struct stat attr = { .st_mode = mode };
+	struct setattr_call c = { .fs = fs, .node = n, .attr = &attr, .to_set = FUSE_SET_ATTR_MODE, .fd = fd };
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	int res = setattr_cb(&fs->layers[0], -1, NULL, &c);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	return res;
 }
 
 struct link_buf {

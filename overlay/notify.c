@@ -1,4 +1,4 @@
-/* Entry invalidations sent from outside request handlers.  The kernel takes
+/* Entry (and attribute) invalidations sent from outside request handlers.  The kernel takes
  * the parent directory's lock to drop an entry, and the request being served
  * may have come from a caller that holds that very lock (with the writeback
  * cache, rename flushes the moved inode's times by SETATTR while it still
@@ -13,7 +13,7 @@
 
 struct inval {
 	struct fuse_session *se;
-	fuse_ino_t parent;
+	fuse_ino_t parent;           /* or the inode whose attributes go (len 0) */
 	size_t len;
 	char name[];
 };
@@ -25,7 +25,10 @@ static unsigned pending;
 static void *send_inval(void *arg)
 {
 	struct inval *iv = arg;
-	fuse_lowlevel_notify_inval_entry(iv->se, iv->parent, iv->name, iv->len);
+	if (iv->len == 0)
+		fuse_lowlevel_notify_inval_inode(iv->se, iv->parent, -1, 0); /* attributes only */
+	else
+		fuse_lowlevel_notify_inval_entry(iv->se, iv->parent, iv->name, iv->len);
 	free(iv);
 	pthread_mutex_lock(&pending_lock);
 	if (--pending == 0)
@@ -34,7 +37,7 @@ static void *send_inval(void *arg)
 	return NULL;
 }
 
-void ovl_notify_inval_entry_later(struct ovl_fs *fs, fuse_ino_t parent, const char *name)
+static void send_later(struct ovl_fs *fs, fuse_ino_t parent, const char *name)
 {
 	size_t len = strlen(name);
 	struct inval *iv = fs->se ? malloc(sizeof *iv + len + 1) : NULL;
@@ -48,6 +51,16 @@ void ovl_notify_inval_entry_later(struct ovl_fs *fs, fuse_ino_t parent, const ch
 	else
 		free(iv);
 	pthread_mutex_unlock(&pending_lock);
+}
+
+void ovl_notify_inval_entry_later(struct ovl_fs *fs, fuse_ino_t parent, const char *name)
+{
+	send_later(fs, parent, name);
+}
+
+void ovl_notify_inval_attr_later(struct ovl_fs *fs, fuse_ino_t ino)
+{
+	send_later(fs, ino, "");
 }
 
 void ovl_notify_drain(void)

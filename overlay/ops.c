@@ -1,6 +1,7 @@
 /* The fuse_lowlevel_ops table and the capabilities asked of the kernel. */
 #include "config.h"
 
+#include "devio.h"
 #include "ops.h"
 #include "passthrough.h"
 #include "uring.h"
@@ -26,6 +27,9 @@ static void ovl_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want |= want & conn->capable;
 	fs->writeback_cache = (conn->want & FUSE_CAP_WRITEBACK_CACHE) != 0;
 	conn->max_readahead = conn->max_readahead ? conn->max_readahead : 1 << 20;
+	/* the set-id rule is then ours (killpriv.c), and writes stop asking us
+	 * for security.capability each time */
+	ovl_devio_ask(OVL_INIT_HANDLE_KILLPRIV_V2, (ovl_devio_offered() & OVL_INIT_HANDLE_KILLPRIV_V2) != 0);
 	ovl_uring_init(conn);
 	/* Last: passthrough depends on the final want (no writeback cache). */
 	ovl_passthrough_init(conn);

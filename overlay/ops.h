@@ -14,6 +14,11 @@ void ovl_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void ovl_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi);
 void ovl_op_readlink(fuse_req_t req, fuse_ino_t ino);
 void ovl_op_statfs(fuse_req_t req, fuse_ino_t ino);
+/* Sets the shown mode of n's open upper file fd (an override, where used). */
+int ovl_setattr_mode_fd(struct ovl_fs *fs, struct ovl_node *n, int fd, mode_t mode);
+/* killpriv.c: the mode st (as shown) keeps once the caller of req changed
+ * the file's data; flagged: the kernel said the caller lacks CAP_FSETID. */
+mode_t ovl_killpriv_mode(fuse_req_t req, const struct stat *st, bool flagged);
 /* readdir.c */
 void ovl_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void ovl_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);

@@ -456,6 +456,8 @@ int ovl_grow(void *ptr, size_t *cap, size_t need, size_t elem_size, size_t initi
 /* notify.c: drops parent/name from the kernel's cache, from a thread of its
  * own (a handler must not: the caller may hold the parent's lock). */
 void ovl_notify_inval_entry_later(struct ovl_fs *fs, fuse_ino_t parent, const char *name);
+/* The same for the kernel's cached attributes of ino. */
+void ovl_notify_inval_attr_later(struct ovl_fs *fs, fuse_ino_t ino);
 /* Waits until every invalidation asked for has been sent (before the session goes). */
 void ovl_notify_drain(void);
 /* workers.c: starts a detached helper thread, with every signal blocked (they

@@ -262,6 +262,7 @@ static void handle(struct server *s)
 	if (start == s->stage)
 		memcpy(start + fixed + op, payload, psz);
 	struct fuse_buf buf = { .size = in.len, .mem = start };
+	ovl_devio_note_request(start, in.len);
 	serving = s;
 	fuse_session_process_buf(u.se, &buf);
 	serving = NULL;
