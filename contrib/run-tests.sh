@@ -44,6 +44,7 @@ done
 suites=(
 	"integration tests:./tests/integration/run.sh"
 	"differential tests (kernel overlay vs ours):./tests/diff/run.sh"
+	"differential tests, ours over FUSE io_uring:env OVLDIFF_URING=1 ./tests/diff/run.sh"
 	"crash consistency (kill -9 during write storms, 10 seeds):./tests/integration/crash.sh $(seq -s' ' 1 10)"
 	"full upper filesystem (ENOSPC):./tests/integration/enospc.sh"
 	"copy-ups through a power cut (ext4 shut down without its journal flushed):./tests/integration/powercut.sh"

@@ -6,7 +6,9 @@
 # scenario, default 120), OVLDIFF_IGNORE (triage only, see ovldiff.py),
 # OVLDIFF_WHITEOUT_MODES=ovl|wh|both (our read-write mounts with char 0/0
 # and/or .wh. whiteouts; default: each scenario's whiteout_modes),
-# OVLDIFF_SELF_CHECK=1 (the kernel stands in for ours: checks scenarios).
+# OVLDIFF_SELF_CHECK=1 (the kernel stands in for ours: checks scenarios),
+# OVLDIFF_URING=1 (our mounts served over FUSE io_uring: the fuse module's
+# enable_uring is set for the run and restored after).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -40,6 +42,15 @@ else
     done
 fi
 
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+uring_saved=
+if [ "${OVLDIFF_URING:-0}" = 1 ]; then
+    [ -w "$URING_PARAM" ] || die "OVLDIFF_URING=1: $URING_PARAM is missing (a kernel without FUSE io_uring, 6.14+)"
+    uring_saved=$(cat "$URING_PARAM")
+    echo Y >"$URING_PARAM"
+    echo "# our mounts over FUSE io_uring (enable_uring=Y for this run)"
+fi
+
 T=$(mktemp -d "${TMPDIR:-/tmp}/ovldiff.XXXXXX")
 T=$(realpath "$T")   # /proc/self/mountinfo shows resolved paths
 mkdir "$T/logs"
@@ -64,6 +75,7 @@ reap() {
 }
 
 cleanup() {
+    [ -z "$uring_saved" ] || echo "$uring_saved" >"$URING_PARAM"
     reap
     if [ -n "$(mounts_under_T)" ]; then
         echo "run.sh: mounts left under $T, not removing it" >&2
