@@ -64,6 +64,31 @@ def fill_tree(nfiles):
     return fill
 
 
+def src_dir(i):
+    # about 10 files a directory, three levels, as in a source tree
+    return os.path.join(f'p{i // 1000:02d}', f'm{i // 100 % 10}', f'c{i // 10 % 10}')
+
+
+def src_size(i):
+    # mostly small, some medium, a few large (a source tree's spread)
+    r = (i * 7919) % 100
+    return 200 + (i * 37) % 3000 if r < 70 else 4000 + (i * 131) % 30000 if r < 97 else 100000 + (i * 997) % 400000
+
+
+def fill_src(nfiles):
+    def fill(root):
+        blob = random.Random(3).randbytes(500000)
+        for i in range(nfiles):
+            d = os.path.join(root, src_dir(i))
+            if i % 10 == 0:
+                os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, f'f{i:06d}.c'), 'wb') as f:
+                f.write(blob[:src_size(i)])
+            if i % 100 == 0:   # a symlink per 100 files, to a file beside it
+                os.symlink(f'f{i:06d}.c', os.path.join(d, f'l{i:06d}'))
+    return fill
+
+
 def fill_bigdir(nent, sub=None):
     def fill(root):
         if sub:   # one level down: listed on access, not when the daemon mounts the root
@@ -299,9 +324,10 @@ class W:
     upper and workdir); setup(mnt, extra): untimed, run on the mount just
     before cmd; verify(mnt, extra): untimed check of the result, raises if wrong;
     ok_rc: a non-zero exit status is expected, not a failure."""
-    def __init__(self, ds, mode, cmd, rw=False, setup=None, verify=None, ok_rc=False):
+    def __init__(self, ds, mode, cmd, rw=False, setup=None, verify=None, ok_rc=False, sync_setup=True):
         self.ds, self.mode, self.cmd, self.rw = ds, mode, cmd, rw
         self.setup, self.verify, self.ok_rc = setup, verify, ok_rc
+        self.sync_setup = sync_setup   # sync after setup (off: the timed command is the sync)
 
 
 def workloads(a):
@@ -336,6 +362,7 @@ def workloads(a):
         return j['jobs'][0]['read']['runtime'] / 1000.0   # ms -> s; fio startup (~0.3 s) excluded
 
     tree = top_over(f'tree-{n_tree}', fill_tree(n_tree))
+    src = top_over(f'src-{n_tree}', fill_src(n_tree))
     bigdir = top_over(f'bigdir-{n_dir}', fill_bigdir(n_dir))
     bigsub = top_over(f'bigsub-{n_dir}', fill_bigdir(n_dir, 'd'))
     big = top_over(f'big-{big_mib}M', fill_file('big.dat', big_mib))
@@ -356,11 +383,14 @@ def workloads(a):
             return data, name, build(os.path.join(data, name), fill)
         return ds
 
-    def tarball():
-        name = f'tree-{n_tree}'
-        build(os.path.join(data, name), fill_tree(n_tree))
-        build(os.path.join(data, 'empty'), lambda p: None)
-        return data, 'empty', build_tar(data, name)
+    def tarball_of(name, fill):
+        def ds():
+            build(os.path.join(data, name), fill)
+            build(os.path.join(data, 'empty'), lambda p: None)
+            return data, 'empty', build_tar(data, name)
+        return ds
+    tarball = tarball_of(f'tree-{n_tree}', fill_tree(n_tree))
+    srctar = tarball_of(f'src-{n_tree}', fill_src(n_tree))
 
     def chtree():
         cwd, low, root = lower(f'tree-{n_chmod}', fill_tree(n_chmod))()
@@ -387,6 +417,13 @@ def workloads(a):
         p = os.path.join(m, f'tree-{n_tree}', tree_dir(last), f'f{last:06d}')
         expect(os.path.getsize(p) == tree_size(last), f'{p} size')
 
+    def v_srcuntar(m, tar):
+        p = os.path.join(m, f'src-{n_tree}', src_dir(last), f'f{last:06d}.c')
+        expect(os.path.getsize(p) == src_size(last), f'{p} size')
+
+    dd_out = lambda m, extra=(): ['dd', 'if=/dev/zero', f'of={m}/out', 'bs=1M', f'count={seq_mib}', 'status=none'] + list(extra)
+    v_out = lambda m, x: expect(os.path.getsize(f'{m}/out') == seq_mib << 20, 'size')
+
     def v_append(m, x):
         with open(os.path.join(m, 'big.dat'), 'rb') as fh:
             size = fh.seek(0, os.SEEK_END)
@@ -399,6 +436,7 @@ def workloads(a):
 
     return {
         'find-cold': W(tree, 'cold', find), 'find-warm': W(tree, 'warm', find),
+        'srcfind-cold': W(src, 'cold', find), 'srcfind-warm': W(src, 'warm', find),
         'ls-cold': W(bigdir, 'cold', ls), 'ls-warm': W(bigdir, 'warm', ls),
         'lssub-cold': W(bigsub, 'cold', ls_sub), 'lssub-warm': W(bigsub, 'warm', ls_sub),
         'seqread-cold': W(big, 'cold', dd), 'seqread-warm': W(big, 'warm', dd),
@@ -408,6 +446,8 @@ def workloads(a):
         # ---- write path (all cold: fresh caches, mount, upper and workdir per rep)
         'untar': W(tarball, 'cold', lambda m, tar: (['tar', '-xf', tar, '-C', m], None, None),
                    rw=True, verify=v_untar),
+        'srcuntar': W(srctar, 'cold', lambda m, tar: (['tar', '-xf', tar, '-C', m], None, None),
+                      rw=True, verify=v_srcuntar),
         'create5k': W(empty1, 'cold', lambda m, x: (lambda: mkfiles(n_files), m, None),
                       rw=True, verify=lambda m, x: expect(count(m) == n_files, 'file count')),
         'remove5k': W(empty1, 'cold', lambda m, x: (lambda: rmfiles(n_files), m, None), rw=True,
@@ -417,9 +457,12 @@ def workloads(a):
                      rw=True, verify=v_append),
         'chmodR': W(chtree, 'cold', lambda m, x: (['chmod', '-R', 'g+w', m], None, None),
                     rw=True, verify=v_chmod),
-        'seqwrite': W(empty1, 'cold', lambda m, x: (['dd', 'if=/dev/zero', f'of={m}/out', 'bs=1M',
-                                                     f'count={seq_mib}', 'conv=fsync', 'status=none'], None, None),
-                      rw=True, verify=lambda m, x: expect(os.path.getsize(f'{m}/out') == seq_mib << 20, 'size')),
+        'seqwrite': W(empty1, 'cold', lambda m, x: (dd_out(m, ['conv=fsync']), None, None), rw=True, verify=v_out),
+        # the same write without the fsync (what a user waits for before the
+        # command returns), and the fsync of its data on its own
+        'seqwrite-nosync': W(empty1, 'cold', lambda m, x: (dd_out(m), None, None), rw=True, verify=v_out),
+        'seqwrite-sync': W(empty1, 'cold', lambda m, x: (['sync', f'{m}/out'], None, None), rw=True,
+                           setup=lambda m, x: (dd_out(m), None, None), verify=v_out, sync_setup=False),
         'rmrf': W(rmtree, 'cold', lambda m, root: (['rm', '-rf'] + [os.path.join(m, e) for e in sorted(os.listdir(root))],
                                                   None, None),
                   rw=True, verify=lambda m, x: expect(count(m) == 0, 'entries left')),
@@ -592,7 +635,8 @@ def bench(a, name, w, mounts, fss, res, rss, fails):
                     mnt = mounts.mount(fs, cwd, lowerdir, w.rw)
                     if w.setup:
                         run_once(w.setup, mnt, extra, timeout=a.timeout, what='setup')
-                        os.sync()
+                        if w.sync_setup:
+                            os.sync()
                     dt = run_once(w.cmd, mnt, extra, w.ok_rc, a.timeout)
                     verify(fs, mnt)
                     times[fs].append(dt)
