@@ -486,6 +486,8 @@ static void node_destroy(struct ovl_fs *fs, struct ovl_node *n)
 			close_dir_fds(fs, d);
 		if (d->listing)
 			ovl_listing_unref(d->listing);
+		for (size_t i = 0; i < OVL_SERVED_LISTINGS && d->served[i]; i++)
+			ovl_listing_unref(d->served[i]);
 		pthread_rwlock_destroy(&d->lock);
 		pthread_mutex_destroy(&d->fd_lock);
 		free(d->layers);

@@ -122,9 +122,14 @@ uint64_t ovl_ino_compose(unsigned width, unsigned bits, uint32_t fsid, uint64_t 
 /* ---- nodes (nodes.c) ---- */
 struct ovl_listing;
 
+/* Listings a directory keeps for passes still reading them (readdir.c). */
+#define OVL_SERVED_LISTINGS 8
+
 struct ovl_dir {
-	pthread_rwlock_t lock;        /* guards listing */
+	pthread_rwlock_t lock;        /* guards listing and served */
 	struct ovl_listing *listing;  /* merged snapshot, or NULL */
+	struct ovl_listing *served[OVL_SERVED_LISTINGS]; /* what the last passes from offset 0 read,
+					newest first (readdir.c) */
 	atomic_uint version;          /* grows with every change made through us */
 	uint32_t nlayers;             /* layers holding this dir, top first */
 	uint32_t *layers;

@@ -806,13 +806,24 @@ int ovl_listing_find(struct ovl_node *dir, const char *name, struct ovl_found *f
 
 /* ---- handlers ---- */
 /* An open directory: its snapshot, taken again by a pass from the start
- * (do_readdir).  The kernel runs one request at a time per open directory. */
+ * (do_readdir).  The kernel runs one request at a time per open directory.
+ * Where the kernel may cache listings (timeout > 0), opendir answers ENOSYS
+ * once: the kernel then opens every directory itself, with FOPEN_CACHE_DIR
+ * and FOPEN_KEEP_CACHE, the flags we gave (fs/fuse/file.c fuse_file_open,
+ * "Default for no-open"), and sends no OPENDIR or RELEASEDIR at all, two
+ * requests a directory a walk saved.  Its READDIRs then come without a
+ * handle, and the directory node keeps what the last pass from offset 0
+ * read (served), so that the rest of that pass reads the same listing. */
 struct dir_handle {
 	struct ovl_listing *l;
 };
 
 void ovl_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	if (ovl_fs_of(req)->timeout > 0) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	struct ovl_node *n = ovl_req_dir(req, ino);
 	struct dir_handle *h = malloc(sizeof *h);
 	if (n == NULL || h == NULL) {
@@ -851,14 +862,74 @@ void ovl_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 /* A pass from the start must show every change made before it, not the
  * snapshot of the open: the kernel caches what such a pass reads, as the
  * directory's contents from then on (found by a lister racing removals). */
-static struct ovl_listing *pass_listing(struct ovl_fs *fs, struct ovl_node *n, struct dir_handle *h, off_t off)
+static int handle_listing(struct ovl_fs *fs, struct ovl_node *n, struct dir_handle *h, off_t off,
+			  struct ovl_listing **out)
 {
 	struct ovl_listing *fresh;
 	if (off == 0 && h->l->version != atomic_load(&n->dir->version) && dir_listing(fs, n, false, &fresh) == 0) {
 		ovl_listing_unref(h->l);
 		h->l = fresh;
 	}
-	return h->l;
+	atomic_fetch_add(&h->l->refs, 1);
+	*out = h->l;
+	return 0;
+}
+
+static bool listing_gave(const struct ovl_listing *l, off_t off)
+{
+	return l->gen == 0 || ((uint64_t)off >> l->pos_bits) == l->gen;
+}
+
+/* Without a handle: a pass from 0 reads the node's current listing, and the
+ * rest of a pass the one its offsets came from, while the node keeps it:
+ * listers racing changes each read their own (a later pass's listing has
+ * other positions: read there, an offset would skip or repeat names). */
+static int served_listing(struct ovl_fs *fs, struct ovl_node *n, off_t off, struct ovl_listing **out)
+{
+	struct ovl_dir *d = n->dir;
+	struct ovl_listing *l = NULL, *dropped = NULL;
+	if (off != 0) {
+		pthread_rwlock_rdlock(&d->lock);
+		for (size_t i = 0; i < OVL_SERVED_LISTINGS && d->served[i] && l == NULL; i++)
+			if (listing_gave(d->served[i], off))
+				l = d->served[i];
+		if (l)
+			atomic_fetch_add(&l->refs, 1);
+		pthread_rwlock_unlock(&d->lock);
+		if ((*out = l) != NULL)
+			return 0;
+	}
+	int res = dir_listing(fs, n, false, &l);
+	if (res < 0)
+		return res;
+	if (off == 0) {
+		pthread_rwlock_wrlock(&d->lock);
+		if (d->served[0] != l) {
+			atomic_fetch_add(&l->refs, 1);
+			dropped = d->served[OVL_SERVED_LISTINGS - 1];
+			memmove(&d->served[1], &d->served[0], (OVL_SERVED_LISTINGS - 1) * sizeof d->served[0]);
+			d->served[0] = l;
+		}
+		pthread_rwlock_unlock(&d->lock);
+		if (dropped)
+			ovl_listing_unref(dropped);
+	}
+	*out = l;
+	return 0;
+}
+
+/* The listing a READDIR reads, in *out (a ref the caller drops). */
+static int pass_listing(struct ovl_fs *fs, struct ovl_node *n, struct fuse_file_info *fi, off_t off,
+			struct ovl_listing **out)
+{
+	struct dir_handle *h = (struct dir_handle *)(uintptr_t)fi->fh;
+	if (n == NULL)
+		return -ESTALE;
+	if (n->dir == NULL)
+		return -ENOTDIR;
+	if (off < 0)
+		return -EINVAL;
+	return h ? handle_listing(fs, n, h, off, out) : served_listing(fs, n, off, out);
 }
 
 static void dot_stat(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
@@ -917,12 +988,14 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
 	struct ovl_node *n = ovl_node_get(ino);
-	struct ovl_listing *l = n ? pass_listing(fs, n, (struct dir_handle *)(uintptr_t)fi->fh, off) : NULL;
-	char *buf = malloc(size);
+	struct ovl_listing *l = NULL;
+	int res = pass_listing(fs, n, fi, off, &l);
+	char *buf = res == 0 ? malloc(size) : NULL;
 	size_t pos = 0;
-	if (n == NULL || buf == NULL || off < 0) {
-		free(buf);
-		fuse_reply_err(req, n == NULL ? ESTALE : buf == NULL ? ENOMEM : EINVAL);
+	if (buf == NULL) {
+		if (l)
+			ovl_listing_unref(l);
+		fuse_reply_err(req, res < 0 ? -res : ENOMEM);
 		return;
 	}
 	/* Which entries fit, so that their lookups can run in parallel: a batch
@@ -941,6 +1014,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 		looked = calloc(end - lo, sizeof *looked);
 		if (looked == NULL) {
 			free(buf);
+			ovl_listing_unref(l);
 			fuse_reply_err(req, ENOMEM);
 			return;
 		}
@@ -979,6 +1053,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 	free(looked);
 	fuse_reply_buf(req, buf, pos);
 	free(buf);
+	ovl_listing_unref(l);
 }
 
 void ovl_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
