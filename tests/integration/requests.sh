@@ -8,6 +8,9 @@
 #                           SB_NOSEC); they asked once a write before
 #   MODE_setid_dropped      and yet a write by a user without CAP_FSETID drops
 #                           a file's set-user-ID bit, and root's keeps it
+#   MODE_no_opendir         a find over 20 directories makes one OPENDIR (the
+#                           ENOSYS that tells the kernel to open directories
+#                           itself) and no RELEASEDIR; a second find, none
 # MODE: passthrough, nopassthrough (FUSE_OVERLAYFS_DISABLE_PASSTHROUGH=1).
 TEST_NAME=requests
 # shellcheck source=lib.sh
@@ -20,11 +23,13 @@ require_files "$COUNT"
 make_work
 trap 'for e in fuse_request_send fuse_request_end; do echo 0 >/sys/kernel/tracing/events/fuse/$e/enable; done; cleanup' EXIT
 
-getxattrs() { # MNT CMD...: how many GETXATTR requests CMD made on MNT
-	local m=$1
-	shift
-	python3 "$COUNT" --mnt "$m" --json -- "$@" |
-		python3 -c 'import json, sys; print(json.load(sys.stdin)["requests"].get("GETXATTR", [0])[0])'
+requests() { # MNT TYPE[,TYPE] CMD...: how many requests of those types CMD made on MNT
+	local m=$1 types=$2
+	shift 2
+	python3 "$COUNT" --mnt "$m" --json -- "$@" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)["requests"]
+print(sum(r.get(t, [0])[0] for t in sys.argv[1].split(",")))' "$types"
 }
 
 for mode in passthrough nopassthrough; do
@@ -37,8 +42,8 @@ for mode in passthrough nopassthrough; do
 	[ $mode = nopassthrough ] && env=(FUSE_OVERLAYFS_DISABLE_PASSTHROUGH=1)
 	env "${env[@]}" "$BIN" -o "lowerdir=$d/l,upperdir=$d/u,workdir=$d/w,allow_other" "$d/m" || die "mount failed"
 	chmod 755 "$WORK" "$d"
-	n_new=$(getxattrs "$d/m" dd if=/dev/zero of="$d/m/new" bs=64k count=64 status=none)
-	n_old=$(getxattrs "$d/m" dd if=/dev/zero of="$d/m/old" bs=64k count=64 conv=notrunc status=none)
+	n_new=$(requests "$d/m" GETXATTR dd if=/dev/zero of="$d/m/new" bs=64k count=64 status=none)
+	n_old=$(requests "$d/m" GETXATTR dd if=/dev/zero of="$d/m/old" bs=64k count=64 conv=notrunc status=none)
 	if [ "$n_new" -le 1 ] && [ "$n_old" -le 1 ]; then
 		pass "${mode}_write_no_getxattr"
 	else
@@ -52,6 +57,14 @@ for mode in passthrough nopassthrough; do
 		pass "${mode}_setid_dropped"
 	else
 		fail "${mode}_setid_dropped" "modes (user's file shown, stored; root's) $got, want 777 777 4777"
+	fi
+	for i in $(seq 20); do mkdir -p "$d/l/t/d$i" && : >"$d/l/t/d$i/f"; done
+	cold=$(requests "$d/m" OPENDIR,RELEASEDIR sh -c 'find "$1" >/dev/null' sh "$d/m/t")
+	warm=$(requests "$d/m" OPENDIR,RELEASEDIR sh -c 'find "$1" >/dev/null' sh "$d/m/t")
+	if [ "$cold" -le 1 ] && [ "$warm" = 0 ]; then
+		pass "${mode}_no_opendir"
+	else
+		fail "${mode}_no_opendir" "OPENDIR and RELEASEDIR requests: $cold for a find over 21 directories, $warm for the second"
 	fi
 	fusermount3 -u "$d/m" || fail "${mode}_unmount" "fusermount3 -u failed"
 done
