@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdatomic.h>
 #include <sys/types.h>
 
 struct ovl_raw_entry {
@@ -17,7 +18,49 @@ struct ovl_raw_entry {
 };
 
 struct ovl_merge;
-struct ovl_listing;
+struct added;
+
+/* 24 bytes: a listing is kept for every directory read, entry by entry. */
+struct ovl_dirent {
+	ino_t ino;
+	uint32_t name_off;  /* into the listing's pool */
+	uint32_t layer;
+	uint32_t lower_off; /* index + 1 into the listing's lowers: the count, then the layers; 0: none */
+	uint8_t name_len;   /* getdents names are at most NAME_MAX */
+	uint8_t type;
+	bool ino_shown;
+	bool removed;       /* through us, since the listing was read (see ovl_listing_remove_name) */
+};
+
+struct ovl_listing {
+	atomic_int refs;
+	unsigned version;  /* of the directory when it was read */
+	size_t n;
+	struct ovl_dirent *ents;
+	char *pool;
+	uint32_t *lowers;
+	_Atomic(uint32_t *) table; /* index + 1 into ents; built on the first lookup */
+	size_t table_cap;
+	size_t nremoved;   /* under the directory's lock */
+	uint32_t gen;      /* in its offsets, above pos_bits (see pos_to_off); 0: none */
+	uint8_t pos_bits;
+	struct added *added; /* under the directory's lock; NULL: none (merge.c) */
+	/* The upper part was read and held no whiteout of any spelling, and
+	 * none was made since (a removal may make one): a name absent here
+	 * has nothing in the upper layer to replace.  Under the directory's lock. */
+	bool upper_clean;
+};
+
+static inline const char *dirent_name(const struct ovl_listing *l, const struct ovl_dirent *d)
+{
+	return l->pool + d->name_off;
+}
+
+static inline uint32_t dirent_nlower(const struct ovl_listing *l, const struct ovl_dirent *d)
+{
+	return d->lower_off ? l->lowers[d->lower_off - 1] : 0;
+}
+
 
 struct ovl_merge *ovl_merge_new(void);
 /* Adds one layer's entries (layers come top first); returns 1 when the layer
@@ -28,6 +71,8 @@ struct ovl_listing *ovl_merge_finish(struct ovl_merge *m);
 void ovl_merge_free(struct ovl_merge *m);
 
 size_t ovl_listing_count(const struct ovl_listing *l);
+/* The DT_* type of a name made through us since the listing was read, or -1. */
+int ovl_listing_added_type(const struct ovl_listing *l, const char *name);
 /* Index of name in the listing, -1 if absent (or removed), -2 out of memory. */
 ssize_t ovl_listing_index(struct ovl_listing *l, const char *name);
 /* A name removed through us since the listing was read: it is then absent
