@@ -51,17 +51,26 @@ def tree_size(i):
     return (i * 37) % 4096
 
 
+def fill_files(nfiles, dir_of, size_of, per_dir, name_fmt, blob_bytes, seed, link_every=0):
+    """nfiles files of size_of(i) in dir_of(i) (a new dir every per_dir
+    files), named name_fmt.format(i); a symlink to one every link_every."""
+    def fill(root):
+        blob = random.Random(seed).randbytes(blob_bytes)
+        for i in range(nfiles):
+            d = os.path.join(root, dir_of(i))
+            if i % per_dir == 0:
+                os.makedirs(d, exist_ok=True)
+            name = name_fmt.format(i)
+            with open(os.path.join(d, name), 'wb') as f:
+                f.write(blob[:size_of(i)])
+            if link_every and i % link_every == 0:   # to a file beside it
+                os.symlink(name, os.path.join(d, f'l{i:06d}'))
+    return fill
+
+
 def fill_tree(nfiles):
     # 10 subdirs per dir, 100 files per leaf dir, small files of varied size
-    def fill(root):
-        blob = random.Random(1).randbytes(8192)
-        for i in range(nfiles):
-            d = os.path.join(root, tree_dir(i))
-            if i % 100 == 0:
-                os.makedirs(d, exist_ok=True)
-            with open(os.path.join(d, f'f{i:06d}'), 'wb') as f:
-                f.write(blob[:tree_size(i)])
-    return fill
+    return fill_files(nfiles, tree_dir, tree_size, 100, 'f{:06d}', 8192, 1)
 
 
 def src_dir(i):
@@ -76,17 +85,7 @@ def src_size(i):
 
 
 def fill_src(nfiles):
-    def fill(root):
-        blob = random.Random(3).randbytes(500000)
-        for i in range(nfiles):
-            d = os.path.join(root, src_dir(i))
-            if i % 10 == 0:
-                os.makedirs(d, exist_ok=True)
-            with open(os.path.join(d, f'f{i:06d}.c'), 'wb') as f:
-                f.write(blob[:src_size(i)])
-            if i % 100 == 0:   # a symlink per 100 files, to a file beside it
-                os.symlink(f'f{i:06d}.c', os.path.join(d, f'l{i:06d}'))
-    return fill
+    return fill_files(nfiles, src_dir, src_size, 10, 'f{:06d}.c', 500000, 3, link_every=100)
 
 
 def fill_bigdir(nent, sub=None):

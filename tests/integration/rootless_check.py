@@ -422,16 +422,23 @@ def compare_steps(kr, orr, want, ref='kernel'):
     return out
 
 
+def both_mounted(m):
+    """Mounts the kernel's and ours of Mounts m: (K, C, the time from which
+    a time shows as `recent`)."""
+    K, C = m.path('K'), m.path('C')
+    recent = time.time_ns() - 2 * 10**9
+    for mnt in (K, C):
+        m.mount(mnt)
+    return K, C, recent
+
+
 def in_namespace(graph, fuse, pidfile):
     # a daemonizing fuse-overlayfs leaves its parent: be the one it is
     # handed to, so that it is waited for (init here does not)
     ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)     # PR_SET_CHILD_SUBREAPER
     m = Mounts(graph, fuse, pidfile)
-    K, C = m.path('K'), m.path('C')
-    recent = time.time_ns() - 2 * 10**9
     try:
-        for mnt in (K, C):
-            m.mount(mnt)
+        K, C, recent = both_mounted(m)
         report('ours mounted as containers/storage mounts it (daemonized, exit 0)', [])
         ino0 = {n: os.lstat(os.path.join(C, n)).st_ino for n in ('ino/f', 'ino/d')}
         for n in ('ino/f', 'ino/d'):

@@ -25,13 +25,13 @@ in the kernel's format, DIR/um one layer whose objects the host's root owns
     for a one-id map): ours must answer as 1.10, the kernel overlay's
     answers are checked too.
 """
-import os, shutil, stat, subprocess, sys, time
+import os, shutil, stat, subprocess, sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'diff'))
 from ovlview import diff_views, rmtree_mount, snapshot, upper_view  # noqa: E402
 from userns import fuse_dev_for, host_id, parse_map  # noqa: E402
-from rootless_check import Mounts, compare_steps, helper_args, ls, mode_owner, read, reap, report, res, write  # noqa: E402
+from rootless_check import Mounts, both_mounted, compare_steps, helper_args, ls, mode_owner, read, reap, report, res, write  # noqa: E402
 
 FUSE_110 = '/usr/bin/fuse-overlayfs'
 MTIME = 1600000000
@@ -174,11 +174,8 @@ def check_namespace(host):
 
 def changes(graph, fuse, pidfile):
     m = Mounts(graph, fuse, pidfile)
-    K, C = m.path('K'), m.path('C')
-    recent = time.time_ns() - 2 * 10**9
     try:
-        for mnt in (K, C):
-            m.mount(mnt)
+        K, C, recent = both_mounted(m)
         for name, fn, want in STEPS:
             report(name, compare_steps(fn(K), fn(C), want))
         report('merged view equals the kernel\'s', diff_views(
