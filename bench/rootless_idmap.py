@@ -22,13 +22,14 @@ ids 0..1999.  Medians of --reps, reps interleaved across the overlays.
 
 Usage (root): bench/rootless_idmap.py [--files N] [--reps N] [--dir DIR]
 """
-import argparse, os, statistics, subprocess, sys, time
+import os, statistics, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'tests', 'diff'))
-from userns import fork_in_userns, fuse_dev_for, parse_map, shift_tree  # noqa: E402
+from userns import fuse_dev_for, parse_map, shift_tree  # noqa: E402
+sys.path.insert(0, HERE)
+from rootless import MAP, bench_args, data_set, time_in_userns  # noqa: E402
 
-MAP = '0:61234:1,1:200000:65536'
 KEEPID = ':0:1:1000:1000:0:1:1001:1001:64535'
 # 65536 ids mapped each to itself: the mapping's own cost, owners unchanged
 IDENTITY = ':0:0:65536'
@@ -51,14 +52,13 @@ def build(data, files):
             os.chown(p, i % 2000, i % 2000)
             if i % 100 == 0:
                 os.symlink('f%d.c' % i, os.path.join(d, 'l%d' % i))
+    idmap = parse_map(MAP)
+    shift_tree(data, idmap, idmap)
 
 
 def run_one(cfg, mnt, data, cmd, fuse_dev):
     """One timed run in a fresh user namespace; returns seconds or raises."""
-    r, w = os.pipe()
-
-    def child():
-        os.close(r)
+    def body():
         lowers = '%s/lower1:%s/lower2' % (data, data)
         if cfg['bin'] is None:
             subprocess.run(['mount', '-t', 'overlay', 'overlay', '-o', 'lowerdir=%s,userxattr' % lowers, mnt],
@@ -70,39 +70,14 @@ def run_one(cfg, mnt, data, cmd, fuse_dev):
         subprocess.run([a.format(mnt=mnt) for a in cmd], check=True, stdout=subprocess.DEVNULL)
         t = time.monotonic() - t0
         subprocess.run(['fusermount3', '-u', mnt] if cfg['bin'] else ['umount', mnt], check=True)
-        os.write(w, ('%f' % t).encode())
-        return 0
-    idmap = parse_map(MAP)
-    pid = fork_in_userns(child, idmap, idmap, fuse_dev)
-    os.close(w)
-    out = os.read(r, 64)
-    os.close(r)
-    os.waitpid(pid, 0)
-    if not out:
-        raise RuntimeError('%s: the run failed' % cfg['name'])
-    time.sleep(0.2)  # the daemon's exit after fusermount3 -u
-    return float(out)
+        return t
+    return time_in_userns(cfg['name'], body, fuse_dev)
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--files', type=int, default=30000)
-    ap.add_argument('--reps', type=int, default=5)
-    ap.add_argument('--dir', default='/var/tmp/ovlbench-rootless')
-    ap.add_argument('--ours', default=os.path.join(HERE, '..', 'fuse-overlayfs'))
-    ap.add_argument('--ref', default='/usr/bin/fuse-overlayfs')
-    a = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit('rootless_idmap.py: run as root (it makes the user namespaces)')
+    a = bench_args('rootless_idmap.py', 30000, 5, '/var/tmp/ovlbench-rootless')
     d = os.path.realpath(a.dir)
-    data = os.path.join(d, 'data-%d' % a.files)
-    if not os.path.isdir(data):
-        print('building %d files in %s' % (a.files, data), file=sys.stderr)
-        build(data + '.tmp', a.files)
-        idmap = parse_map(MAP)
-        shift_tree(data + '.tmp', idmap, idmap)
-        os.rename(data + '.tmp', data)
-    os.chmod(d, 0o711)
+    data = data_set(d, a.files, build)
     mnt = os.path.join(d, 'mnt')
     os.makedirs(mnt, exist_ok=True)
     os.chown(mnt, 61234, 61234)
