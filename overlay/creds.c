@@ -6,10 +6,13 @@
 #include "config.h"
 
 #include <errno.h>
+#include <linux/capability.h>
 #include <linux/securebits.h>
+#include <stdio.h>
 #include <sched.h>
 #include <sys/fsuid.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -67,4 +70,19 @@ int ovl_creds_fix_owner(const struct ovl_creds *c, int dirfd, const char *name)
 		return 0;
 	int res = (name == NULL ? fchown(dirfd, c->uid, c->gid) : fchownat(dirfd, name, c->uid, c->gid, AT_SYMLINK_NOFOLLOW));
 	return res < 0 && !c->owner_may_fail ? -errno : 0;
+}
+
+/* Inode number of the initial user namespace (the kernel's PROC_USER_INIT_INO). */
+#define USER_NS_INIT_INO 0xEFFFFFFDU
+
+bool ovl_has_initial_cap(pid_t pid, int cap)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = pid };
+	struct __user_cap_data_struct data[2];
+	char path[64];
+	struct stat st;
+	if (pid < 0 || syscall(SYS_capget, &hdr, data) < 0 || !(data[cap / 32].effective & (1U << (cap % 32))))
+		return false;
+	snprintf(path, sizeof path, pid ? "/proc/%d/ns/user" : "/proc/self/ns/user", (int)pid);
+	return stat(path, &st) == 0 && st.st_ino == USER_NS_INIT_INO;
 }

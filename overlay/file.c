@@ -191,7 +191,7 @@ void ovl_file_reply_create(fuse_req_t req, const struct fuse_entry_param *e, str
 }
 
 /* An O_TRUNC open by a caller without CAP_FSETID: set-id bits go (killpriv.c). */
-static void drop_set_id_bits(fuse_req_t req, fuse_ino_t ino, struct ovl_node *n, int fd)
+static void drop_set_id_bits_on_trunc(fuse_req_t req, fuse_ino_t ino, struct ovl_node *n, int fd)
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
 	struct stat st;
@@ -229,7 +229,7 @@ void ovl_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			file_fd_give(fs, fd_share(req));
 	}
 	if (res == 0 && (fi->flags & O_TRUNC) && ovl_devio_kill_suidgid())
-		drop_set_id_bits(req, ino, n, c.fd);
+		drop_set_id_bits_on_trunc(req, ino, n, c.fd);
 	if (res < 0)
 		fuse_reply_err(req, -res);
 	else

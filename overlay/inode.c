@@ -219,14 +219,11 @@ static int drop_set_id_bits(fuse_req_t req, struct ovl_node *n, struct stat *att
 	/* a chown's are dropped by the upper filesystem, by the kernel's rule */
 	bool flagged = ovl_devio_kill_suidgid() && !(to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID));
 	struct stat cur;
-	if (!S_ISREG(n->type) || (!flagged && (to_set & SETTABLE)) ||
+	if (!S_ISREG(n->type) || (to_set & FUSE_SET_ATTR_MODE) || (!flagged && (to_set & SETTABLE)) ||
 	    stat_node_or_file(ovl_fs_of(req), n, fi, &cur) < 0)
 		return to_set;
-	mode_t mode = ovl_killpriv_mode(req, &cur, flagged);
-	if (mode == cur.st_mode)
-		return to_set;
-	attr->st_mode = (to_set & FUSE_SET_ATTR_MODE) ? attr->st_mode & mode : mode;
-	return to_set | FUSE_SET_ATTR_MODE;
+	attr->st_mode = ovl_killpriv_mode(req, &cur, flagged);
+	return attr->st_mode == cur.st_mode ? to_set : to_set | FUSE_SET_ATTR_MODE;
 }
 
 void ovl_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)

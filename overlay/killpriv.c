@@ -16,39 +16,10 @@
  * chown needs nothing from us: the upper filesystem drops the bits itself. */
 #include "config.h"
 
-#include <stdio.h>
-#include <string.h>
 #include <sys/stat.h>
 #include <linux/capability.h>
 
 #include "ops.h"
-
-/* Inode number of the initial user namespace (the kernel's PROC_USER_INIT_INO). */
-#define USER_NS_INIT_INO 0xEFFFFFFDU
-
-/* Whether the caller holds CAP_FSETID in the initial user namespace, where
- * the kernel checks it (capable()).  Unknown (the process is gone, another
- * pid namespace): no, so that the bits go. */
-static bool caller_has_fsetid(fuse_req_t req)
-{
-	char path[64];
-	struct stat st;
-	pid_t pid = fuse_req_ctx(req)->pid;
-	snprintf(path, sizeof path, "/proc/%d/ns/user", (int)pid);
-	if (pid <= 0 || stat(path, &st) < 0 || st.st_ino != USER_NS_INIT_INO)
-		return false;
-	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-	FILE *f = fopen(path, "re");
-	if (f == NULL)
-		return false;
-	char line[256];
-	unsigned long long caps = 0;
-	bool found = false;
-	while (!found && fgets(line, sizeof line, f))
-		found = sscanf(line, "CapEff: %llx", &caps) == 1;
-	fclose(f);
-	return found && (caps & (1ULL << CAP_FSETID));
-}
 
 static bool caller_in_group(fuse_req_t req, gid_t gid)
 {
@@ -67,7 +38,9 @@ mode_t ovl_killpriv_mode(fuse_req_t req, const struct stat *st, bool flagged)
 	mode_t mode = st->st_mode;
 	if (!S_ISREG(mode) || !(mode & (S_ISUID | S_ISGID)))
 		return mode;
-	if (!flagged && caller_has_fsetid(req))
+	/* the caller's CAP_FSETID where the kernel checks it; unknown (the
+	 * process is gone, another pid namespace): none, so that the bits go */
+	if (!flagged && ovl_has_initial_cap(fuse_req_ctx(req)->pid, CAP_FSETID))
 		return mode;
 	if (mode & S_ISUID)
 		mode &= ~(mode_t)S_ISUID;

@@ -441,6 +441,9 @@ void ovl_creds_leave(struct ovl_creds *c);
 /* Gives dirfd/name (or dirfd itself, name NULL) the caller's owner if the
  * thread could not create it as the caller. */
 int ovl_creds_fix_owner(const struct ovl_creds *c, int dirfd, const char *name);
+/* Whether process pid (0: this one) holds capability cap in the initial user
+ * namespace, where the kernel's capable() looks; unknown: no. */
+bool ovl_has_initial_cap(pid_t pid, int cap);
 
 /* work.c: the scratch directory */
 #define OVL_TEMPNAME_MAX 32

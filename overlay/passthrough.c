@@ -16,7 +16,6 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "devio.h"
@@ -42,31 +41,17 @@ struct pt_open_out {
 	int32_t backing_id;
 };
 _Static_assert(sizeof(struct pt_open_out) == sizeof(struct fuse_open_out), "fuse_open_out layout");
-/* Inode number of the initial user namespace (the kernel's PROC_USER_INIT_INO). */
-#define USER_NS_INIT_INO 0xEFFFFFFDU
-
 static struct {
 	const char *unusable;           /* why passthrough cannot be used, or NULL */
 	atomic_bool enabled;            /* asked for in the INIT reply; cleared on EPERM */
 } pt = { .unusable = "not set up" };
-
-/* CAP_SYS_ADMIN in the initial user namespace: what BACKING_OPEN checks. */
-static bool privileged(void)
-{
-	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
-	struct __user_cap_data_struct data[2];
-	struct stat st;
-	if (syscall(SYS_capget, &hdr, data) < 0 || !(data[0].effective & (1U << CAP_SYS_ADMIN)))
-		return false;
-	return stat("/proc/self/ns/user", &st) == 0 && st.st_ino == USER_NS_INIT_INO;
-}
 
 bool ovl_passthrough_wanted(void)
 {
 	const char *off = getenv("FUSE_OVERLAYFS_DISABLE_PASSTHROUGH");
 	if (off != NULL && *off != '\0')
 		pt.unusable = "FUSE_OVERLAYFS_DISABLE_PASSTHROUGH set";
-	else if (!privileged())
+	else if (!ovl_has_initial_cap(0, CAP_SYS_ADMIN)) /* what BACKING_OPEN checks */
 		pt.unusable = "no CAP_SYS_ADMIN in the initial user namespace";
 	else
 		pt.unusable = NULL;
