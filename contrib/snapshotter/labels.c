@@ -88,6 +88,8 @@ int labels_validate(const struct labels *l, struct status *st)
 				   strlen(l->keys[i]) + strlen(l->values[i]), MAX_LABEL, l->keys[i]);
 			return -1;
 		}
+		if (idmap_validate(l->keys[i], l->values[i], st) < 0)
+			return -1;
 	}
 	return 0;
 }

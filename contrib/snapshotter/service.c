@@ -147,7 +147,7 @@ static int mounts_of(struct shim *sh, const struct snap_info *info, struct mount
 	if (store_parent_ids(sh->store, info->id, &parents, &n_parents, st) < 0)
 		return -1;
 	int r = 0;
-	if (snapdirs_needs_self_mount(sh, info->kind, n_parents))
+	if (snapdirs_needs_self_mount(sh, info, n_parents))
 		r = snapdirs_self_mount(sh, info, parents, n_parents, st);
 	if (r == 0)
 		r = snapdirs_mounts(sh, info, parents, n_parents, specs, n, st);

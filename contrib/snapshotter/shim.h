@@ -57,8 +57,19 @@ void labels_free(struct labels *l);
 const char *labels_get(const struct labels *l, const char *key);
 /* Sets (copies) or, with value NULL or "", removes a label. */
 int labels_set(struct labels *l, const char *key, const char *value);
-/* containerd's limit on one key/value pair. */
+/* containerd's limit on one key/value pair, and whole id maps (idmap.c). */
 int labels_validate(const struct labels *l, struct status *st);
+
+/* ---- idmap.c: the id-mapping labels of user-namespace snapshots ---- */
+#define LABEL_UIDMAPPING "containerd.io/snapshot/uidmapping"
+#define LABEL_GIDMAPPING "containerd.io/snapshot/gidmapping"
+/* InvalidArgument when KEY is a mapping label and VALUE not a whole map:
+ * CTR:HOST:SIZE ranges joined by ',', sizes above 0, none past id 2^32-1,
+ * no two overlapping on either side. */
+int idmap_validate(const char *key, const char *value, struct status *st);
+bool idmap_labelled(const struct labels *l);
+/* "NAME=C:H:S:C2:H2:S2" for fuse-overlayfs, from a valid label value. */
+char *idmap_option(const char *name, const char *value);
 
 /* ---- store.c: metadata in SQLite ---- */
 enum snap_kind { KIND_UNKNOWN = 0, KIND_VIEW = 1, KIND_ACTIVE = 2, KIND_COMMITTED = 3 };
@@ -141,7 +152,7 @@ int snapdirs_self_mount(struct shim *sh, const struct snap_info *info, const int
 int snapdirs_self_unmount(struct shim *sh, int64_t id, struct status *st);
 /* After a restart: mount again what needs a mount, unmount what does not. */
 int snapdirs_self_recover(struct shim *sh, struct status *st);
-bool snapdirs_needs_self_mount(const struct shim *sh, enum snap_kind kind, size_t n_parents);
+bool snapdirs_needs_self_mount(const struct shim *sh, const struct snap_info *info, size_t n_parents);
 
 /* ---- check.c ---- */
 int shim_check_supported(struct shim *sh, struct status *st);

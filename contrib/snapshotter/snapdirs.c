@@ -21,6 +21,8 @@
 #include "shim.h"
 
 #define ID_LEN 24
+/* ROOT/empty: the lower of an id-mapped active snapshot without parents */
+#define EMPTY_DIR "empty"
 
 static void id_name(int64_t id, char *buf)
 {
@@ -70,6 +72,8 @@ int snapdirs_open(struct shim *sh, struct status *st)
 		return sys_fail(st, errno, "cannot open", real);
 	if (mkdirat(sh->root_fd, "snapshots", 0700) < 0 && errno != EEXIST)
 		return sys_fail(st, errno, "cannot create snapshots in", real);
+	if (mkdirat(sh->root_fd, EMPTY_DIR, 0755) < 0 && errno != EEXIST)
+		return sys_fail(st, errno, "cannot create " EMPTY_DIR " in", real);
 	sh->snapshots_fd = openat(sh->root_fd, "snapshots", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (sh->snapshots_fd < 0)
 		return sys_fail(st, errno, "cannot open snapshots in", real);
@@ -347,18 +351,31 @@ static char *snapshot_path(const struct shim *sh, int64_t id, const char *leaf)
 	return printed("%s/snapshots/%" PRId64 "/%s", sh->root, id, leaf);
 }
 
-/* containerd 2 joins several mappings with ','; fuse-overlayfs separates them with ':'. */
-static char *mapping_option(const char *name, const char *label)
+/* The lowers of the overlay, nearest first.  A snapshot with no parent has
+ * an overlay only for an id mapping (a bind mount cannot map owners): a
+ * view shows its own fs, an active snapshot writes over the empty dir. */
+static int lower_option(const struct shim *sh, const struct snap_info *info, const int64_t *parents,
+			size_t n_parents, struct mount_spec *m)
 {
-	char *opt = printed("%s=%s", name, label);
-	for (char *p = opt ? opt + strlen(name) + 1 : NULL; p && *p; p++)
-		if (*p == ',')
-			*p = ':';
-	return opt;
+	char *lower = NULL;
+	size_t size;
+	FILE *f = open_memstream(&lower, &size);
+	if (!f)
+		return -1;
+	fputs("lowerdir=", f);
+	if (n_parents == 0 && info->kind == KIND_ACTIVE)
+		fprintf(f, "%s/%s", sh->root, EMPTY_DIR);
+	else if (n_parents == 0)
+		fprintf(f, "%s/snapshots/%" PRId64 "/fs", sh->root, info->id);
+	for (size_t i = 0; i < n_parents; i++)
+		fprintf(f, "%s%s/snapshots/%" PRId64 "/fs", i ? ":" : "", sh->root, parents[i]);
+	if (fclose(f) != 0)
+		return -1;
+	return add_option(m, lower);
 }
 
-/* The options of the overlay: upper and work for an active snapshot, the parents
- * nearest first, and the id mappings of the labels. */
+/* The options of the overlay: upper and work for an active snapshot, the
+ * lowers, and the id mappings of the labels. */
 static int overlay_options(const struct shim *sh, const struct snap_info *info, const int64_t *parents,
 			   size_t n_parents, struct mount_spec *m)
 {
@@ -366,29 +383,29 @@ static int overlay_options(const struct shim *sh, const struct snap_info *info, 
 	    (add_option(m, printed("workdir=%s/snapshots/%" PRId64 "/work", sh->root, info->id)) < 0 ||
 	     add_option(m, printed("upperdir=%s/snapshots/%" PRId64 "/fs", sh->root, info->id)) < 0))
 		return -1;
-	char *lower = NULL;
-	size_t size;
-	FILE *f = open_memstream(&lower, &size);
-	if (!f)
+	if (lower_option(sh, info, parents, n_parents, m) < 0)
 		return -1;
-	fputs("lowerdir=", f);
-	for (size_t i = 0; i < n_parents; i++)
-		fprintf(f, "%s%s/snapshots/%" PRId64 "/fs", i ? ":" : "", sh->root, parents[i]);
-	if (fclose(f) != 0 || add_option(m, lower) < 0)
+	const char *uid = labels_get(&info->labels, LABEL_UIDMAPPING);
+	const char *gid = labels_get(&info->labels, LABEL_GIDMAPPING);
+	if (uid && add_option(m, idmap_option("uidmapping", uid)) < 0)
 		return -1;
-	const char *uid = labels_get(&info->labels, "containerd.io/snapshot/uidmapping");
-	const char *gid = labels_get(&info->labels, "containerd.io/snapshot/gidmapping");
-	if (uid && add_option(m, mapping_option("uidmapping", uid)) < 0)
-		return -1;
-	if (gid && add_option(m, mapping_option("gidmapping", gid)) < 0)
+	if (gid && add_option(m, idmap_option("gidmapping", gid)) < 0)
 		return -1;
 	return 0;
 }
 
-bool snapdirs_needs_self_mount(const struct shim *sh, enum snap_kind kind, size_t n_parents)
+/* An active or view snapshot needs an overlay over several layers, and
+ * for an id mapping (committed ones are never mounted). */
+static bool needs_overlay(const struct snap_info *info, size_t n_parents)
 {
-	return sh->mode == MOUNT_SELF &&
-	       ((kind == KIND_ACTIVE && n_parents > 0) || (kind == KIND_VIEW && n_parents > 1));
+	if (info->kind != KIND_ACTIVE && info->kind != KIND_VIEW)
+		return false;
+	return idmap_labelled(&info->labels) || (info->kind == KIND_ACTIVE && n_parents > 0) || n_parents > 1;
+}
+
+bool snapdirs_needs_self_mount(const struct shim *sh, const struct snap_info *info, size_t n_parents)
+{
+	return sh->mode == MOUNT_SELF && needs_overlay(info, n_parents);
 }
 
 int snapdirs_mounts(struct shim *sh, const struct snap_info *info, const int64_t *parents, size_t n_parents,
@@ -402,12 +419,10 @@ int snapdirs_mounts(struct shim *sh, const struct snap_info *info, const int64_t
 	const char *access = info->kind == KIND_VIEW ? "ro" : "rw";
 	int64_t bind_of = 0;
 	const char *leaf = "fs";
-	if (n_parents == 0)
-		bind_of = info->id;
-	else if (info->kind == KIND_VIEW && n_parents == 1)
-		bind_of = parents[0];
-	else if (snapdirs_needs_self_mount(sh, info->kind, n_parents))
+	if (snapdirs_needs_self_mount(sh, info, n_parents))
 		bind_of = info->id, leaf = "merged";
+	else if (!needs_overlay(info, n_parents))
+		bind_of = n_parents ? parents[0] : info->id;
 	if (bind_of) {
 		m->type = strdup("bind");
 		m->source = snapshot_path(sh, bind_of, leaf);
@@ -531,7 +546,7 @@ static int recover_one(struct snap_info *info, void *arg)
 		return 0;
 	}
 	int r;
-	if (snapdirs_needs_self_mount(ra->sh, info->kind, n))
+	if (snapdirs_needs_self_mount(ra->sh, info, n))
 		r = snapdirs_self_mount(ra->sh, info, parents, n, &st);
 	else
 		r = snapdirs_self_unmount(ra->sh, info->id, &st);

@@ -1,5 +1,5 @@
 /* Unit tests of the snapshotter shim's pure parts: containerd's filter
- * syntax evaluated on snapshot infos, and labels. */
+ * syntax evaluated on snapshot infos, labels, and id-mapping labels. */
 #include "config.h"
 
 #include <check.h>
@@ -125,6 +125,57 @@ START_TEST(labels_set_get_remove)
 }
 END_TEST
 
+/* The message of an id-mapping label VALUE, "" when it is a whole map. */
+static const char *idmap_error(const char *value)
+{
+	static struct status st;
+	st = (struct status){ 0 };
+	if (idmap_validate(LABEL_UIDMAPPING, value, &st) == 0)
+		return "";
+	ck_assert_int_eq(st.code, GRPC_INVALID_ARGUMENT);
+	ck_assert(strstr(st.message, LABEL_UIDMAPPING) != NULL);
+	return st.message;
+}
+
+START_TEST(idmap_labels)
+{
+	/* one range, several (containerd 2 joins them with ','), the whole id space */
+	ck_assert_str_eq(idmap_error("0:100000:65536"), "");
+	ck_assert_str_eq(idmap_error("0:1000:1,1:100000:65536"), "");
+	ck_assert_str_eq(idmap_error("0:0:4294967295"), "");
+	ck_assert_str_eq(idmap_error("1:0:4294967295"), "");
+	ck_assert_str_eq(idmap_error("0:10:10,10:0:10"), ""); /* adjacent, crossed: fine */
+	/* not a map */
+	static const char *bad[] = { "", "0", "0:1", "0:1:", "0:1:2,", ",0:1:2", "0:1:2:3", "a:1:2", "-1:1:2",
+				     "+1:1:2", " 0:1:2", "0:1:2 ", "0::2", "0:1:4294967296", "4294967296:0:1",
+				     "0;1;2", "0:1:2,,3:4:5" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+		ck_assert_msg(strstr(idmap_error(bad[i]), "not CTR:HOST:SIZE") != NULL, "'%s' accepted", bad[i]);
+	/* empty, overflowing, overlapping */
+	ck_assert(strstr(idmap_error("0:1:0"), "is empty") != NULL);
+	ck_assert(strstr(idmap_error("4294967295:0:2"), "past id 4294967295") != NULL);
+	ck_assert(strstr(idmap_error("0:4294967000:1000"), "past id 4294967295") != NULL);
+	ck_assert(strstr(idmap_error("0:100:10,9:200:1"), "overlaps range 1 on the container side") != NULL);
+	ck_assert(strstr(idmap_error("0:100:10,20:109:5"), "overlaps range 1 on the host side") != NULL);
+	ck_assert(strstr(idmap_error("0:100:1,5:200:2,6:300:1"), "range 3 overlaps range 2") != NULL);
+	/* other labels are not maps */
+	struct status st = { 0 };
+	ck_assert_int_eq(idmap_validate("containerd.io/snapshot/other", "x", &st), 0);
+	/* labels_validate applies it to both labels */
+	struct labels l = { 0 };
+	ck_assert_int_eq(labels_set(&l, LABEL_GIDMAPPING, "0:1:2,1:5:1"), 0);
+	ck_assert_int_eq(labels_validate(&l, &st), -1);
+	ck_assert(strstr(st.message, LABEL_GIDMAPPING) != NULL);
+	ck_assert(idmap_labelled(&l));
+	labels_free(&l);
+	ck_assert(!idmap_labelled(&l));
+	/* the fuse-overlayfs option joins the triples with ':' */
+	char *opt = idmap_option("uidmapping", "0:1000:1,1:100000:65536");
+	ck_assert_str_eq(opt, "uidmapping=0:1000:1:1:100000:65536");
+	free(opt);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("snapshotter");
@@ -135,6 +186,7 @@ static Suite *suite(void)
 	suite_add_tcase(s, t);
 	t = tcase_create("labels");
 	tcase_add_test(t, labels_set_get_remove);
+	tcase_add_test(t, idmap_labels);
 	suite_add_tcase(s, t);
 	return s;
 }
