@@ -5,13 +5,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -98,8 +101,60 @@ static bool in_path(const char *prog)
 	return found;
 }
 
+/* CAP_SYS_ADMIN lets fuse-overlayfs mount by itself (as root, or as the
+ * root of rootless containerd's namespaces); without it, fusermount3 mounts. */
+static bool may_mount(void)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = { 0 };
+	if (syscall(SYS_capget, &hdr, data) < 0)
+		return false;
+	return data[CAP_TO_INDEX(CAP_SYS_ADMIN)].effective & CAP_TO_MASK(CAP_SYS_ADMIN);
+}
+
+/* The number of uids this process's user namespace maps. */
+static uint64_t mapped_uids(void)
+{
+	FILE *f = fopen("/proc/self/uid_map", "re");
+	uint64_t total = 0, inside, outside, count;
+	if (!f)
+		return UINT32_MAX;
+	while (fscanf(f, "%" SCNu64 " %" SCNu64 " %" SCNu64, &inside, &outside, &count) == 3)
+		total += count;
+	fclose(f);
+	return total;
+}
+
+/* What any FUSE mount needs, named before one is tried. */
+static int check_fuse_access(struct status *st)
+{
+	int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		int err = errno;
+		status_set(st, GRPC_UNAVAILABLE, "cannot open /dev/fuse: %s (%s)", strerror(err),
+			   err == ENOENT ? "load the fuse module, or give this container the device"
+					 : "the user needs read and write access, mode 0666 as udev sets it");
+		return -1;
+	}
+	close(fd);
+	if (!may_mount() && !in_path("fusermount3")) {
+		status_set(st, GRPC_UNAVAILABLE,
+			   "fusermount3 not found in PATH (Debian package fuse3): without CAP_SYS_ADMIN FUSE mounts go through it");
+		return -1;
+	}
+	/* Not fatal: images whose files all belong to root still work. */
+	uint64_t n = mapped_uids();
+	if (n < 65536)
+		shim_log("warning: this user namespace maps %" PRIu64 " uid%s (/proc/self/uid_map): no subordinate id range "
+			 "for the user in /etc/subuid and /etc/subgid, so layers with files of other owners cannot be unpacked",
+			 n, n == 1 ? "" : "s");
+	return 0;
+}
+
 int shim_check_supported(struct shim *sh, struct status *st)
 {
+	if (check_fuse_access(st) < 0)
+		return -1;
 	if (!in_path(sh->fuse_overlayfs)) {
 		status_set(st, GRPC_UNAVAILABLE, "%s not installed (not found in PATH)", sh->fuse_overlayfs);
 		return -1;

@@ -7,7 +7,8 @@ containerd-namespace), and compares what comes back with what containerd's Go
 fuse-overlayfs snapshotter hands back.  Raw HTTP/2 for the malformed-input
 tests goes through python3-h2.
 
-The id-mapping tests are in grpc_idmap_test.py, registered at the start.
+The id-mapping tests are in grpc_idmap_test.py, the rootless start-up checks in
+grpc_startup_test.py; both are registered at the start.
 
 Usage: grpc_test.py [TEST-NAME-SUBSTRING...]
 Environment: SNAPSHOTTER_BIN (default TOP/containerd-fuse-overlayfs-grpc),
@@ -1447,4 +1448,5 @@ def main():
 if __name__ == "__main__":
     sys.modules.setdefault("grpc_test", sys.modules["__main__"])   # one module for the tests below
     import grpc_idmap_test  # noqa: F401,E402  registers the id-mapping tests
+    import grpc_startup_test  # noqa: F401,E402  and the rootless start-up checks
     sys.exit(main())
