@@ -8,6 +8,10 @@ Workloads, each on a fresh ROOT:
   list     List of all snapshots once 1,000 committed ones exist, R times
 Shims: ours in helper mode, ours in self-mount mode, and the Go shim when
 --go-shim PATH is given (contrib/snapshotter/tests/build-go-shim.sh builds it).
+With --rootless USER, ours again in both modes started as rootless containerd
+starts it: as USER, in a user namespace mapping root to USER and USER's
+/etc/subuid range, with a mount namespace of its own (util-linux
+`unshare --map-root-user --map-auto --mount`, what RootlessKit makes).
 Prints a markdown table of medians and p90s, ratios to the Go shim, and each
 shim's peak RSS.  Run as root, by hand; no thresholds.
 """
@@ -36,11 +40,27 @@ def load_messages(tmp):
     return snapshots_pb2, empty_pb2
 
 
+def rootless(user, work):
+    """The argv prefix starting a command as USER in its own namespaces.
+    /dev/fuse there is a node of USER's (a host whose /dev/fuse is not 0666,
+    as udev makes it, is left as it is)."""
+    import pwd
+    pw = pwd.getpwnam(user)
+    node = os.path.join(work, 'fuse')
+    os.mknod(node, 0o600 | 0o020000, os.makedev(10, 229))
+    os.chown(node, pw.pw_uid, pw.pw_gid)
+    return pw, ['setpriv', '--reuid=%d' % pw.pw_uid, '--regid=%d' % pw.pw_gid, '--init-groups',
+                'unshare', '--map-root-user', '--map-auto', '--mount', '--propagation', 'private',
+                'sh', '-c', 'mount --bind "$0" /dev/fuse && exec "$@"', node]
+
+
 class Shim:
-    def __init__(self, argv, workdir, name):
+    def __init__(self, argv, workdir, name, owner=None):
         self.root = os.path.join(workdir, name)
         self.sock = os.path.join(self.root, 'sock')
         os.makedirs(self.root)
+        if owner:
+            os.chown(self.root, owner.pw_uid, owner.pw_gid)
         self.proc = subprocess.Popen(argv + [self.sock, os.path.join(self.root, 'state')],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.time() + 15
@@ -65,6 +85,10 @@ class Shim:
         return 0
 
     def stop(self):
+        # the FUSE daemons of self mode, mounted in a namespace of the shim's own
+        subprocess.run(['nsenter', '-t', str(self.proc.pid), '-m', 'sh', '-c',
+                        'grep -o " %s/[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l' % self.root],
+                       stderr=subprocess.DEVNULL)
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(10)
@@ -133,22 +157,28 @@ def main():
     ap.add_argument('--snapshots', type=int, default=1000)
     ap.add_argument('--reps', type=int, default=20, help='List calls (default 20)')
     ap.add_argument('--dir', default='/var/tmp/shimbench')
+    ap.add_argument('--rootless', metavar='USER', help='also run ours rootless as USER (needs a /etc/subuid range)')
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit('snapshotter bench: run as root')
     import grpc
     os.makedirs(args.dir, exist_ok=True)
     work = tempfile.mkdtemp(dir=args.dir)
+    os.chmod(work, 0o755)
     S, E = load_messages(work)
-    shims = [('ours (helper)', [args.ours]), ('ours (self)', [args.ours, '--mount-mode=self'])]
+    shims = [('ours (helper)', [args.ours], None), ('ours (self)', [args.ours, '--mount-mode=self'], None)]
+    if args.rootless:
+        pw, pre = rootless(args.rootless, work)
+        shims += [('ours rootless (helper)', pre + [args.ours], pw),
+                  ('ours rootless (self)', pre + [args.ours, '--mount-mode=self'], pw)]
     if args.go_shim:
-        shims.append(('Go shim', [args.go_shim]))
+        shims.append(('Go shim', [args.go_shim], None))
     results = {}
     try:
-        for label, argv in shims:
+        for label, argv, owner in shims:
             res = results.setdefault(label, {})
             for workload in ('pmc', 'pmc-child', 'list'):
-                shim = Shim(argv, work, '%s-%s' % (label.split()[0] + str(len(argv)), workload))
+                shim = Shim(argv, work, '%s-%s' % (label.replace(' ', '').replace('(', '-').replace(')', ''), workload), owner)
                 try:
                     c = client(grpc, shim.sock, S, E)
                     if workload == 'list':
