@@ -57,6 +57,7 @@ suites=(
 	"rootless writes (user namespace, kernel overlay with userxattr vs ours):./tests/integration/rootless.sh"
 	"snapshotter gRPC tests:./tests/snapshotter/run.sh"
 	"containerd snapshotter conformance suite (Go testsuite through the proxy client; helper and self mount modes, GOMAXPROCS 1 and 2, twice):./contrib/snapshotter/tests/conformance.sh 2"
+	"containerd snapshotter conformance suite against a rootless shim (as a user with a subuid range in its own user and mount namespaces; both mount modes, GOMAXPROCS 1 and 2):env MODES=rootless-helper,rootless-self ./contrib/snapshotter/tests/conformance.sh 1"
 	"containerd end to end (ctr import and run on our snapshotter):./tests/snapshotter/e2e.sh"
 	"rootless podman and buildah end to end, ours and 1.10 as mount_program:./tests/podman/e2e.sh"
 )

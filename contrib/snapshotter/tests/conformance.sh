@@ -10,8 +10,16 @@
 # Environment:
 #   SNAPSHOTTER_BIN   binary under test (default: the one the build leaves at
 #                     the top of the tree)
-#   MODES             mount modes (default "helper self"): "helper" adds no
-#                     argument, any other MODE adds --mount-mode=MODE
+#   MODES             mount modes, blank- or comma-separated (default
+#                     "helper self"): "helper" adds no
+#                     argument, any other MODE adds --mount-mode=MODE;
+#                     "rootless-MODE" runs the suite, and so the shims it
+#                     starts, rootless: as a user the script creates (with the
+#                     /etc/subuid and /etc/subgid range useradd gives it, both
+#                     removed at the end), in a user namespace mapping root to
+#                     that user and its range and a mount namespace of its own
+#                     (what RootlessKit makes for rootless containerd), with
+#                     /dev/fuse there a node of that user's
 #   SNAPSHOTTER_ARGS  extra arguments for every mode (before the mode's)
 #   SNAPSHOTTER_SIGTERM_OK=1  accept death by SIGTERM instead of exit status 0
 #                     (for the Go containerd-fuse-overlayfs-grpc, which has no
@@ -32,6 +40,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 R=${1:-2}
 MODES=${MODES:-helper self}
+MODES=${MODES//,/ }
 BIN=${SNAPSHOTTER_BIN:-$here/../../../containerd-fuse-overlayfs-grpc}
 TIMEOUT=${CONFORMANCE_TIMEOUT:-20m}
 RUN=${CONFORMANCE_RUN:-.}
@@ -48,6 +57,11 @@ command -v go >/dev/null || die "go is missing (golang-go: contrib/install-deps.
 for c in mount.fuse3 fusermount3 fuse-overlayfs; do
 	command -v $c >/dev/null || die "$c is missing from PATH (contrib/install-deps.sh, make install)"
 done
+case " $MODES " in *" rootless-"*)
+	for c in useradd userdel setpriv unshare newuidmap; do
+		command -v $c >/dev/null || die "$c is missing (rootless modes; Debian packages passwd, util-linux, uidmap)"
+	done ;;
+esac
 if [ ! -f "$BIN" ] || [ ! -x "$BIN" ]; then die "SNAPSHOTTER_BIN=$BIN is not an executable file"; fi
 BIN=$(readlink -f "$BIN")
 
@@ -109,10 +123,38 @@ clean_run() { # DIR: leftovers of one run of the suite
 	rm -rf --one-file-system "$1"
 }
 
+# ---- rootless modes: a user of our own with a subordinate id range
+ROOTLESS_USER=
+ROOTLESS=()
+setup_rootless() {
+	local u=fovlconf$$ uid
+	useradd -M -N -s /usr/sbin/nologin "$u" || die "useradd $u failed"
+	ROOTLESS_USER=$u
+	grep -q "^$u:" /etc/subuid && grep -q "^$u:" /etc/subgid ||
+		die "useradd gave $u no range in /etc/subuid and /etc/subgid (SUB_UID_COUNT in /etc/login.defs)"
+	uid=$(id -u "$u")
+	mknod -m 0600 "$WORK/fuse" c 10 229 && chown "$uid" "$WORK/fuse" || die "cannot make a /dev/fuse node for $u"
+	touch "$PIDFILE" && chown "$uid" "$PIDFILE" && chmod 0711 "$WORK" "$WORK/build" || die "cannot share $WORK with $u"
+	# shellcheck disable=SC2016 # expanded by that sh
+	ROOTLESS=(setpriv --reuid="$uid" --regid="$(id -g "$u")" --init-groups
+		unshare --map-root-user --map-auto --mount --propagation private
+		sh -c 'mount --bind "$0" /dev/fuse && exec "$@"' "$WORK/fuse")
+}
+remove_rootless_user() {
+	[ -n "$ROOTLESS_USER" ] || return 0
+	# FUSE daemons our shims left in the namespace (self mode), then the user
+	pkill -KILL -u "$ROOTLESS_USER" -f "^fuse-overlayfs .*$WORK/" 2>/dev/null
+	userdel "$ROOTLESS_USER" 2>/dev/null
+	grep -q "^$ROOTLESS_USER:" /etc/passwd /etc/subuid /etc/subgid &&
+		echo "# cleanup: $ROOTLESS_USER still in /etc/passwd, /etc/subuid or /etc/subgid" >&2
+	ROOTLESS_USER=
+}
+
 FAILED_ANY=1
 cleanup() {
 	local d ok=1
 	kill_ours
+	remove_rootless_user
 	for d in "$WORK"/run-*; do
 		[ -e "$d" ] || continue
 		clean_run "$d" || ok=0
@@ -194,26 +236,31 @@ parse_run() {
 	}' "$1"
 }
 
+case " $MODES " in *" rootless-"*) setup_rootless ;; esac
+
 passed=0
 failed=0
 n=0
 for mode in $MODES; do
 	case $mode in
-	helper) mode_args= ;;
-	*) mode_args=--mount-mode=$mode ;;
+	helper | rootless-helper) mode_args= ;;
+	*) mode_args=--mount-mode=${mode#rootless-} ;;
 	esac
+	as=()
+	case $mode in rootless-*) as=("${ROOTLESS[@]}") ;; esac
 	for rep in $(seq "$R"); do
 		for procs in 1 2; do
 			tag=$mode-$rep-$procs
 			echo "# mode $mode (${mode_args:-no extra argument}), run $rep/$R, GOMAXPROCS=$procs"
 			RUNDIR=$WORK/run-$tag
 			mkdir -p "$RUNDIR"
+			[ ${#as[@]} = 0 ] || chown "$ROOTLESS_USER" "$RUNDIR"
 			log=$LOGS/$tag.log
 			# TMPDIR: the suite creates every test root under it (keep it short:
 			# ROOT/sock must fit in a unix socket address).
 			TMPDIR=$RUNDIR GOMAXPROCS=$procs SNAPSHOTTER_BIN=$BIN \
 				SNAPSHOTTER_ARGS="$BASE_ARGS $mode_args" SNAPSHOTTER_PIDFILE=$PIDFILE \
-				"$TESTBIN" -test.v -test.count=1 -test.parallel="$procs" \
+				"${as[@]}" "$TESTBIN" -test.v -test.count=1 -test.parallel="$procs" \
 				-test.timeout="$TIMEOUT" -test.run="$RUN" >"$log" 2>&1 &
 			TESTPID=$!
 			wait "$TESTPID"
