@@ -51,10 +51,7 @@ def make_base(c, R, key="base"):
 
 @test("id-mapped snapshots: uid/gidmapping on the mounts of every shape, owners shown mapped")
 def t_idmap_helper(ctx):
-    root = ctx.root()
-    ctx.start()
-    c = ctx.client()
-    R = os.path.realpath(root)
+    shim, c, R = g.serving(ctx)
     make_base(c, R)
     I = ids(R)
     base = fs(R, I["base"])
@@ -102,15 +99,12 @@ def t_idmap_helper(ctx):
         finally:
             subprocess.run(["umount", target], capture_output=True)
     ctx.close_clients()
-    ctx.shims[0].stop_ok()
+    shim.stop_ok()
 
 
 @test("id-mapped snapshots in self mode: the shim's own mounts carry the mapping, also after a restart")
 def t_idmap_self(ctx):
-    root = ctx.root()
-    shim = ctx.start(["--mount-mode=self"])
-    c = ctx.client()
-    R = os.path.realpath(root)
+    shim, c, R = g.serving(ctx, ["--mount-mode=self"])
     make_base(c, R)
     for key, parent in (("ctr", "base"), ("bare", "")):
         m = c.prepare(key, parent, labels=LABELS)
@@ -143,10 +137,7 @@ BAD = [
 
 @test("id-mapped snapshots: bad, overflowing or overlapping maps -> InvalidArgument, nothing stored or mounted")
 def t_idmap_bad(ctx):
-    root = ctx.root()
-    ctx.start(["--mount-mode=self"])
-    c = ctx.client()
-    R = os.path.realpath(root)
+    shim, c, R = g.serving(ctx, ["--mount-mode=self"])
     make_base(c, R)
     c.prepare("good", "base", labels=LABELS)
     before = (c.names(), sorted(os.listdir(R + "/snapshots")), len(g.mounts_table()))
@@ -170,4 +161,4 @@ def t_idmap_bad(ctx):
         check(UIDMAP in e.details() and "byte" in e.details(), "the message does not name the label: %s" %
               e.details())
     ctx.close_clients()
-    ctx.shims[0].stop_ok()
+    shim.stop_ok()

@@ -336,6 +336,12 @@ def ids(root):
         db.close()
 
 
+def serving(ctx, args=()):
+    """A shim on the test's ROOT: (the shim, a client, ROOT's real path)."""
+    shim = ctx.start(list(args))
+    return shim, ctx.client(), os.path.realpath(ctx.root())
+
+
 def fs(root, sid, leaf="fs"):
     return "%s/snapshots/%s/%s" % (root, sid, leaf)
 
