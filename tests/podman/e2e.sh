@@ -84,34 +84,9 @@ FUSE_MODE_ORIG=
 CENSUS_PID=
 USER_MADE=0
 
-user_pids() { # PIDs of processes running as the test user or its sub ids
-	[ -n "$UUID_" ] || return 0
-	local s p u
-	for s in /proc/[0-9]*/status; do
-		p=${s#/proc/}
-		p=${p%/status}
-		u=$(awk '/^Uid:/ { print $2, $3, $4, $5; exit }' "$s" 2>/dev/null) || continue
-		for u in $u; do
-			if [ "$u" = "$UUID_" ] || { [ -n "$SUBSTART" ] && [ "$u" -ge "$SUBSTART" ] && [ "$u" -lt $((SUBSTART + 65536)) ]; }; then
-				echo "$p"
-				break
-			fi
-		done
-	done
-}
-
-kill_user_procs() { # SIGTERM, then SIGKILL, each process by PID until none is left
-	local i p pids
-	for i in $(seq 1 40); do
-		pids=$(user_pids)
-		[ -n "$pids" ] || return 0
-		for p in $pids; do
-			if [ "$i" -le 2 ]; then kill -TERM "$p" 2>/dev/null; else kill -KILL "$p" 2>/dev/null; fi
-		done
-		sleep 0.25
-	done
-	echo "# cleanup: processes left: $(user_pids | tr '\n' ' ')"
-}
+# user_pids, kill_user_procs
+# shellcheck source=tests/lib/test_user.sh
+. "$here/../lib/test_user.sh"
 
 unmount_under() { # every mount below $1 in our mount namespace, deepest first
 	local m
@@ -130,7 +105,7 @@ cleanup() {
 		kill "$CENSUS_PID" 2>/dev/null
 		wait "$CENSUS_PID" 2>/dev/null
 	fi
-	kill_user_procs
+	kill_user_procs "$UUID_" "$SUBSTART"
 	[ -n "$W" ] && unmount_under "$W"
 	if [ "$USER_MADE" = 1 ]; then
 		userdel "$UNAME" >/dev/null 2>&1 || echo "# cleanup: userdel $UNAME failed"
@@ -524,7 +499,7 @@ for P in ours ref; do
 	echo "done" >"$W/curstep"
 	# the next mount program starts from nothing: no pause process, no conmon
 	U podman rm -af >/dev/null 2>&1
-	kill_user_procs
+	kill_user_procs "$UUID_" "$SUBSTART"
 done
 kill "$CENSUS_PID" 2>/dev/null
 wait "$CENSUS_PID" 2>/dev/null
