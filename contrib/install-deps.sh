@@ -15,6 +15,8 @@ PKGS="$PKGS podman buildah uidmap"
 PKGS="$PKGS protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev libnghttp2-dev busybox-static
 libsqlite3-dev libsystemd-dev golang-go golang-github-containerd-containerd-dev containerd
 python3-grpcio python3-protobuf protobuf-compiler python3-h2"
+# a user's rootless containerd for the shim's rootless end-to-end test
+PKGS="$PKGS rootlesskit"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -59,6 +59,7 @@ suites=(
 	"containerd snapshotter conformance suite (Go testsuite through the proxy client; helper and self mount modes, GOMAXPROCS 1 and 2, twice):./contrib/snapshotter/tests/conformance.sh 2"
 	"containerd snapshotter conformance suite against a rootless shim (as a user with a subuid range in its own user and mount namespaces; both mount modes, GOMAXPROCS 1 and 2):env MODES=rootless-helper,rootless-self ./contrib/snapshotter/tests/conformance.sh 1"
 	"containerd end to end (ctr import and run on our snapshotter):./tests/snapshotter/e2e.sh"
+	"rootless containerd end to end (RootlessKit, the shim started as its systemd --user unit would, a SIGKILL of the shim with a container running):./tests/snapshotter/rootless_e2e.sh"
 	"rootless podman and buildah end to end, ours and 1.10 as mount_program:./tests/podman/e2e.sh"
 )
 for i in "${!suites[@]}"; do

@@ -221,9 +221,5 @@ run_mode() { # MODE
 	stop_pair "$mode"
 }
 
-for mode in $MODES; do
-	before=$failed
-	run_mode "$mode"
-	[ "$failed" != "$before" ] && containerd_errors "$mode" "$W/$mode/containerd.log"
-done
+run_modes
 finish

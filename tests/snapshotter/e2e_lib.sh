@@ -409,10 +409,13 @@ check_shim_exit() { # MODE: the shim exits 0 on SIGTERM
 	fi
 }
 
+CONTAINERD_NOISE='^$' # an ERE: error lines of containerd's log that the test expects
 containerd_errors() { # MODE LOG: after a failure in MODE, containerd's last errors
-	if grep -qE 'level=(error|fatal)' "$2" 2>/dev/null; then
+	local errs
+	errs=$(grep -E 'level=(error|fatal)' "$2" 2>/dev/null | grep -vE "$CONTAINERD_NOISE" | tail -n 5)
+	if [ -n "$errs" ]; then
 		echo "# $1: last errors of containerd (log removed at exit unless KEEP=1: $2):"
-		grep -E 'level=(error|fatal)' "$2" | tail -n 5 | cut -c1-600 | sed 's/^/#   /'
+		echo "$errs" | cut -c1-600 | sed 's/^/#   /'
 	fi
 }
 
@@ -466,4 +469,13 @@ containerd_serves() { # MODE PID LOG: containerd (PID, or what runs it) serves w
 		notok "$mode: containerd serves with the proxy plugin" "no io.containerd.snapshotter.v1 $SN ok" "$W/$mode/plugins"
 		return 1
 	fi
+}
+
+run_modes() { # run_mode (the sourcing script's) for each of MODES; containerd's errors after a failure
+	local mode before
+	for mode in $MODES; do
+		before=$failed
+		run_mode "$mode"
+		[ "$failed" != "$before" ] && containerd_errors "$mode" "$W/$mode/containerd.log"
+	done
 }
