@@ -426,6 +426,14 @@ install_unit() { # MODE: install-rootless.sh writes the unit; what it prints; sy
 		notok "$mode: the unit runs $SHIM${flags:+ $flags}" "its Environment= lines:" "$d/unit.env"
 	fi
 	verify_unit "$mode: systemd-analyze verify --user accepts the unit" "$(unit_file)" "$d/verify.out"
+	# with systemctl (no --no-systemctl) but no user manager, as here: a failure, said
+	as_user "$INSTALL" install --bin "$SHIM" --mount-mode "$mode" >"$d/install-systemctl.out" 2>&1
+	rc=$?
+	if [ "$rc" != 0 ] && grep -q 'systemctl --user daemon-reload` failed' "$d/install-systemctl.out"; then
+		ok "$mode: install-rootless.sh without a systemd user manager says systemctl failed, exits $rc"
+	else
+		notok "$mode: install-rootless.sh without a systemd user manager says systemctl failed" "exit status $rc" "$d/install-systemctl.out"
+	fi
 }
 
 shim_serves() { # MODE [notify]: the unit's command started the shim, as the user, in containerd's
