@@ -276,6 +276,12 @@ static int apply_option(struct ovl_config *cfg, const char *opt, char *err, size
 		ovl_log(OVL_WARN, "unknown option '%.*s' ignored", (int)namelen, opt);
 		return 0;
 	}
+	if (value && (r->kind == OPT_KERNEL || r->check == check_ro)) {
+		/* libfuse refuses a kernel flag with a value, after splitting it
+		 * again at a ',' that was escaped in ours */
+		ovl_log(OVL_WARN, "%s: takes no value, option ignored", r->name);
+		return 0;
+	}
 	bool needs_value = r->kind == OPT_STRING || r->kind == OPT_UINT || r->kind == OPT_ID ||
 			   r->kind == OPT_DOUBLE || r->kind == OPT_BOOL;
 	if (needs_value && value == NULL) {

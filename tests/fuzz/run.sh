@@ -12,7 +12,10 @@ command -v clang >/dev/null || { echo "FATAL: clang is missing (contrib/install-
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # target: its sources besides the harness
-declare -A sources=([fuzz_idmap]="overlay/idmap.c overlay/override.c")
+declare -A sources=([fuzz_idmap]="overlay/idmap.c overlay/override.c"
+	[fuzz_options]="overlay/options.c overlay/idmap.c")
+# target: its compiler and linker flags besides fuse3's include path
+declare -A flags=([fuzz_options]="$(pkg-config --libs fuse3)")
 names=("$@")
 [ ${#names[@]} = 0 ] && names=("${!sources[@]}")
 passed=0
@@ -21,7 +24,8 @@ for t in "${names[@]}"; do
 	srcs=()
 	for s in ${sources[$t]}; do srcs+=("$top/$s"); done
 	if ! clang -g -O1 -std=gnu17 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-		-I"$top" $(pkg-config --cflags fuse3) -o "$work/$t" "$here/$t.c" "${srcs[@]}" 2>"$work/$t.build"; then
+		-I"$top" $(pkg-config --cflags fuse3) -o "$work/$t" "$here/$t.c" "${srcs[@]}" ${flags[$t]:-} \
+		2>"$work/$t.build"; then
 		echo "FAIL fuzz $t: does not build"
 		tail -5 "$work/$t.build" | sed 's/^/    /'
 		failed=$((failed + 1))
