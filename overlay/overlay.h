@@ -203,7 +203,8 @@ bool ovl_node_get_override(struct ovl_fs *fs, const struct ovl_node *node, struc
 void ovl_node_load_override(struct ovl_fs *fs, struct ovl_node *node, int dirfd, const char *name,
 			    const struct stat *st);
 /* The name an xattr of the mount is stored under in layer l (security.* as
- * user.containers.override_security.* in the containers kind); NULL: too long. */
+ * user.containers.override_security.* in the containers kind); NULL: too long,
+ * or asked for in that encoded form. */
 const char *ovl_override_stored_xattr(const struct ovl_layer *l, const char *name, char *buf, size_t size);
 /* The name a stored xattr shows as, or NULL if it is hidden. */
 const char *ovl_override_shown_xattr(const struct ovl_layer *l, const char *stored);

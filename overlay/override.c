@@ -224,7 +224,12 @@ void ovl_node_load_override(struct ovl_fs *fs, struct ovl_node *node, int dirfd,
 
 const char *ovl_override_stored_xattr(const struct ovl_layer *l, const char *name, char *buf, size_t size)
 {
-	if (l->override_kind != OVL_OVERRIDE_CONTAINERS || strncmp(name, SECURITY_PREFIX, sizeof SECURITY_PREFIX - 1))
+	if (l->override_kind != OVL_OVERRIDE_CONTAINERS)
+		return name;
+	/* refused: it would be listed, and read, as the security.* name it encodes */
+	if (strncmp(name, CONTAINERS_ENCODED SECURITY_PREFIX, sizeof CONTAINERS_ENCODED SECURITY_PREFIX - 1) == 0)
+		return NULL;
+	if (strncmp(name, SECURITY_PREFIX, sizeof SECURITY_PREFIX - 1))
 		return name;
 	if ((size_t)snprintf(buf, size, CONTAINERS_ENCODED "%s", name) >= size)
 		return NULL;

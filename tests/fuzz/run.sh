@@ -13,9 +13,12 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # target: its sources besides the harness
 declare -A sources=([fuzz_idmap]="overlay/idmap.c overlay/override.c"
-	[fuzz_options]="overlay/options.c overlay/idmap.c")
+	[fuzz_options]="overlay/options.c overlay/idmap.c"
+	[fuzz_names]="overlay/whiteout.c overlay/merge.c overlay/grow.c overlay/xattr.c overlay/override.c
+		overlay/idmap.c overlay/log.c")
 # target: its compiler and linker flags besides fuse3's include path
-declare -A flags=([fuzz_options]="$(pkg-config --libs fuse3)")
+declare -A flags=([fuzz_options]="$(pkg-config --libs fuse3)"
+	[fuzz_names]="-DXXH_INLINE_ALL $(pkg-config --libs fuse3)")
 names=("$@")
 [ ${#names[@]} = 0 ] && names=("${!sources[@]}")
 passed=0
