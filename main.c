@@ -2,18 +2,18 @@
 #include "config.h"
 
 #include <errno.h>
+#include <linux/capability.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "fuse/transport.h"
 #include "overlay/overlay.h"
-#include "overlay/devio.h"
-#include "overlay/passthrough.h"
-#include "overlay/uring.h"
 
 static struct ovl_fs *counters_fs;
 
@@ -23,18 +23,28 @@ static void *counters_thread(void *arg)
 	sigset_t *set = arg;
 	int sig;
 	while (sigwait(set, &sig) == 0) {
-		long nodes, dirs, ring_requests, ring_threads, polls, caught;
+		long nodes, dirs;
+		struct ftr_counters t;
 		ovl_nodes_counters(&nodes, &dirs);
-		ovl_uring_counters(&ring_requests, &ring_threads);
-		ovl_devio_poll_counters(&polls, &caught);
+		ftr_counters(counters_fs->transport, &t);
 		ovl_log(OVL_INFO,
 			"nodes=%ld dirs=%ld dir_fds=%ld lookups=%ld forgets=%ld listings=%ld prefetches=%ld io_uring_requests=%ld "
 			"io_uring_threads=%ld polls=%ld polls_caught=%ld",
 			nodes, dirs, atomic_load(&counters_fs->dir_fds_open), atomic_load(&counters_fs->stat_lookups),
 			atomic_load(&counters_fs->stat_forgets), atomic_load(&counters_fs->stat_listings),
-			atomic_load(&counters_fs->stat_prefetches), ring_requests, ring_threads, polls, caught);
+			atomic_load(&counters_fs->stat_prefetches), t.uring_requests, t.uring_threads, t.polls,
+			t.polls_caught);
 	}
 	return NULL;
+}
+
+/* The transport's messages go to the one log (overlay/log.c). */
+static void transport_log(enum ftr_log_level level, const char *fmt, va_list ap)
+{
+	static const enum ovl_log_level levels[] = {
+		[FTR_ERR] = OVL_ERR, [FTR_WARN] = OVL_WARN, [FTR_INFO] = OVL_INFO, [FTR_DEBUG] = OVL_DEBUG,
+	};
+	ovl_logv(levels[level], fmt, ap);
 }
 
 static int fail(const char *msg)
@@ -71,6 +81,13 @@ int main(int argc, char *argv[])
 	ovl_nodes_init();
 	if (ovl_fs_open(&cfg, &fs, err, sizeof err) < 0)
 		return fail(err);
+	static const struct ftr_env transport_env = { .log = transport_log, .thread_start = ovl_thread_start };
+	struct ftr *transport = ftr_new(&transport_env);
+	if (transport == NULL)
+		return fail(strerror(ENOMEM));
+	/* The session's userdata, fs, must begin with it (fuse/transport.h). */
+	_Static_assert(offsetof(struct ovl_fs, transport) == 0, "the transport first in the session's userdata");
+	fs->transport = transport;
 
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	if (fuse_opt_add_arg(&args, argv[0]) < 0 || fuse_opt_add_arg(&args, "-o") < 0 ||
@@ -87,10 +104,10 @@ int main(int argc, char *argv[])
 		snprintf(err, sizeof err, "%s: mountpoint: cannot mount", cfg.mountpoint);
 		return fail(err);
 	}
-	/* Wraps the /dev/fuse io for passthrough, io_uring and polling; the fd stays the mount's. */
-	ovl_uring_wanted(se, cfg.threaded);
-	ovl_passthrough_wanted();
-	if (ovl_devio_setup(se) < 0) {
+	/* Wraps the /dev/fuse io for passthrough, io_uring and polling; the fd
+	 * stays the mount's.  Passthrough needs what the kernel's BACKING_OPEN
+	 * checks: CAP_SYS_ADMIN in the initial user namespace. */
+	if (ftr_setup(transport, se, cfg.threaded, ovl_has_initial_cap(0, CAP_SYS_ADMIN)) < 0) {
 		fuse_session_unmount(se);
 		return fail("cannot set up the FUSE device io");
 	}
@@ -126,7 +143,7 @@ int main(int argc, char *argv[])
 	}
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
-	if (ovl_uring_stop())
+	if (ftr_stop(transport))
 		fuse_session_destroy(se);
 	return res ? 1 : 0;
 }

@@ -23,8 +23,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "../fuse/transport.h"
 #include "ops.h"
-#include "passthrough.h"
 
 /* Where a copied-up object keeps its origin's identity ("DEV:INO"), so that
  * st_ino stays the same across copy-up and remount.  Under the overlay's own
@@ -489,7 +489,7 @@ static int copy_up_file(struct ovl_fs *fs, struct ovl_node *node, bool with_data
 		 * node's backing file: the node serves the calls of their fds
 		 * (fchmod, fstat) from the copy, but the name gets a new node for
 		 * any open (ovl_copy_up_reopen). */
-		(ovl_passthrough_active(node->nodeid) ? ovl_node_detach : ovl_node_rehash)(node, ust.st_dev, ust.st_ino);
+		(ftr_passthrough_active(fs->transport, node->nodeid) ? ovl_node_detach : ovl_node_rehash)(node, ust.st_dev, ust.st_ino);
 		ovl_dir_changed(parent);
 	}
 	/* A broken lower hard link now shows the copy's st_ino (no origin), which

@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include "ops.h"
-#include "passthrough.h"
 
 static int check_new_name(struct ovl_fs *fs, const char *name)
 {

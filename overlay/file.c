@@ -14,9 +14,8 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "devio.h"
+#include "../fuse/transport.h"
 #include "ops.h"
-#include "passthrough.h"
 
 /* fh = the backing fd, plus this bit when the open holds a passthrough ref. */
 #define FH_PASSTHROUGH (UINT64_C(1) << 32)
@@ -138,7 +137,7 @@ static void reply_opened(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_inf
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
 	struct ovl_node *node = ovl_node_get(nodeid);
-	int backing_id = ovl_passthrough_get(nodeid, fd);
+	int backing_id = ftr_passthrough_get(fs->transport, nodeid, fd);
 	unsigned share = fd_share(req);
 	int res;
 	if (backing_id < 0) {
@@ -161,10 +160,10 @@ static void reply_opened(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_inf
 	if (backing_id > 0) {
 		/* A writer's fd stays open for fsync, lseek, fallocate and copy_file_range. */
 		uint64_t fh = (fd >= 0 ? (uint64_t)fd : FH_NO_FD) | FH_PASSTHROUGH | (uint64_t)share << FH_SHARE_SHIFT;
-		res = e ? ovl_passthrough_reply_create(req, e, fh, backing_id)
-			: ovl_passthrough_reply_open(req, fh, backing_id);
+		res = e ? ftr_passthrough_reply_create(req, e, fh, backing_id)
+			: ftr_passthrough_reply_open(req, fh, backing_id);
 		if (res == -ENOENT)
-			ovl_passthrough_put(nodeid);
+			ftr_passthrough_put(fs->transport, nodeid);
 	} else {
 		fi->fh = (uint64_t)fd | (uint64_t)share << FH_SHARE_SHIFT;
 		/* Everything reaches the files through us: keep the page cache across opens. */
@@ -228,7 +227,7 @@ void ovl_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		if (res < 0)
 			file_fd_give(fs, fd_share(req));
 	}
-	if (res == 0 && (fi->flags & O_TRUNC) && ovl_devio_kill_suidgid())
+	if (res == 0 && (fi->flags & O_TRUNC) && ftr_kill_suidgid())
 		drop_set_id_bits_on_trunc(req, ino, n, c.fd);
 	if (res < 0)
 		fuse_reply_err(req, -res);
@@ -271,7 +270,7 @@ void ovl_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		file_fd_give(ovl_fs_of(req), (unsigned)(fi->fh >> FH_SHARE_SHIFT) & 0xff);
 	}
 	if (fi->fh & FH_PASSTHROUGH)
-		ovl_passthrough_put(ino);
+		ftr_passthrough_put(ovl_fs_of(req)->transport, ino);
 	fuse_reply_err(req, 0);
 }
 

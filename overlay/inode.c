@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "devio.h"
+#include "../fuse/transport.h"
 #include "ops.h"
 
 ino_t ovl_st_ino(const struct ovl_fs *fs, uint32_t layer, ino_t ino)
@@ -217,7 +217,7 @@ static int drop_set_id_bits(fuse_req_t req, struct ovl_node *n, struct stat *att
 			    struct fuse_file_info *fi)
 {
 	/* a chown's are dropped by the upper filesystem, by the kernel's rule */
-	bool flagged = ovl_devio_kill_suidgid() && !(to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID));
+	bool flagged = ftr_kill_suidgid() && !(to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID));
 	struct stat cur;
 	if (!S_ISREG(n->type) || (to_set & FUSE_SET_ATTR_MODE) || (!flagged && (to_set & SETTABLE)) ||
 	    stat_node_or_file(ovl_fs_of(req), n, fi, &cur) < 0)

@@ -12,7 +12,8 @@
  *     comes when only a capability went, for a caller who may keep the bits:
  *     the caller's CAP_FSETID decides;
  *   - a truncate or an O_TRUNC open by a caller without CAP_FSETID is flagged
- *     (FATTR_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID: devio.c reads them).
+ *     (FATTR_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID: the transport reads
+ *     them, ftr_kill_suidgid).
  * chown needs nothing from us: the upper filesystem drops the bits itself. */
 #include "config.h"
 

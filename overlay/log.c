@@ -38,13 +38,18 @@ static void log_v(enum ovl_log_level level, const char *fmt, va_list ap)
 	}
 }
 
-void ovl_log(enum ovl_log_level level, const char *fmt, ...)
+void ovl_logv(enum ovl_log_level level, const char *fmt, va_list ap)
 {
 	if (level == OVL_DEBUG && !debug_on)
 		return;
+	log_v(level, fmt, ap);
+}
+
+void ovl_log(enum ovl_log_level level, const char *fmt, ...)
+{
 	va_list ap;
 	va_start(ap, fmt);
-	log_v(level, fmt, ap);
+	ovl_logv(level, fmt, ap);
 	va_end(ap);
 }
 

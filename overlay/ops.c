@@ -1,14 +1,13 @@
 /* The fuse_lowlevel_ops table and the capabilities asked of the kernel. */
 #include "config.h"
 
-#include "devio.h"
+#include "../fuse/transport.h"
 #include "ops.h"
-#include "passthrough.h"
-#include "uring.h"
 
 static void ovl_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct ovl_fs *fs = userdata;
+	struct ftr *t = fs->transport;
 	unsigned want = FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_READDIRPLUS |
 			FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_PARALLEL_DIROPS |
 			FUSE_CAP_ASYNC_READ;
@@ -20,7 +19,7 @@ static void ovl_init(void *userdata, struct fuse_conn_info *conn)
 	/* Passthrough, where it can be had, excludes the writeback cache and is
 	 * faster still; elsewhere the writeback cache turns small writes into
 	 * few large requests (DESIGN.md §3, COMPAT.md writeback=). */
-	if (fs->cfg->writeback && !ovl_passthrough_possible())
+	if (fs->cfg->writeback && !ftr_passthrough_possible(t))
 		want |= FUSE_CAP_WRITEBACK_CACHE;
 	else
 		conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
@@ -29,10 +28,9 @@ static void ovl_init(void *userdata, struct fuse_conn_info *conn)
 	conn->max_readahead = conn->max_readahead ? conn->max_readahead : 1 << 20;
 	/* the set-id rule is then ours (killpriv.c), and writes stop asking us
 	 * for security.capability each time */
-	ovl_devio_ask(OVL_INIT_HANDLE_KILLPRIV_V2, (ovl_devio_offered() & OVL_INIT_HANDLE_KILLPRIV_V2) != 0);
-	ovl_uring_init(conn);
-	/* Last: passthrough depends on the final want (no writeback cache). */
-	ovl_passthrough_init(conn);
+	ftr_ask(t, FTR_INIT_HANDLE_KILLPRIV_V2, (ftr_offered(t) & FTR_INIT_HANDLE_KILLPRIV_V2) != 0);
+	/* Last: io_uring and passthrough depend on the final want. */
+	ftr_init(t, conn);
 }
 
 static void ovl_destroy(void *userdata)

@@ -6,6 +6,7 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -210,7 +211,12 @@ const char *ovl_override_stored_xattr(const struct ovl_layer *l, const char *nam
 const char *ovl_override_shown_xattr(const struct ovl_layer *l, const char *stored);
 
 /* ---- the mount ---- */
+struct ftr;
 struct ovl_fs {
+	/* First: the FUSE transport (fuse/transport.h) finds itself at the start
+	 * of the session's userdata.  Set up and owned by main.c; NULL: no
+	 * passthrough (a mount driven without /dev/fuse). */
+	struct ftr *transport;
 	struct ovl_config *cfg;
 	struct ovl_layer *layers;    /* [0] is upper when has_upper, then lowers top first */
 	uint32_t nlayers;
@@ -485,6 +491,7 @@ void ovl_log_init(bool debug);
 void ovl_log_to_syslog(void);
 bool ovl_debug_enabled(void);
 void ovl_log(enum ovl_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void ovl_logv(enum ovl_log_level level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* ovl_log the first time only (of a mount): hostile layers can hold many bad values. */
 void ovl_log_once(atomic_flag *done, enum ovl_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

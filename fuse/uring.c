@@ -1,4 +1,10 @@
-/* FUSE over io_uring (see uring.h).
+/* FUSE over io_uring (kernel 6.14+, fuse.enable_uring=1): requests come
+ * through one queue per CPU, each served by daemon threads pinned to that
+ * CPU, so a request and its reply rarely cross CPUs (DESIGN.md §3).
+ * libfuse 3.14 has no transport for it: uring.c runs the queues and hands
+ * each request to fuse_session_process_buf; devio.c negotiates it at INIT
+ * and routes the replies here.  FORGET, INTERRUPT and notifications stay on
+ * /dev/fuse, served by libfuse's loop as before.
  *
  * The kernel keeps one queue per possible CPU and puts a request on the queue
  * of the CPU its caller runs on; each registered entry (a header buffer and a
@@ -9,7 +15,8 @@
  * waits on the kernel (the writeback that lseek starts, say) may need
  * another request of its own CPU served meanwhile.
  *
- * One mount per process: the state is file-static. */
+ * The state is the transport's (t->uring, internal.h); a queue and its
+ * servers point back to it. */
 #include "config.h"
 
 #include <errno.h>
@@ -24,8 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "devio.h"
-#include "uring.h"
+#include "internal.h"
 
 /* The io_uring part of the FUSE uapi (kernel 6.14+), which Debian 12's
  * linux/fuse.h predates. */
@@ -61,10 +67,8 @@ struct uring_cmd_req {
  * contiguous buffer as libfuse wants it. */
 #define PREFIX 4096
 
-struct queue;
-
 struct server {
-	struct queue *q;
+	struct ftr_queue *q;
 	struct io_uring ring;
 	struct uring_req_header hdr;
 	struct iovec iov[2];
@@ -76,29 +80,16 @@ struct server {
 	char stage[sizeof(struct fuse_in_header) + URING_OP_IN_SZ + STAGE_PAYLOAD];
 };
 
-struct queue {
+struct ftr_queue {
+	struct ftr *t;
 	unsigned qid;
 	pthread_mutex_t lock;
 	unsigned nthreads;     /* under lock */
 	atomic_int idle;       /* threads waiting for a request */
 };
 
-static struct {
-	struct fuse_session *se;
-	bool wanted;
-	bool asked;
-	int devfd;
-	size_t payload_size;
-	unsigned nqueues;
-	struct queue *queues;
-	atomic_long requests;
-	atomic_long threads;   /* alive */
-	pthread_mutex_t live_lock;
-	pthread_cond_t live_cond;
-} u = { .devfd = -1, .live_lock = PTHREAD_MUTEX_INITIALIZER, .live_cond = PTHREAD_COND_INITIALIZER };
-
 /* The server whose request this thread is handling, for take_reply. */
-static __thread struct server *serving;
+static _Thread_local struct server *serving;
 
 static bool kernel_allows_uring(void)
 {
@@ -121,11 +112,11 @@ static int make_ring(struct io_uring *ring)
 
 /* A /dev/fuse command for queue qid (sqe->addr, sqe->len and the commit id
  * are the caller's to add). */
-static void fill_cmd(struct io_uring_sqe *sqe, uint32_t op, unsigned qid)
+static void fill_cmd(const struct ftr *t, struct io_uring_sqe *sqe, uint32_t op, unsigned qid)
 {
 	memset(sqe, 0, 128); /* SQE128 */
 	sqe->opcode = IORING_OP_URING_CMD;
-	sqe->fd = u.devfd;
+	sqe->fd = t->io.devfd;
 	sqe->cmd_op = op;
 	((struct uring_cmd_req *)sqe->cmd)->qid = (uint16_t)qid;
 }
@@ -133,41 +124,41 @@ static void fill_cmd(struct io_uring_sqe *sqe, uint32_t op, unsigned qid)
 /* Once asked for at INIT, the kernel holds every request back until each
  * queue has an entry: so ask only if this process can make rings at all
  * (seccomp profiles and kernel.io_uring_disabled forbid it). */
-static bool can_make_rings(void)
+static bool can_make_rings(struct ftr *t)
 {
 	struct io_uring ring;
 	int res = make_ring(&ring);
 	if (res < 0) {
-		ovl_log(OVL_DEBUG, "io_uring: io_uring_setup: %s", strerror(-res));
+		ftr_log(t, FTR_DEBUG, "io_uring: io_uring_setup: %s", strerror(-res));
 		return false;
 	}
 	io_uring_queue_exit(&ring);
 	return true;
 }
 
-bool ovl_uring_wanted(struct fuse_session *se, bool threaded)
+bool ftr_uring_wanted(struct ftr *t, struct fuse_session *se, bool threaded)
 {
 	const char *off = getenv("FUSE_OVERLAYFS_DISABLE_IO_URING");
-	u.se = se;
-	u.wanted = threaded && (off == NULL || *off == '\0') && kernel_allows_uring() && can_make_rings();
-	return u.wanted;
+	t->uring.se = se;
+	t->uring.wanted = threaded && (off == NULL || *off == '\0') && kernel_allows_uring() && can_make_rings(t);
+	return t->uring.wanted;
 }
 
-void ovl_uring_init(struct fuse_conn_info *conn)
+void ftr_uring_init(struct ftr *t, struct fuse_conn_info *conn)
 {
-	const char *why = !u.wanted ? "not enabled (fuse.enable_uring=N, threaded=0, FUSE_OVERLAYFS_DISABLE_IO_URING, "
-				      "or no io_uring for this process)"
-			  : ovl_devio_unwrapped() != NULL ? ovl_devio_unwrapped()
-			  : !(ovl_devio_offered() & OVL_INIT_OVER_IO_URING) ? "the kernel does not offer it"
+	const char *why = !t->uring.wanted ? "not enabled (fuse.enable_uring=N, threaded=0, "
+					     "FUSE_OVERLAYFS_DISABLE_IO_URING, or no io_uring for this process)"
+			  : t->io.unwrapped != NULL ? t->io.unwrapped
+			  : !(ftr_offered(t) & FTR_INIT_OVER_IO_URING) ? "the kernel does not offer it"
 			  : NULL;
-	u.asked = why == NULL;
-	ovl_devio_ask(OVL_INIT_OVER_IO_URING, u.asked);
-	if (u.asked) {
+	t->uring.asked = why == NULL;
+	ftr_ask(t, FTR_INIT_OVER_IO_URING, t->uring.asked);
+	if (t->uring.asked) {
 		/* a spliced reply would bypass writev, and so the ring */
 		conn->want &= ~(unsigned)(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
-		ovl_log(OVL_DEBUG, "io_uring: asked for");
+		ftr_log(t, FTR_DEBUG, "io_uring: asked for");
 	} else {
-		ovl_log(OVL_DEBUG, "io_uring: not in use (%s)", why);
+		ftr_log(t, FTR_DEBUG, "io_uring: not in use (%s)", why);
 	}
 }
 
@@ -199,7 +190,7 @@ static void prep_cmd(struct server *s, uint32_t op)
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
 	if (sqe == NULL)
 		return; /* cannot be: one command in flight at a time */
-	fill_cmd(sqe, op, s->q->qid);
+	fill_cmd(s->q->t, sqe, op, s->q->qid);
 	if (op == URING_CMD_REGISTER) {
 		sqe->addr = (uintptr_t)s->iov;
 		sqe->len = 2;
@@ -216,7 +207,7 @@ static void reply_error(struct server *s, int err)
 	s->replied = true;
 }
 
-ssize_t ovl_uring_take_reply(const struct iovec *iov, int count)
+ssize_t ftr_uring_take_reply(const struct iovec *iov, int count)
 {
 	struct server *s = serving;
 	if (s == NULL || s->replied || count < 1 || iov[0].iov_len != sizeof(struct fuse_out_header))
@@ -228,7 +219,7 @@ ssize_t ovl_uring_take_reply(const struct iovec *iov, int count)
 	char *payload = s->region + PREFIX;
 	size_t n = 0;
 	for (int i = 1; i < count; i++) {
-		if (iov[i].iov_len > u.payload_size - n) {
+		if (iov[i].iov_len > s->q->t->uring.payload_size - n) {
 			errno = EINVAL;
 			return -1; /* cannot be: no reply is larger than the largest request */
 		}
@@ -243,14 +234,15 @@ ssize_t ovl_uring_take_reply(const struct iovec *iov, int count)
 
 static void handle(struct server *s)
 {
+	struct ftr *t = s->q->t;
 	struct fuse_in_header in;
 	memcpy(&in, s->hdr.in_out, sizeof in);
 	size_t psz = s->hdr.ent.payload_sz, fixed = sizeof in;
 	s->commit_id = s->hdr.ent.commit_id;
 	s->unique = in.unique;
 	s->replied = false;
-	if (in.len < fixed + psz || in.len - fixed - psz > URING_OP_IN_SZ || psz > u.payload_size) {
-		ovl_log(OVL_ERR, "io_uring: malformed request (opcode %u, len %u, payload %zu)", in.opcode, in.len, psz);
+	if (in.len < fixed + psz || in.len - fixed - psz > URING_OP_IN_SZ || psz > t->uring.payload_size) {
+		ftr_log(t, FTR_ERR, "io_uring: malformed request (opcode %u, len %u, payload %zu)", in.opcode, in.len, psz);
 		reply_error(s, EIO);
 		return;
 	}
@@ -262,13 +254,13 @@ static void handle(struct server *s)
 	if (start == s->stage)
 		memcpy(start + fixed + op, payload, psz);
 	struct fuse_buf buf = { .size = in.len, .mem = start };
-	ovl_devio_note_request(start, in.len);
+	ftr_devio_note_request(start, in.len);
 	serving = s;
-	fuse_session_process_buf(u.se, &buf);
+	fuse_session_process_buf(t->uring.se, &buf);
 	serving = NULL;
-	atomic_fetch_add_explicit(&u.requests, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&t->uring.requests, 1, memory_order_relaxed);
 	if (!s->replied) {
-		ovl_log(OVL_ERR, "io_uring: opcode %u got no reply", in.opcode);
+		ftr_log(t, FTR_ERR, "io_uring: opcode %u got no reply", in.opcode);
 		reply_error(s, EIO);
 	}
 }
@@ -277,38 +269,39 @@ static void handle(struct server *s)
  * (then every queue has one), the kernel holds every request back until it
  * does: a REGISTER it refuses (no iovec) makes it give io_uring up and take
  * /dev/fuse again. */
-static void give_up(unsigned qid, const char *what, int err)
+static void give_up(struct ftr *t, unsigned qid, const char *what, int err)
 {
-	if (ovl_uring_serving())
+	if (ftr_uring_serving(t))
 		return;
-	ovl_log(OVL_WARN, "io_uring: queue %u: %s: %s; requests come through /dev/fuse", qid, what, strerror(err));
+	ftr_log(t, FTR_WARN, "io_uring: queue %u: %s: %s; requests come through /dev/fuse", qid, what, strerror(err));
 	struct io_uring ring;
 	struct io_uring_sqe *sqe;
 	if (make_ring(&ring) < 0) {
-		ovl_log(OVL_ERR, "io_uring: cannot turn io_uring off: requests stay held");
+		ftr_log(t, FTR_ERR, "io_uring: cannot turn io_uring off: requests stay held");
 		return;
 	}
 	if ((sqe = io_uring_get_sqe(&ring)) != NULL) {
-		fill_cmd(sqe, URING_CMD_REGISTER, qid); /* no iovec: refused */
+		fill_cmd(t, sqe, URING_CMD_REGISTER, qid); /* no iovec: refused */
 		io_uring_submit_and_wait(&ring, 1);
 	}
 	io_uring_queue_exit(&ring);
 }
 
-static void thread_gone(void)
+static void thread_gone(struct ftr *t)
 {
-	pthread_mutex_lock(&u.live_lock);
-	if (atomic_fetch_sub(&u.threads, 1) == 1)
-		pthread_cond_broadcast(&u.live_cond);
-	pthread_mutex_unlock(&u.live_lock);
+	pthread_mutex_lock(&t->uring.live_lock);
+	if (atomic_fetch_sub(&t->uring.threads, 1) == 1)
+		pthread_cond_broadcast(&t->uring.live_cond);
+	pthread_mutex_unlock(&t->uring.live_lock);
 }
 
-static void grow(struct queue *q);
+static void grow(struct ftr_queue *q);
 
 static void *serve(void *arg)
 {
 	struct server *s = arg;
-	struct queue *q = s->q;
+	struct ftr_queue *q = s->q;
+	struct ftr *t = q->t;
 	cpu_set_t cpus;
 	CPU_ZERO(&cpus);
 	CPU_SET(q->qid, &cpus);
@@ -316,9 +309,9 @@ static void *serve(void *arg)
 
 	int res = make_ring(&s->ring);
 	if (res < 0) {
-		give_up(q->qid, "io_uring_setup", -res);
+		give_up(t, q->qid, "io_uring_setup", -res);
 		atomic_fetch_sub(&q->idle, 1);
-		thread_gone();
+		thread_gone(t);
 		return NULL;
 	}
 	prep_cmd(s, URING_CMD_REGISTER);
@@ -327,9 +320,9 @@ static void *serve(void *arg)
 		res = io_uring_submit_and_wait(&s->ring, 1);
 		if (res < 0 && res != -EINTR) {
 			if (s->registered)
-				ovl_log(OVL_WARN, "io_uring: queue %u: io_uring_enter: %s", q->qid, strerror(-res));
+				ftr_log(t, FTR_WARN, "io_uring: queue %u: io_uring_enter: %s", q->qid, strerror(-res));
 			else
-				give_up(q->qid, "io_uring_enter", -res);
+				give_up(t, q->qid, "io_uring_enter", -res);
 			break;
 		}
 		if (io_uring_peek_cqe(&s->ring, &cqe) != 0)
@@ -348,14 +341,14 @@ static void *serve(void *arg)
 			 * REGISTER has made the kernel give io_uring up already;
 			 * EAGAIN to the end has not. */
 			if (res == -EAGAIN)
-				give_up(q->qid, "register", -res);
+				give_up(t, q->qid, "register", -res);
 			else if (!s->registered)
-				ovl_log(OVL_WARN, "io_uring: queue %u: register: %s; requests come through /dev/fuse",
+				ftr_log(t, FTR_WARN, "io_uring: queue %u: register: %s; requests come through /dev/fuse",
 					q->qid, strerror(-res));
 			break;
 		}
 		if (!s->registered)
-			ovl_log(OVL_DEBUG, "io_uring: queue %u: a thread registered", q->qid);
+			ftr_log(t, FTR_DEBUG, "io_uring: queue %u: a thread registered", q->qid);
 		s->registered = true;
 		if (atomic_fetch_sub(&q->idle, 1) == 1)
 			grow(q);
@@ -366,54 +359,56 @@ static void *serve(void *arg)
 	atomic_fetch_sub(&q->idle, 1);
 	io_uring_queue_exit(&s->ring);
 	/* The region stays: a request still in flight may name it.  The process ends soon. */
-	thread_gone();
+	thread_gone(t);
 	return NULL;
 }
 
 /* Starts one more thread on q if it has room for one. */
-static void grow(struct queue *q)
+static void grow(struct ftr_queue *q)
 {
+	struct ftr *t = q->t;
+	size_t payload_size = t->uring.payload_size;
 	pthread_mutex_lock(&q->lock);
 	if (q->nthreads >= THREADS_PER_QUEUE) {
 		pthread_mutex_unlock(&q->lock);
 		return;
 	}
 	struct server *s = calloc(1, sizeof *s);
-	char *region = s ? mmap(NULL, PREFIX + u.payload_size, PROT_READ | PROT_WRITE,
+	char *region = s ? mmap(NULL, PREFIX + payload_size, PROT_READ | PROT_WRITE,
 				MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) : MAP_FAILED;
 	if (region == MAP_FAILED) {
 		free(s);
 		if (q->nthreads == 0)
-			give_up(q->qid, "buffers", ENOMEM);
+			give_up(t, q->qid, "buffers", ENOMEM);
 		else
-			ovl_log(OVL_WARN, "io_uring: queue %u: no memory for another thread", q->qid);
+			ftr_log(t, FTR_WARN, "io_uring: queue %u: no memory for another thread", q->qid);
 		pthread_mutex_unlock(&q->lock);
 		return;
 	}
 	s->q = q;
 	s->region = region;
 	s->iov[0] = (struct iovec){ &s->hdr, sizeof s->hdr };
-	s->iov[1] = (struct iovec){ region + PREFIX, u.payload_size };
+	s->iov[1] = (struct iovec){ region + PREFIX, payload_size };
 	/* Signals go to libfuse's loop threads: an io_uring_enter here is not interrupted. */
 	atomic_fetch_add(&q->idle, 1);
-	atomic_fetch_add(&u.threads, 1);
-	int err = -ovl_thread_start(serve, s);
+	atomic_fetch_add(&t->uring.threads, 1);
+	int err = -t->env.thread_start(serve, s);
 	if (err != 0) {
 		atomic_fetch_sub(&q->idle, 1);
-		thread_gone();
-		munmap(region, PREFIX + u.payload_size);
+		thread_gone(t);
+		munmap(region, PREFIX + payload_size);
 		free(s);
 		if (q->nthreads == 0)
-			give_up(q->qid, "pthread_create", err);
+			give_up(t, q->qid, "pthread_create", err);
 		else
-			ovl_log(OVL_WARN, "io_uring: queue %u: pthread_create: %s", q->qid, strerror(err));
+			ftr_log(t, FTR_WARN, "io_uring: queue %u: pthread_create: %s", q->qid, strerror(err));
 	} else {
 		q->nthreads++;
 	}
 	pthread_mutex_unlock(&q->lock);
 }
 
-void ovl_uring_start(int devfd, uint32_t max_write, uint16_t max_pages)
+void ftr_uring_start(struct ftr *t, uint32_t max_write, uint16_t max_pages)
 {
 	/* what the kernel requires of every payload buffer (fuse_uring_create) */
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
@@ -422,50 +417,47 @@ void ovl_uring_start(int devfd, uint32_t max_write, uint16_t max_pages)
 		size = max_write;
 	if ((size_t)(max_pages ? max_pages : 32) * page > size)
 		size = (size_t)(max_pages ? max_pages : 32) * page;
-	u.payload_size = size;
-	u.devfd = devfd;
-	u.nqueues = possible_cpus();
-	u.queues = calloc(u.nqueues, sizeof *u.queues);
-	if (u.queues == NULL) {
-		ovl_log(OVL_ERR, "io_uring: no memory for %u queues", u.nqueues);
+	t->uring.payload_size = size;
+	unsigned nqueues = possible_cpus();
+	struct ftr_queue *queues = calloc(nqueues, sizeof *queues);
+	if (queues == NULL) {
+		ftr_log(t, FTR_ERR, "io_uring: no memory for %u queues", nqueues);
 		return;
 	}
+	t->uring.nqueues = nqueues;
+	t->uring.queues = queues;
 	/* Until every queue has an entry the kernel holds requests back: a queue
 	 * that cannot start makes it give up io_uring (EOPNOTSUPP-like errors at
 	 * register do so too), and requests come through /dev/fuse. */
-	for (unsigned i = 0; i < u.nqueues; i++) {
-		u.queues[i].qid = i;
-		pthread_mutex_init(&u.queues[i].lock, NULL);
-		grow(&u.queues[i]);
+	for (unsigned i = 0; i < nqueues; i++) {
+		queues[i].t = t;
+		queues[i].qid = i;
+		pthread_mutex_init(&queues[i].lock, NULL);
+		grow(&queues[i]);
 	}
-	ovl_log(OVL_DEBUG, "io_uring: %u queues, payload buffers of %zu bytes", u.nqueues, size);
+	ftr_log(t, FTR_DEBUG, "io_uring: %u queues, payload buffers of %zu bytes", nqueues, size);
 }
 
-bool ovl_uring_stop(void)
+bool ftr_uring_stop(struct ftr *t)
 {
 	/* The unmount has completed every entry with ENOTCONN; a thread still
 	 * inside a handler finishes it first. */
 	struct timespec until;
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += 5;
-	pthread_mutex_lock(&u.live_lock);
+	pthread_mutex_lock(&t->uring.live_lock);
 	int res = 0;
-	while (atomic_load(&u.threads) > 0 && res != ETIMEDOUT)
-		res = pthread_cond_timedwait(&u.live_cond, &u.live_lock, &until);
-	bool done = atomic_load(&u.threads) == 0;
-	pthread_mutex_unlock(&u.live_lock);
+	while (atomic_load(&t->uring.threads) > 0 && res != ETIMEDOUT)
+		res = pthread_cond_timedwait(&t->uring.live_cond, &t->uring.live_lock, &until);
+	bool done = atomic_load(&t->uring.threads) == 0;
+	pthread_mutex_unlock(&t->uring.live_lock);
 	if (!done)
-		ovl_log(OVL_WARN, "io_uring: %ld threads still running at exit", atomic_load(&u.threads));
+		ftr_log(t, FTR_WARN, "io_uring: %ld threads still running at exit", atomic_load(&t->uring.threads));
 	return done;
 }
 
-bool ovl_uring_serving(void)
+bool ftr_uring_serving(const struct ftr *t)
 {
-	return atomic_load_explicit(&u.requests, memory_order_relaxed) > 0;
+	return atomic_load_explicit(&t->uring.requests, memory_order_relaxed) > 0;
 }
 
-void ovl_uring_counters(long *requests, long *threads)
-{
-	*requests = atomic_load(&u.requests);
-	*threads = atomic_load(&u.threads);
-}

@@ -1,15 +1,15 @@
-/* FUSE passthrough with libfuse 3.14 (DESIGN.md §3 "Data path").
+/* FUSE passthrough (kernel 6.9+) with libfuse 3.14 (DESIGN.md §3 "Data
+ * path"): reads and writes of an open file go from the kernel straight to
+ * the backing file.  libfuse 3.14 neither tells us that the kernel offers
+ * FUSE_PASSTHROUGH nor lets us ask for it: devio.c negotiates it.  Backing
+ * files are registered on the session fd, and the open and create replies
+ * that name them are built here.
  *
- * libfuse 3.14 neither tells us that the kernel offers FUSE_PASSTHROUGH nor
- * lets us ask for it: devio.c negotiates it.  Backing files are registered on
- * the session fd.
- *
- * One mount per process: the state is file-static. */
+ * The state is the transport's (t->pt, internal.h). */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/capability.h>
 #include <linux/fuse.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -18,8 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "devio.h"
-#include "passthrough.h"
+#include "internal.h"
 
 /* What /usr/include/linux/fuse.h (6.1) lacks; values from the 6.9+ uapi. */
 #ifndef FOPEN_PASSTHROUGH
@@ -41,92 +40,86 @@ struct pt_open_out {
 	int32_t backing_id;
 };
 _Static_assert(sizeof(struct pt_open_out) == sizeof(struct fuse_open_out), "fuse_open_out layout");
-static struct {
-	const char *unusable;           /* why passthrough cannot be used, or NULL */
-	atomic_bool enabled;            /* asked for in the INIT reply; cleared on EPERM */
-} pt = { .unusable = "not set up" };
 
-bool ovl_passthrough_wanted(void)
+bool ftr_passthrough_wanted(struct ftr *t, bool may_passthrough)
 {
 	const char *off = getenv("FUSE_OVERLAYFS_DISABLE_PASSTHROUGH");
 	if (off != NULL && *off != '\0')
-		pt.unusable = "FUSE_OVERLAYFS_DISABLE_PASSTHROUGH set";
-	else if (!ovl_has_initial_cap(0, CAP_SYS_ADMIN)) /* what BACKING_OPEN checks */
-		pt.unusable = "no CAP_SYS_ADMIN in the initial user namespace";
+		t->pt.unusable = "FUSE_OVERLAYFS_DISABLE_PASSTHROUGH set";
+	else if (!may_passthrough) /* CAP_SYS_ADMIN in the initial user namespace: what BACKING_OPEN checks */
+		t->pt.unusable = "no CAP_SYS_ADMIN in the initial user namespace";
 	else
-		pt.unusable = NULL;
-	return pt.unusable == NULL;
+		t->pt.unusable = NULL;
+	return t->pt.unusable == NULL;
 }
 
-static const char *why_not(void)
+static const char *why_not(const struct ftr *t)
 {
-	if (pt.unusable != NULL)
-		return pt.unusable;
-	if (ovl_devio_unwrapped() != NULL)
-		return ovl_devio_unwrapped();
-	if (!(ovl_devio_offered() & OVL_INIT_PASSTHROUGH))
+	if (t->pt.unusable != NULL)
+		return t->pt.unusable;
+	if (t->io.unwrapped != NULL)
+		return t->io.unwrapped;
+	if (!(ftr_offered(t) & FTR_INIT_PASSTHROUGH))
 		return "the kernel does not offer it";
 	return NULL;
 }
 
-bool ovl_passthrough_possible(void)
+bool ftr_passthrough_possible(const struct ftr *t)
 {
-	return why_not() == NULL;
+	return why_not(t) == NULL;
 }
 
-void ovl_passthrough_init(const struct fuse_conn_info *conn)
+void ftr_passthrough_init(struct ftr *t, const struct fuse_conn_info *conn)
 {
-	const char *why = why_not();
+	const char *why = why_not(t);
 	if (why == NULL && (conn->want & FUSE_CAP_WRITEBACK_CACHE))
 		why = "writeback cache in use";
-	atomic_store(&pt.enabled, why == NULL);
-	ovl_devio_ask(OVL_INIT_PASSTHROUGH, why == NULL);
+	atomic_store(&t->pt.enabled, why == NULL);
+	ftr_ask(t, FTR_INIT_PASSTHROUGH, why == NULL);
 	if (why == NULL)
-		ovl_log(OVL_DEBUG, "passthrough: in use");
+		ftr_log(t, FTR_DEBUG, "passthrough: in use");
 	else
-		ovl_log(OVL_DEBUG, "passthrough: not in use (%s)", why);
+		ftr_log(t, FTR_DEBUG, "passthrough: not in use (%s)", why);
 }
 
 /* ---- backing ids, one per nodeid while it has passthrough opens ----
  * The kernel keeps one backing file per inode and fails (EIO) an open that
  * names another one, so every open of a nodeid must get the same id. */
 
-struct backing {
+struct ftr_backing {
 	fuse_ino_t nodeid;
 	dev_t dev; /* the backing file: an open of another one must not share the id */
 	ino_t ino;
 	int id;
 	unsigned refs;
-	struct backing *next;
+	struct ftr_backing *next;
 };
 
-#define BUCKET_BITS 10
-static struct backing *buckets[1 << BUCKET_BITS];
-static pthread_mutex_t backing_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static struct backing **backing_slot(fuse_ino_t nodeid)
+/* Under t->pt.lock. */
+static struct ftr_backing **backing_slot(struct ftr *t, fuse_ino_t nodeid)
 {
-	struct backing **p = &buckets[((uint64_t)nodeid * 0x9E3779B97F4A7C15ULL) >> (64 - BUCKET_BITS)];
+	struct ftr_backing **p =
+		&t->pt.buckets[((uint64_t)nodeid * 0x9E3779B97F4A7C15ULL) >> (64 - FTR_BACKING_BUCKET_BITS)];
 	while (*p != NULL && (*p)->nodeid != nodeid)
 		p = &(*p)->next;
 	return p;
 }
 
-int ovl_passthrough_get(fuse_ino_t nodeid, int fd)
+int ftr_passthrough_get(struct ftr *t, fuse_ino_t nodeid, int fd)
 {
 	/* EPERM comes on the first BACKING_OPEN or never (its conditions do
 	 * not change), so once disabled no id exists to be shared. */
-	if (!atomic_load_explicit(&pt.enabled, memory_order_relaxed))
+	if (t == NULL || !atomic_load_explicit(&t->pt.enabled, memory_order_relaxed))
 		return 0;
 	int id = 0;
 	struct stat st;
 	if (fstat(fd, &st) < 0)
 		return -errno;
-	pthread_mutex_lock(&backing_lock);
-	struct backing **slot = backing_slot(nodeid);
+	pthread_mutex_lock(&t->pt.lock);
+	struct ftr_backing **slot = backing_slot(t, nodeid);
 	if (*slot != NULL && ((*slot)->dev != st.st_dev || (*slot)->ino != st.st_ino)) {
 		id = -EIO; /* a copy-up must have made a new node: never share */
-		ovl_log(OVL_ERR, "passthrough: nodeid %lu: open of another backing file", (unsigned long)nodeid);
+		ftr_log(t, FTR_ERR, "passthrough: nodeid %lu: open of another backing file", (unsigned long)nodeid);
 	} else if (*slot != NULL) {
 		(*slot)->refs++;
 		id = (*slot)->id;
@@ -135,57 +128,61 @@ int ovl_passthrough_get(fuse_ino_t nodeid, int fd)
 		 * The fd's open flags do not matter: the kernel opens its own
 		 * backing file per open, with that open's flags. */
 		struct fuse_backing_map map = { .fd = fd };
-		struct backing *b = malloc(sizeof *b);
-		id = b ? ioctl(ovl_devio_fd(), FUSE_DEV_IOC_BACKING_OPEN, &map) : -1;
+		struct ftr_backing *b = malloc(sizeof *b);
+		id = b ? ioctl(t->io.devfd, FUSE_DEV_IOC_BACKING_OPEN, &map) : -1;
 		if (id > 0) {
-			*b = (struct backing){ .nodeid = nodeid, .dev = st.st_dev, .ino = st.st_ino, .id = id, .refs = 1 };
+			*b = (struct ftr_backing){ .nodeid = nodeid, .dev = st.st_dev, .ino = st.st_ino, .id = id, .refs = 1 };
 			*slot = b;
-			ovl_log(OVL_DEBUG, "passthrough: nodeid %lu: backing id %d opened", (unsigned long)nodeid, id);
+			ftr_log(t, FTR_DEBUG, "passthrough: nodeid %lu: backing id %d opened", (unsigned long)nodeid, id);
 		} else {
 			int err = b ? errno : ENOMEM;
 			free(b);
 			id = 0;
 			if (err == EPERM) {
-				atomic_store(&pt.enabled, false);
-				ovl_log(OVL_WARN, "passthrough: refused by the kernel (EPERM), serving reads ourselves");
+				atomic_store(&t->pt.enabled, false);
+				ftr_log(t, FTR_WARN, "passthrough: refused by the kernel (EPERM), serving reads ourselves");
 			} else {
-				/* e.g. ELOOP: a layer on a stacked filesystem (overlayfs) */
-				ovl_log(OVL_DEBUG, "passthrough: nodeid %lu: BACKING_OPEN: %s; served by the daemon",
+				/* e.g. ELOOP: a file on a stacked filesystem (overlayfs) */
+				ftr_log(t, FTR_DEBUG, "passthrough: nodeid %lu: BACKING_OPEN: %s; served by the daemon",
 					(unsigned long)nodeid, strerror(err));
 			}
 		}
 	}
-	pthread_mutex_unlock(&backing_lock);
+	pthread_mutex_unlock(&t->pt.lock);
 	return id;
 }
 
-bool ovl_passthrough_active(fuse_ino_t nodeid)
+bool ftr_passthrough_active(struct ftr *t, fuse_ino_t nodeid)
 {
-	pthread_mutex_lock(&backing_lock);
-	bool active = *backing_slot(nodeid) != NULL;
-	pthread_mutex_unlock(&backing_lock);
+	if (t == NULL)
+		return false;
+	pthread_mutex_lock(&t->pt.lock);
+	bool active = *backing_slot(t, nodeid) != NULL;
+	pthread_mutex_unlock(&t->pt.lock);
 	return active;
 }
 
-void ovl_passthrough_put(fuse_ino_t nodeid)
+void ftr_passthrough_put(struct ftr *t, fuse_ino_t nodeid)
 {
-	pthread_mutex_lock(&backing_lock);
-	struct backing **slot = backing_slot(nodeid);
-	struct backing *b = *slot;
+	if (t == NULL)
+		return;
+	pthread_mutex_lock(&t->pt.lock);
+	struct ftr_backing **slot = backing_slot(t, nodeid);
+	struct ftr_backing *b = *slot;
 	if (b != NULL && --b->refs == 0) {
 		*slot = b->next;
 		/* Only now: the kernel looks the id up after our open reply, and
 		 * its inode keeps its own reference for the opens it still has. */
 		uint32_t id = (uint32_t)b->id;
-		if (ioctl(ovl_devio_fd(), FUSE_DEV_IOC_BACKING_CLOSE, &id) < 0)
-			ovl_log(OVL_WARN, "passthrough: closing backing id %u: %s", id, strerror(errno));
-		ovl_log(OVL_DEBUG, "passthrough: nodeid %lu: backing id %u closed", (unsigned long)nodeid, id);
+		if (ioctl(t->io.devfd, FUSE_DEV_IOC_BACKING_CLOSE, &id) < 0)
+			ftr_log(t, FTR_WARN, "passthrough: closing backing id %u: %s", id, strerror(errno));
+		ftr_log(t, FTR_DEBUG, "passthrough: nodeid %lu: backing id %u closed", (unsigned long)nodeid, id);
 		free(b);
 	}
-	pthread_mutex_unlock(&backing_lock);
+	pthread_mutex_unlock(&t->pt.lock);
 }
 
-int ovl_passthrough_reply_open(fuse_req_t req, uint64_t fh, int backing_id)
+int ftr_passthrough_reply_open(fuse_req_t req, uint64_t fh, int backing_id)
 {
 	/* No FOPEN_KEEP_CACHE: the kernel refuses it with FOPEN_PASSTHROUGH
 	 * (no page cache of ours is used). */
@@ -204,7 +201,7 @@ static uint32_t timeout_nsec(double t)
 	return frac <= 0 ? 0 : frac >= 0.999999999 ? 999999999 : (uint32_t)(frac * 1e9);
 }
 
-int ovl_passthrough_reply_create(fuse_req_t req, const struct fuse_entry_param *e, uint64_t fh, int backing_id)
+int ftr_passthrough_reply_create(fuse_req_t req, const struct fuse_entry_param *e, uint64_t fh, int backing_id)
 {
 	/* libfuse 3.14 builds this reply only without a backing id: the same
 	 * fuse_entry_out + fuse_open_out, by hand */
