@@ -77,7 +77,8 @@ struct server {
 	uint64_t unique;
 	bool replied;
 	bool registered;       /* a request came, so the entry is registered */
-	char stage[sizeof(struct fuse_in_header) + URING_OP_IN_SZ + STAGE_PAYLOAD];
+	/* read through struct fuse_in_header and the opcode's in-struct */
+	_Alignas(struct fuse_in_header) char stage[sizeof(struct fuse_in_header) + URING_OP_IN_SZ + STAGE_PAYLOAD];
 };
 
 struct ftr_queue {
