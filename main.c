@@ -25,7 +25,7 @@ static void *counters_thread(void *arg)
 	while (sigwait(set, &sig) == 0) {
 		long nodes, dirs;
 		struct ftr_counters t;
-		ovl_nodes_counters(&nodes, &dirs);
+		ovl_nodes_counters(counters_fs, &nodes, &dirs);
 		ftr_counters(counters_fs->transport, &t);
 		ovl_log(OVL_INFO,
 			"nodes=%ld dirs=%ld dir_fds=%ld lookups=%ld forgets=%ld listings=%ld prefetches=%ld io_uring_requests=%ld "
@@ -78,7 +78,6 @@ int main(int argc, char *argv[])
 	ovl_log_init(cfg.debug);
 	if (ovl_options_check_paths(&cfg, err, sizeof err) < 0)
 		return fail(err);
-	ovl_nodes_init();
 	if (ovl_fs_open(&cfg, &fs, err, sizeof err) < 0)
 		return fail(err);
 	static const struct ftr_env transport_env = { .log = transport_log, .thread_start = ovl_thread_start };

@@ -101,7 +101,7 @@ static void free_dropped(struct ovl_fs *fs, struct ovl_alias *a)
 	}
 }
 
-int ovl_node_add_alias(struct ovl_node *node, struct ovl_node *parent, const char *name)
+int ovl_node_add_alias(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name)
 {
 	int res = 0;
 	pthread_mutex_lock(&alias_lock);
@@ -119,7 +119,7 @@ int ovl_node_add_alias(struct ovl_node *node, struct ovl_node *parent, const cha
 		free(a);
 		res = -ENOMEM;
 	} else {
-		ovl_node_ref(parent);
+		ovl_node_ref(fs, parent);
 		a->next = r->aliases;
 		if (a->next)
 			a->next->pprev = &a->next;
@@ -168,7 +168,7 @@ void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_nod
 		 * of the object (never looked up so far) must get a node of its
 		 * own, not this one, whose name is gone; open files keep this. */
 		node->unlinked = true;
-		ovl_node_unhash(node);
+		ovl_node_unhash(fs, node);
 	}
 }
 

@@ -372,7 +372,7 @@ static int copy_up_one_dir(struct ovl_fs *fs, struct ovl_node *d)
 	if (res == 0) {
 		fd = -1; /* the directory's upper fd now */
 		d->origin_ino = shown;
-		ovl_node_rehash(d, ust.st_dev, ust.st_ino);
+		ovl_node_rehash(fs, d, ust.st_dev, ust.st_ino);
 		ovl_dir_changed(parent);
 		/* now a merged directory: its st_nlink is 1, as the kernel overlay's;
 		 * the kernel's cached attributes still hold the lower's count */
@@ -489,7 +489,10 @@ static int copy_up_file(struct ovl_fs *fs, struct ovl_node *node, bool with_data
 		 * node's backing file: the node serves the calls of their fds
 		 * (fchmod, fstat) from the copy, but the name gets a new node for
 		 * any open (ovl_copy_up_reopen). */
-		(ftr_passthrough_active(fs->transport, node->nodeid) ? ovl_node_detach : ovl_node_rehash)(node, ust.st_dev, ust.st_ino);
+		if (ftr_passthrough_active(fs->transport, node->nodeid))
+			ovl_node_detach(fs, node, ust.st_dev, ust.st_ino);
+		else
+			ovl_node_rehash(fs, node, ust.st_dev, ust.st_ino);
 		ovl_dir_changed(parent);
 	}
 	/* A broken lower hard link now shows the copy's st_ino (no origin), which

@@ -31,7 +31,7 @@ static struct ovl_node *node_at(struct ovl_fs *fs, struct ovl_node *parent, cons
 {
 	struct fuse_entry_param e;
 	*res = ovl_lookup_entry(fs, parent, name, &e);
-	return *res < 0 ? NULL : ovl_node_get(e.ino);
+	return *res < 0 ? NULL : ovl_node_get(fs, e.ino);
 }
 
 static void drop(struct ovl_fs *fs, struct ovl_node *n)
@@ -209,7 +209,7 @@ static int entry_of_new(struct ovl_fs *fs, const struct ovl_creds *c, struct ovl
 	e->attr = st;
 	ovl_node_present(fs, n, &e->attr);
 	e->ino = n->nodeid;
-	e->generation = ovl_node_generation(n);
+	e->generation = ovl_node_generation(fs, n);
 	return 0;
 }
 
@@ -252,7 +252,7 @@ again:
 			res = entry_of_new(fs, m->source ? NULL : &c, parent, upfd, name, m->fd, e);
 		}
 		if (res == 0 && m->source)
-			res = ovl_node_add_alias(m->source, parent, name);
+			res = ovl_node_add_alias(fs, m->source, parent, name);
 		if (upfd >= 0)
 			ovl_dir_fd_put(parent);
 	}
@@ -275,7 +275,7 @@ static void reply_made(fuse_req_t req, fuse_ino_t parent, const char *name, stru
 	if (res < 0)
 		fuse_reply_err(req, -res);
 	else if (fuse_reply_entry(req, &e) == -ENOENT)
-		ovl_node_forget(ovl_fs_of(req), ovl_node_get(e.ino), 1);
+		ovl_node_forget(ovl_fs_of(req), ovl_node_get(ovl_fs_of(req), e.ino), 1);
 }
 
 void ovl_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
@@ -302,7 +302,7 @@ void ovl_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const c
 
 void ovl_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
-	struct ovl_node *src = ovl_node_get(ino);
+	struct ovl_node *src = ovl_node_get(ovl_fs_of(req), ino);
 	if (src == NULL || src->dir) {
 		fuse_reply_err(req, src ? EPERM : ESTALE);
 		return;
@@ -366,7 +366,7 @@ static void name_going(struct ovl_fs *fs, struct ovl_node *parent, int upfd, con
 		return;
 	bool upper = f->layer == 0, linked = f->st.st_nlink > 1;
 	/* each name of a lower hard link has a node of its own (nodes.c) */
-	struct ovl_node *n = ovl_node_find(f->st.st_dev, f->st.st_ino, !upper && linked ? parent : NULL, name);
+	struct ovl_node *n = ovl_node_find(fs, f->st.st_dev, f->st.st_ino, !upper && linked ? parent : NULL, name);
 	if (n == NULL)
 		return;
 	if (upper && linked) {
@@ -383,10 +383,10 @@ static void name_going(struct ovl_fs *fs, struct ovl_node *parent, int upfd, con
 }
 
 /* An object whose last name went away: its inode number may come back. */
-static void forget_identity(const struct ovl_found *f)
+static void forget_identity(struct ovl_fs *fs, const struct ovl_found *f)
 {
 	if (S_ISDIR(f->st.st_mode) || (f->layer == 0 && f->st.st_nlink <= 1))
-		ovl_node_unhash_id(f->st.st_dev, f->st.st_ino);
+		ovl_node_unhash_id(fs, f->st.st_dev, f->st.st_ino);
 }
 
 static int remove_object(struct ovl_fs *fs, struct ovl_node *parent, const char *name, bool rmdir)
@@ -423,7 +423,7 @@ static int remove_object(struct ovl_fs *fs, struct ovl_node *parent, const char 
 			ovl_dir_fd_put(parent);
 		}
 		if (res == 0) {
-			forget_identity(&f);
+			forget_identity(fs, &f);
 			ovl_dir_name_removed(parent, name);
 		}
 		if (n)
@@ -530,7 +530,7 @@ static void node_moved(struct ovl_fs *fs, struct ovl_node *n, struct ovl_node *p
 {
 	if (n->parent != parent || strcmp(n->name, name) != 0) {
 		ovl_node_name_gone(fs, n, parent, name);
-		ovl_node_add_alias(n, np, newname);
+		ovl_node_add_alias(fs, n, np, newname);
 		return;
 	}
 	if (ovl_node_move(fs, n, np, newname) == 0 && np->dir->nlayers == 1)
@@ -612,7 +612,7 @@ static int do_rename(struct ovl_fs *fs, struct move *mv)
 			struct ovl_node *d = mv->d;
 			node_moved(fs, d, mv->np, mv->newname, mv->p, mv->name);
 		} else if (has_dst) {
-			forget_identity(&dst);
+			forget_identity(fs, &dst);
 		}
 		node_moved(fs, mv->s, mv->p, mv->name, mv->np, mv->newname);
 		ovl_dir_changed(mv->p);

@@ -75,7 +75,7 @@ int ovl_file_fd_get(struct ovl_fs *fs, fuse_ino_t ino, const struct fuse_file_in
 	*reopened = -1;
 	if (fi && fh_fd(fi) >= 0)
 		return fh_fd(fi);
-	struct ovl_node *n = ovl_node_get(ino);
+	struct ovl_node *n = ovl_node_get(fs, ino);
 	if (n == NULL)
 		return -ESTALE;
 	int orphan = ovl_node_orphan_fd(n), res;
@@ -136,7 +136,7 @@ static void reply_opened(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_inf
 			 const struct fuse_entry_param *e)
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
-	struct ovl_node *node = ovl_node_get(nodeid);
+	struct ovl_node *node = ovl_node_get(fs, nodeid);
 	int backing_id = ftr_passthrough_get(fs->transport, nodeid, fd);
 	unsigned share = fd_share(req);
 	int res;
@@ -205,7 +205,7 @@ static void drop_set_id_bits_on_trunc(fuse_req_t req, fuse_ino_t ino, struct ovl
 void ovl_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
-	struct ovl_node *n = ovl_node_get(ino);
+	struct ovl_node *n = ovl_node_get(fs, ino);
 	if (n == NULL || n->dir) {
 		fuse_reply_err(req, n ? EISDIR : ESTALE);
 		return;
@@ -262,7 +262,7 @@ void ovl_op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bufv, 
 
 void ovl_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct ovl_node *n = ovl_node_get(ino);
+	struct ovl_node *n = ovl_node_get(ovl_fs_of(req), ino);
 	if (n)
 		atomic_fetch_sub(&n->opens, 1);
 	if (fh_fd(fi) >= 0) {

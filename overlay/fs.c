@@ -149,6 +149,9 @@ int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t e
 	}
 	for (uint32_t i = 0; i < fs->nlayers; i++)
 		all[i] = i;
+	fs->nodes = ovl_nodes_new();
+	if (fs->nodes == NULL)
+		goto fail_nomem;
 	fs->root = ovl_node_new_root(fs, &st, all, fs->nlayers);
 	if (fs->root == NULL)
 		goto fail_nomem;
@@ -190,6 +193,7 @@ void ovl_fs_close(struct ovl_fs *fs)
 {
 	if (fs == NULL)
 		return;
+	ovl_nodes_free(fs);
 	for (uint32_t i = 0; fs->layers && i < fs->nlayers; i++) {
 		if (fs->layers[i].root_fd >= 0)
 			close(fs->layers[i].root_fd);

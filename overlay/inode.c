@@ -307,7 +307,7 @@ static int readlink_cb(struct ovl_layer *layer, int pfd, const char *name, void 
 
 void ovl_op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
-	struct ovl_node *n = ovl_node_get(ino);
+	struct ovl_node *n = ovl_node_get(ovl_fs_of(req), ino);
 	struct link_buf b;
 	if (n == NULL || n->dir) {
 		fuse_reply_err(req, n ? EINVAL : ESTALE);

@@ -212,7 +212,7 @@ static int entry_from_found(struct ovl_fs *fs, struct ovl_node *parent, const ch
 	e->attr = f->st;
 	ovl_node_present(fs, node, &e->attr);
 	e->ino = node->nodeid;
-	e->generation = ovl_node_generation(node);
+	e->generation = ovl_node_generation(fs, node);
 	ovl_found_free(f);
 	return 0;
 }
@@ -260,7 +260,7 @@ int ovl_lookup_entry_listed(struct ovl_fs *fs, struct ovl_node *parent, const ch
 void ovl_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
-	struct ovl_node *p = ovl_node_get(parent);
+	struct ovl_node *p = ovl_node_get(fs, parent);
 	struct fuse_entry_param e;
 	if (p == NULL) {
 		fuse_reply_err(req, ESTALE);
@@ -283,9 +283,10 @@ void ovl_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 void ovl_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	struct ovl_node *n = ovl_node_get(ino);
+	struct ovl_fs *fs = ovl_fs_of(req);
+	struct ovl_node *n = ovl_node_get(fs, ino);
 	if (n)
-		ovl_node_forget(ovl_fs_of(req), n, nlookup);
+		ovl_node_forget(fs, n, nlookup);
 	fuse_reply_none(req);
 }
 
@@ -293,7 +294,7 @@ void ovl_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
 	for (size_t i = 0; i < count; i++) {
-		struct ovl_node *n = ovl_node_get(forgets[i].ino);
+		struct ovl_node *n = ovl_node_get(fs, forgets[i].ino);
 		if (n)
 			ovl_node_forget(fs, n, forgets[i].nlookup);
 	}

@@ -36,17 +36,40 @@ struct slot_shard {
 	uint64_t free_head; /* index + 1 */
 };
 
-static struct slot_shard slot_shards[SLOT_SHARDS];
-/* Chunk-major, so the first chunks of every shard share one page: untouched
- * bss costs no memory, and a small mount touches one page here, not one per shard. */
-static struct slot *chunk_dir[MAX_CHUNKS][SLOT_SHARDS];
-static atomic_uint next_slot_shard;
-static _Thread_local int thread_slot_shard = -1;
-static atomic_long nodes_alive, dirs_alive;
+/* identity hash: (dev, ino) -> node; guards nlookup and refs */
+#define ID_SHARDS 64
 
-static struct slot *slot_at(uint32_t shard, uint64_t idx)
+struct id_shard {
+	pthread_mutex_t lock;
+	struct ovl_node **buckets;
+	size_t nbuckets, count;
+};
+
+/* The node table of one mount (fs->nodes). */
+struct ovl_nodes {
+	struct slot_shard slot_shards[SLOT_SHARDS];
+	atomic_uint next_slot_shard;
+	atomic_long nodes_alive, dirs_alive;
+	struct id_shard id_shards[ID_SHARDS];
+	/* directory fds: every directory node holding some, least recently used first */
+	pthread_mutex_t fd_list_lock;
+	struct ovl_node *fd_list_head, *fd_list_tail;
+	atomic_uint_fast64_t fd_clock;
+	/* Chunk-major, so the first chunks of every shard share one page: the
+	 * table is mmap'ed, untouched pages cost no memory, and a small mount
+	 * touches one page here, not one per shard. */
+	struct slot *chunk_dir[MAX_CHUNKS][SLOT_SHARDS];
+};
+
+/* The shard a thread allocates slots from, as an index: the same in every
+ * mount's table, so one thread-local serves all mounts of the process (a
+ * thread that serves two gets its index from the first one's counter; that
+ * only spreads threads over shards less evenly in the other). */
+static _Thread_local int thread_slot_shard = -1;
+
+static struct slot *slot_at(struct ovl_nodes *t, uint32_t shard, uint64_t idx)
 {
-	struct slot *chunk = chunk_dir[idx >> CHUNK_BITS][shard];
+	struct slot *chunk = t->chunk_dir[idx >> CHUNK_BITS][shard];
 	return chunk ? &chunk[idx & (CHUNK_SIZE - 1)] : NULL;
 }
 
@@ -61,23 +84,23 @@ static struct slot *chunk_new(void)
 
 /* Each thread allocates from a shard of its own (frees go to the slot's shard),
  * so threads rarely share a lock and a mount with few threads touches few chunks. */
-static uint32_t my_slot_shard(void)
+static uint32_t my_slot_shard(struct ovl_nodes *t)
 {
 	if (thread_slot_shard < 0)
-		thread_slot_shard = (int)(atomic_fetch_add(&next_slot_shard, 1) % SLOT_SHARDS);
+		thread_slot_shard = (int)(atomic_fetch_add(&t->next_slot_shard, 1) % SLOT_SHARDS);
 	return (uint32_t)thread_slot_shard;
 }
 
 /* Gives node a nodeid and generation; shard_hint forces a shard (the root). */
-static int slot_alloc(struct ovl_node *node, int shard_hint)
+static int slot_alloc(struct ovl_nodes *t, struct ovl_node *node, int shard_hint)
 {
-	uint32_t shard = shard_hint >= 0 ? (uint32_t)shard_hint : my_slot_shard();
-	struct slot_shard *s = &slot_shards[shard];
+	uint32_t shard = shard_hint >= 0 ? (uint32_t)shard_hint : my_slot_shard(t);
+	struct slot_shard *s = &t->slot_shards[shard];
 	uint64_t idx;
 	pthread_mutex_lock(&s->lock);
 	if (s->free_head) {
 		idx = s->free_head - 1;
-		s->free_head = slot_at(shard, idx)->next_free;
+		s->free_head = slot_at(t, shard, idx)->next_free;
 	} else {
 		idx = s->used;
 		if (shard == 0 && idx == 0)
@@ -86,56 +109,56 @@ static int slot_alloc(struct ovl_node *node, int shard_hint)
 			pthread_mutex_unlock(&s->lock);
 			return -ENFILE;
 		}
-		if (chunk_dir[idx >> CHUNK_BITS][shard] == NULL) {
+		if (t->chunk_dir[idx >> CHUNK_BITS][shard] == NULL) {
 			struct slot *chunk = chunk_new();
 			if (chunk == NULL) {
 				pthread_mutex_unlock(&s->lock);
 				return -ENOMEM;
 			}
-			chunk_dir[idx >> CHUNK_BITS][shard] = chunk;
+			t->chunk_dir[idx >> CHUNK_BITS][shard] = chunk;
 		}
 		s->used = idx + 1;
 	}
-	struct slot *sl = slot_at(shard, idx);
+	struct slot *sl = slot_at(t, shard, idx);
 	sl->generation++;
 	node->nodeid = (idx << SLOT_SHARD_BITS) | shard;
 	atomic_store(&sl->node, node);
 	pthread_mutex_unlock(&s->lock);
-	atomic_fetch_add(&nodes_alive, 1);
+	atomic_fetch_add(&t->nodes_alive, 1);
 	return 0;
 }
 
-static void slot_free(fuse_ino_t nodeid)
+static void slot_free(struct ovl_nodes *t, fuse_ino_t nodeid)
 {
 	uint32_t shard = nodeid & (SLOT_SHARDS - 1);
 	uint64_t idx = nodeid >> SLOT_SHARD_BITS;
-	struct slot_shard *s = &slot_shards[shard];
+	struct slot_shard *s = &t->slot_shards[shard];
 	pthread_mutex_lock(&s->lock);
-	struct slot *sl = slot_at(shard, idx);
+	struct slot *sl = slot_at(t, shard, idx);
 	atomic_store(&sl->node, NULL);
 	sl->next_free = s->free_head;
 	s->free_head = idx + 1;
 	pthread_mutex_unlock(&s->lock);
 }
 
-struct ovl_node *ovl_node_get(fuse_ino_t nodeid)
+struct ovl_node *ovl_node_get(struct ovl_fs *fs, fuse_ino_t nodeid)
 {
 	uint64_t idx = nodeid >> SLOT_SHARD_BITS;
 	if ((idx >> CHUNK_BITS) >= MAX_CHUNKS)
 		return NULL;
-	struct slot *sl = slot_at(nodeid & (SLOT_SHARDS - 1), idx);
+	struct slot *sl = slot_at(fs->nodes, nodeid & (SLOT_SHARDS - 1), idx);
 	return sl ? atomic_load(&sl->node) : NULL;
 }
 
-uint64_t ovl_node_generation(const struct ovl_node *node)
+uint64_t ovl_node_generation(struct ovl_fs *fs, const struct ovl_node *node)
 {
 	/* the slot is the node's until it is freed: its generation stays put */
-	return slot_at(node->nodeid & (SLOT_SHARDS - 1), node->nodeid >> SLOT_SHARD_BITS)->generation;
+	return slot_at(fs->nodes, node->nodeid & (SLOT_SHARDS - 1), node->nodeid >> SLOT_SHARD_BITS)->generation;
 }
 
 struct ovl_node *ovl_req_node(fuse_req_t req, fuse_ino_t nodeid)
 {
-	struct ovl_node *n = ovl_node_get(nodeid);
+	struct ovl_node *n = ovl_node_get(ovl_fs_of(req), nodeid);
 	if (n == NULL)
 		fuse_reply_err(req, ESTALE);
 	return n;
@@ -151,36 +174,31 @@ struct ovl_node *ovl_req_dir(fuse_req_t req, fuse_ino_t nodeid)
 	return n;
 }
 
-/* ---- identity hash: (dev, ino) -> node; guards nlookup and refs ---- */
-#define ID_SHARDS 64
-
-struct id_shard {
-	pthread_mutex_t lock;
-	struct ovl_node **buckets;
-	size_t nbuckets, count;
-};
-
-static struct id_shard id_shards[ID_SHARDS];
-
+/* ---- identity hash ---- */
 static uint64_t id_hash(dev_t dev, ino_t ino)
 {
 	uint64_t key[2] = { (uint64_t)dev, (uint64_t)ino };
 	return XXH3_64bits(key, sizeof key);
 }
 
-static struct id_shard *shard_of(const struct ovl_node *n)
+static struct id_shard *id_shard_of(struct ovl_fs *fs, dev_t dev, ino_t ino)
 {
-	return &id_shards[id_hash(n->dev, n->ino) % ID_SHARDS];
+	return &fs->nodes->id_shards[id_hash(dev, ino) % ID_SHARDS];
+}
+
+static struct id_shard *shard_of(struct ovl_fs *fs, const struct ovl_node *n)
+{
+	return id_shard_of(fs, n->dev, n->ino);
 }
 
 /* Locks the shard guarding n's counts.  That is the shard of its identity,
  * which a copy-up may change (under both shards' locks): check after locking. */
-static struct id_shard *lock_node_shard(const struct ovl_node *n)
+static struct id_shard *lock_node_shard(struct ovl_fs *fs, const struct ovl_node *n)
 {
 	for (;;) {
-		struct id_shard *s = shard_of(n);
+		struct id_shard *s = shard_of(fs, n);
 		pthread_mutex_lock(&s->lock);
-		if (s == shard_of(n))
+		if (s == shard_of(fs, n))
 			return s;
 		pthread_mutex_unlock(&s->lock);
 	}
@@ -273,34 +291,30 @@ static bool node_per_name(const struct ovl_fs *fs, uint32_t layer, const struct 
 }
 
 /* ---- directory fds ---- */
-static pthread_mutex_t fd_list_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct ovl_node *fd_list_head, *fd_list_tail; /* least recently used first */
-static atomic_uint_fast64_t fd_clock;
-
-static void fd_list_unlink(struct ovl_node *n)
+static void fd_list_unlink(struct ovl_nodes *t, struct ovl_node *n)
 {
 	struct ovl_dir *d = n->dir;
 	if (d->fd_prev)
 		d->fd_prev->dir->fd_next = d->fd_next;
 	else
-		fd_list_head = d->fd_next;
+		t->fd_list_head = d->fd_next;
 	if (d->fd_next)
 		d->fd_next->dir->fd_prev = d->fd_prev;
 	else
-		fd_list_tail = d->fd_prev;
+		t->fd_list_tail = d->fd_prev;
 	d->fd_prev = d->fd_next = NULL;
 }
 
-static void fd_list_append(struct ovl_node *n)
+static void fd_list_append(struct ovl_nodes *t, struct ovl_node *n)
 {
 	struct ovl_dir *d = n->dir;
-	d->fd_prev = fd_list_tail;
+	d->fd_prev = t->fd_list_tail;
 	d->fd_next = NULL;
-	if (fd_list_tail)
-		fd_list_tail->dir->fd_next = n;
+	if (t->fd_list_tail)
+		t->fd_list_tail->dir->fd_next = n;
 	else
-		fd_list_head = n;
-	fd_list_tail = n;
+		t->fd_list_head = n;
+	t->fd_list_tail = n;
 }
 
 static void close_dir_fds(struct ovl_fs *fs, struct ovl_dir *d)
@@ -317,22 +331,23 @@ static void close_dir_fds(struct ovl_fs *fs, struct ovl_dir *d)
  * tried: callers of ovl_dir_fd_get hold a node's fd_lock, then this list lock. */
 static void evict_dir_fds(struct ovl_fs *fs, long target)
 {
-	pthread_mutex_lock(&fd_list_lock);
-	struct ovl_node *n = fd_list_head;
+	struct ovl_nodes *t = fs->nodes;
+	pthread_mutex_lock(&t->fd_list_lock);
+	struct ovl_node *n = t->fd_list_head;
 	while (n && atomic_load(&fs->dir_fds_open) > target) {
 		struct ovl_node *next = n->dir->fd_next;
 		struct ovl_dir *d = n->dir;
 		if (pthread_mutex_trylock(&d->fd_lock) == 0) {
 			if (atomic_load(&d->fd_users) == 0) {
 				close_dir_fds(fs, d);
-				fd_list_unlink(n);
+				fd_list_unlink(t, n);
 				d->in_fd_list = false;
 			}
 			pthread_mutex_unlock(&d->fd_lock);
 		}
 		n = next;
 	}
-	pthread_mutex_unlock(&fd_list_lock);
+	pthread_mutex_unlock(&t->fd_list_lock);
 }
 
 /* As the kernel overlay: reading through the mount never changes a lower's atime. */
@@ -405,15 +420,16 @@ int ovl_dir_fd_get(struct ovl_fs *fs, struct ovl_node *node, uint32_t i)
 		atomic_fetch_add(&fs->dir_fds_open, 1);
 	}
 	atomic_fetch_add(&d->fd_users, 1);
-	uint64_t now = atomic_fetch_add(&fd_clock, 1);
+	struct ovl_nodes *t = fs->nodes;
+	uint64_t now = atomic_fetch_add(&t->fd_clock, 1);
 	/* Move to the LRU tail only when the node has aged, to keep the list lock cold. */
 	if (node->parent && (opened || now - atomic_load(&d->fd_stamp) > (uint64_t)fs->dir_fd_budget / 4)) {
-		pthread_mutex_lock(&fd_list_lock);
+		pthread_mutex_lock(&t->fd_list_lock);
 		if (d->in_fd_list)
-			fd_list_unlink(node);
-		fd_list_append(node);
+			fd_list_unlink(t, node);
+		fd_list_append(t, node);
 		d->in_fd_list = true;
-		pthread_mutex_unlock(&fd_list_lock);
+		pthread_mutex_unlock(&t->fd_list_lock);
 	}
 	atomic_store(&d->fd_stamp, now);
 	pthread_mutex_unlock(&d->fd_lock);
@@ -428,7 +444,7 @@ void ovl_dir_fd_put(struct ovl_node *node)
 }
 
 /* ---- node life ---- */
-static struct ovl_node *node_alloc(struct ovl_node *parent, const char *name, uint32_t layer,
+static struct ovl_node *node_alloc(struct ovl_fs *fs, struct ovl_node *parent, const char *name, uint32_t layer,
 				   const struct stat *st, const uint32_t *layers, uint32_t nlayers)
 {
 	size_t len = strlen(name) + 1;
@@ -456,7 +472,7 @@ static struct ovl_node *node_alloc(struct ovl_node *parent, const char *name, ui
 			d->fds[i] = -1;
 		pthread_rwlock_init(&d->lock, NULL);
 		pthread_mutex_init(&d->fd_lock, NULL);
-		atomic_fetch_add(&dirs_alive, 1);
+		atomic_fetch_add(&fs->nodes->dirs_alive, 1);
 	}
 	return n;
 fail:
@@ -471,16 +487,17 @@ fail:
 
 static void node_destroy(struct ovl_fs *fs, struct ovl_node *n)
 {
+	struct ovl_nodes *t = fs->nodes;
 	if (n->nodeid) {
-		slot_free(n->nodeid);
-		atomic_fetch_sub(&nodes_alive, 1);
+		slot_free(t, n->nodeid);
+		atomic_fetch_sub(&t->nodes_alive, 1);
 	}
 	if (n->dir) {
 		struct ovl_dir *d = n->dir;
 		if (d->in_fd_list) {
-			pthread_mutex_lock(&fd_list_lock);
-			fd_list_unlink(n);
-			pthread_mutex_unlock(&fd_list_lock);
+			pthread_mutex_lock(&t->fd_list_lock);
+			fd_list_unlink(t, n);
+			pthread_mutex_unlock(&t->fd_list_lock);
 		}
 		if (n->parent)
 			close_dir_fds(fs, d);
@@ -493,7 +510,7 @@ static void node_destroy(struct ovl_fs *fs, struct ovl_node *n)
 		free(d->layers);
 		free(d->fds);
 		free(d);
-		atomic_fetch_sub(&dirs_alive, 1);
+		atomic_fetch_sub(&t->dirs_alive, 1);
 	}
 	if (n->rare) {
 		if (n->rare->orphan_fd >= 0)
@@ -506,9 +523,9 @@ static void node_destroy(struct ovl_fs *fs, struct ovl_node *n)
 	free(n);
 }
 
-void ovl_node_ref(struct ovl_node *node)
+void ovl_node_ref(struct ovl_fs *fs, struct ovl_node *node)
 {
-	struct id_shard *s = lock_node_shard(node);
+	struct id_shard *s = lock_node_shard(fs, node);
 	node->refs++;
 	pthread_mutex_unlock(&s->lock);
 }
@@ -517,7 +534,7 @@ void ovl_node_ref(struct ovl_node *node)
 static void node_release(struct ovl_fs *fs, struct ovl_node *n, uint64_t nlookup, uint32_t refs)
 {
 	while (n) {
-		struct id_shard *s = lock_node_shard(n);
+		struct id_shard *s = lock_node_shard(fs, n);
 		bool dead = false;
 		if (nlookup) {
 			n->nlookup = nlookup > n->nlookup ? 0 : n->nlookup - nlookup;
@@ -554,10 +571,11 @@ void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node, uint64_t nlookup)
 
 /* An upper hard link's names share one node: one found under another name
  * is remembered, so that the node can take it when its own goes. */
-static struct ovl_node *found_by_identity(struct ovl_node *n, struct ovl_node *parent, const char *name)
+static struct ovl_node *found_by_identity(struct ovl_fs *fs, struct ovl_node *n, struct ovl_node *parent,
+					  const char *name)
 {
 	if (n->dir == NULL)
-		ovl_node_add_alias(n, parent, name); /* out of memory: the node keeps its name */
+		ovl_node_add_alias(fs, n, parent, name); /* out of memory: the node keeps its name */
 	return n;
 }
 
@@ -565,7 +583,7 @@ struct ovl_node *ovl_node_lookup_or_create(struct ovl_fs *fs, struct ovl_node *p
 					   uint32_t layer, const struct stat *st, const uint32_t *layers,
 					   uint32_t nlayers)
 {
-	struct id_shard *s = &id_shards[id_hash(st->st_dev, st->st_ino) % ID_SHARDS];
+	struct id_shard *s = id_shard_of(fs, st->st_dev, st->st_ino);
 	const struct ovl_node *named = node_per_name(fs, layer, st) ? parent : NULL;
 	pthread_mutex_lock(&s->lock);
 	struct ovl_node *n = id_find(s, st->st_dev, st->st_ino, named, name);
@@ -573,19 +591,19 @@ struct ovl_node *ovl_node_lookup_or_create(struct ovl_fs *fs, struct ovl_node *p
 		if (n->nlookup++ == 0)
 			n->refs++;
 		pthread_mutex_unlock(&s->lock);
-		return found_by_identity(n, parent, name);
+		return found_by_identity(fs, n, parent, name);
 	}
 	pthread_mutex_unlock(&s->lock);
 
-	n = node_alloc(parent, name, layer, st, layers, nlayers);
+	n = node_alloc(fs, parent, name, layer, st, layers, nlayers);
 	if (n == NULL)
 		return NULL;
-	if (slot_alloc(n, -1) < 0) {
+	if (slot_alloc(fs->nodes, n, -1) < 0) {
 		n->parent = NULL;
 		node_destroy(fs, n);
 		return NULL;
 	}
-	ovl_node_ref(parent);
+	ovl_node_ref(fs, parent);
 
 	n->per_name = named != NULL;
 	pthread_mutex_lock(&s->lock);
@@ -602,16 +620,16 @@ struct ovl_node *ovl_node_lookup_or_create(struct ovl_fs *fs, struct ovl_node *p
 	pthread_mutex_unlock(&s->lock);
 	node_destroy(fs, n);
 	ovl_node_unref(fs, parent);
-	return raced ? found_by_identity(raced, parent, name) : NULL;
+	return raced ? found_by_identity(fs, raced, parent, name) : NULL;
 }
 
 struct ovl_node *ovl_node_new_root(struct ovl_fs *fs, const struct stat *st, const uint32_t *layers,
 				   uint32_t nlayers)
 {
-	struct ovl_node *n = node_alloc(NULL, "", layers[0], st, layers, nlayers);
+	struct ovl_node *n = node_alloc(fs, NULL, "", layers[0], st, layers, nlayers);
 	if (n == NULL)
 		return NULL;
-	if (slot_alloc(n, FUSE_ROOT_ID) < 0 || n->nodeid != FUSE_ROOT_ID) {
+	if (slot_alloc(fs->nodes, n, FUSE_ROOT_ID) < 0 || n->nodeid != FUSE_ROOT_ID) {
 		node_destroy(fs, n);
 		return NULL;
 	}
@@ -619,7 +637,7 @@ struct ovl_node *ovl_node_new_root(struct ovl_fs *fs, const struct stat *st, con
 		n->dir->fds[i] = fs->layers[layers[i]].root_fd;
 	n->nlookup = 1;
 	n->refs = 2; /* the kernel's, and one that keeps the root for the mount's life */
-	struct id_shard *s = shard_of(n);
+	struct id_shard *s = shard_of(fs, n);
 	pthread_mutex_lock(&s->lock);
 	int res = id_insert(s, n);
 	n->hashed = res == 0;
@@ -627,26 +645,86 @@ struct ovl_node *ovl_node_new_root(struct ovl_fs *fs, const struct stat *st, con
 	return res < 0 ? NULL : n;
 }
 
-int ovl_nodes_init(void)
+struct ovl_nodes *ovl_nodes_new(void)
 {
+	/* mmap'ed, not calloc'ed: its pages cost memory only once touched */
+	struct ovl_nodes *t = mmap(NULL, sizeof *t, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (t == MAP_FAILED)
+		return NULL;
 	for (size_t i = 0; i < SLOT_SHARDS; i++)
-		pthread_mutex_init(&slot_shards[i].lock, NULL);
+		pthread_mutex_init(&t->slot_shards[i].lock, NULL);
 	for (size_t i = 0; i < ID_SHARDS; i++)
-		pthread_mutex_init(&id_shards[i].lock, NULL);
-	return 0;
+		pthread_mutex_init(&t->id_shards[i].lock, NULL);
+	pthread_mutex_init(&t->fd_list_lock, NULL);
+	return t;
 }
 
-void ovl_nodes_counters(long *nodes, long *dirs)
+/* Frees a node left at unmount, without walking to its parent (which is in
+ * the table too) or closing the root's fds (the layers' root fds). */
+static void node_free_left(struct ovl_node *n)
 {
-	*nodes = atomic_load(&nodes_alive);
-	*dirs = atomic_load(&dirs_alive);
+	if (n->dir) {
+		struct ovl_dir *d = n->dir;
+		for (uint32_t i = 0; n->parent && i < d->nlayers; i++)
+			if (d->fds[i] >= 0)
+				close(d->fds[i]);
+		if (d->listing)
+			ovl_listing_unref(d->listing);
+		for (size_t i = 0; i < OVL_SERVED_LISTINGS && d->served[i]; i++)
+			ovl_listing_unref(d->served[i]);
+		pthread_rwlock_destroy(&d->lock);
+		pthread_mutex_destroy(&d->fd_lock);
+		free(d->layers);
+		free(d->fds);
+		free(d);
+	}
+	if (n->rare) {
+		if (n->rare->orphan_fd >= 0)
+			close(n->rare->orphan_fd);
+		free(n->rare); /* its aliases go with the alias table (ovl_aliases_free) */
+	}
+	if (n->name != n->first_name)
+		free(n->name);
+	free(n);
+}
+
+void ovl_nodes_free(struct ovl_fs *fs)
+{
+	struct ovl_nodes *t = fs->nodes;
+	if (t == NULL)
+		return;
+	for (size_t c = 0; c < MAX_CHUNKS; c++)
+		for (uint32_t shard = 0; shard < SLOT_SHARDS; shard++) {
+			struct slot *chunk = t->chunk_dir[c][shard];
+			if (chunk == NULL)
+				continue;
+			for (size_t i = 0; i < CHUNK_SIZE; i++)
+				if (chunk[i].node)
+					node_free_left(chunk[i].node);
+			munmap(chunk, CHUNK_SIZE * sizeof(struct slot));
+		}
+	for (size_t i = 0; i < SLOT_SHARDS; i++)
+		pthread_mutex_destroy(&t->slot_shards[i].lock);
+	for (size_t i = 0; i < ID_SHARDS; i++) {
+		pthread_mutex_destroy(&t->id_shards[i].lock);
+		free(t->id_shards[i].buckets);
+	}
+	pthread_mutex_destroy(&t->fd_list_lock);
+	munmap(t, sizeof *t);
+	fs->nodes = NULL;
+}
+
+void ovl_nodes_counters(struct ovl_fs *fs, long *nodes, long *dirs)
+{
+	*nodes = atomic_load(&fs->nodes->nodes_alive);
+	*dirs = atomic_load(&fs->nodes->dirs_alive);
 }
 
 /* ---- changes to the namespace ---- */
-void ovl_node_rehash(struct ovl_node *node, dev_t dev, ino_t ino)
+void ovl_node_rehash(struct ovl_fs *fs, struct ovl_node *node, dev_t dev, ino_t ino)
 {
-	struct id_shard *from = lock_node_shard(node);
-	struct id_shard *to = &id_shards[id_hash(dev, ino) % ID_SHARDS];
+	struct id_shard *from = lock_node_shard(fs, node);
+	struct id_shard *to = id_shard_of(fs, dev, ino);
 	if (to != from) {
 		/* both locks, in address order; `from` stays ours: only we rehash */
 		pthread_mutex_unlock(&from->lock);
@@ -667,9 +745,10 @@ void ovl_node_rehash(struct ovl_node *node, dev_t dev, ino_t ino)
 		pthread_mutex_unlock(&to->lock);
 }
 
-struct ovl_node *ovl_node_find(dev_t dev, ino_t ino, const struct ovl_node *parent, const char *name)
+struct ovl_node *ovl_node_find(struct ovl_fs *fs, dev_t dev, ino_t ino, const struct ovl_node *parent,
+			       const char *name)
 {
-	struct id_shard *s = &id_shards[id_hash(dev, ino) % ID_SHARDS];
+	struct id_shard *s = id_shard_of(fs, dev, ino);
 	pthread_mutex_lock(&s->lock);
 	struct ovl_node *n = id_find(s, dev, ino, parent, name);
 	if (n)
@@ -678,10 +757,10 @@ struct ovl_node *ovl_node_find(dev_t dev, ino_t ino, const struct ovl_node *pare
 	return n;
 }
 
-bool ovl_node_peek(dev_t dev, ino_t ino, const struct ovl_node *parent, const char *name,
+bool ovl_node_peek(struct ovl_fs *fs, dev_t dev, ino_t ino, const struct ovl_node *parent, const char *name,
 		   struct ovl_node_peek *out)
 {
-	struct id_shard *s = &id_shards[id_hash(dev, ino) % ID_SHARDS];
+	struct id_shard *s = id_shard_of(fs, dev, ino);
 	pthread_mutex_lock(&s->lock);
 	struct ovl_node *n = id_find(s, dev, ino, parent, name);
 	if (n)
@@ -690,26 +769,26 @@ bool ovl_node_peek(dev_t dev, ino_t ino, const struct ovl_node *parent, const ch
 	return n != NULL;
 }
 
-void ovl_node_unhash(struct ovl_node *node)
+void ovl_node_unhash(struct ovl_fs *fs, struct ovl_node *node)
 {
-	struct id_shard *s = lock_node_shard(node);
+	struct id_shard *s = lock_node_shard(fs, node);
 	if (node->hashed)
 		id_remove(s, node);
 	node->hashed = false;
 	pthread_mutex_unlock(&s->lock);
 }
 
-void ovl_node_detach(struct ovl_node *node, dev_t dev, ino_t ino)
+void ovl_node_detach(struct ovl_fs *fs, struct ovl_node *node, dev_t dev, ino_t ino)
 {
-	ovl_node_unhash(node);
+	ovl_node_unhash(fs, node);
 	node->detached = true;
 	node->dev = dev;
 	node->ino = ino;
 }
 
-void ovl_node_unhash_id(dev_t dev, ino_t ino)
+void ovl_node_unhash_id(struct ovl_fs *fs, dev_t dev, ino_t ino)
 {
-	struct id_shard *s = &id_shards[id_hash(dev, ino) % ID_SHARDS];
+	struct id_shard *s = id_shard_of(fs, dev, ino);
 	pthread_mutex_lock(&s->lock);
 	struct ovl_node *n = id_find(s, dev, ino, NULL, NULL);
 	if (n) {
@@ -727,9 +806,9 @@ int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *new
 	struct ovl_node *old = node->parent;
 	char *old_name = node->name != node->first_name ? node->name : NULL;
 	if (old != newparent)
-		ovl_node_ref(newparent);
+		ovl_node_ref(fs, newparent);
 	/* a node per name is hashed by its name: rehashed under its shard's lock */
-	struct id_shard *s = node->per_name ? lock_node_shard(node) : NULL;
+	struct id_shard *s = node->per_name ? lock_node_shard(fs, node) : NULL;
 	if (s && node->hashed)
 		id_remove(s, node);
 	node->name = name;

@@ -226,6 +226,7 @@ struct ovl_fs {
 	unsigned xino_bits;          /* 0: all layers on one fs */
 	double timeout;
 	struct ovl_node *root;
+	struct ovl_nodes *nodes;     /* the node table (nodes.c) */
 	long dir_fd_budget;
 	atomic_long dir_fds_open;
 	long file_fd_budget;         /* fds open files may hold (file.c) */
@@ -254,9 +255,12 @@ int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t e
 int ovl_fs_prepare_workdir(struct ovl_fs *fs, char *err, size_t errlen);
 void ovl_fs_close(struct ovl_fs *fs);
 
-/* nodes.c */
-int ovl_nodes_init(void);
-struct ovl_node *ovl_node_get(fuse_ino_t nodeid);
+/* nodes.c: the node table of a mount (fs->nodes), with the identity hash
+ * and the directory-fd LRU */
+struct ovl_nodes *ovl_nodes_new(void);
+/* Frees the table and every node left in it (no request runs any more). */
+void ovl_nodes_free(struct ovl_fs *fs);
+struct ovl_node *ovl_node_get(struct ovl_fs *fs, fuse_ino_t nodeid);
 /* The node a request names, or NULL once the reply (ESTALE) is sent. */
 struct ovl_node *ovl_req_node(fuse_req_t req, fuse_ino_t nodeid);
 /* The same for a directory (ENOTDIR for any other node). */
@@ -269,7 +273,7 @@ struct ovl_node *ovl_node_lookup_or_create(struct ovl_fs *fs, struct ovl_node *p
 struct ovl_node *ovl_node_new_root(struct ovl_fs *fs, const struct stat *st, const uint32_t *layers,
 				   uint32_t nlayers);
 void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node, uint64_t nlookup);
-void ovl_node_ref(struct ovl_node *node);
+void ovl_node_ref(struct ovl_fs *fs, struct ovl_node *node);
 void ovl_node_unref(struct ovl_fs *fs, struct ovl_node *node);
 /* A directory fd of `node` in the i-th of its layers; pair with ovl_dir_fd_put. */
 int ovl_dir_fd_get(struct ovl_fs *fs, struct ovl_node *node, uint32_t i);
@@ -278,17 +282,18 @@ void ovl_dir_fd_put(struct ovl_node *node);
 int ovl_layer_open(struct ovl_fs *fs, struct ovl_layer *layer, int dirfd, const char *name, int flags);
 /* Index of `layer` in dir->layers, or -1. */
 int ovl_dir_layer_pos(const struct ovl_dir *dir, uint32_t layer);
-void ovl_nodes_counters(long *nodes, long *dirs);
+void ovl_nodes_counters(struct ovl_fs *fs, long *nodes, long *dirs);
 /* The node now stands for another backing object (after a copy-up). */
-void ovl_node_rehash(struct ovl_node *node, dev_t dev, ino_t ino);
+void ovl_node_rehash(struct ovl_fs *fs, struct ovl_node *node, dev_t dev, ino_t ino);
 /* The same, for a node lookups must not find (it becomes detached). */
-void ovl_node_detach(struct ovl_node *node, dev_t dev, ino_t ino);
+void ovl_node_detach(struct ovl_fs *fs, struct ovl_node *node, dev_t dev, ino_t ino);
 /* The object (dev, ino) is gone: a later lookup of the same identity (a
  * reused inode number) must make a new node. */
-void ovl_node_unhash_id(dev_t dev, ino_t ino);
+void ovl_node_unhash_id(struct ovl_fs *fs, dev_t dev, ino_t ino);
 /* The node of a backing object, with a ref (ovl_node_unref), or NULL; with
  * parent set, only the one standing for parent/name. */
-struct ovl_node *ovl_node_find(dev_t dev, ino_t ino, const struct ovl_node *parent, const char *name);
+struct ovl_node *ovl_node_find(struct ovl_fs *fs, dev_t dev, ino_t ino, const struct ovl_node *parent,
+			       const char *name);
 /* What a node tells without a ref taken: whether the kernel holds it
  * (looked up, not forgotten), and the st_ino it shows for its origin (0:
  * none), also where no origin xattr could be written (a symlink under
@@ -299,16 +304,16 @@ struct ovl_node_peek {
 };
 /* Reads the node of backing object (dev, ino), as ovl_node_find finds it,
  * into out; false when there is none. */
-bool ovl_node_peek(dev_t dev, ino_t ino, const struct ovl_node *parent, const char *name,
+bool ovl_node_peek(struct ovl_fs *fs, dev_t dev, ino_t ino, const struct ovl_node *parent, const char *name,
 		   struct ovl_node_peek *out);
 /* Moves the node to newparent/newname (the caller holds ns_lock for writing). */
 int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newparent, const char *newname);
 /* Another name of the node's object (a hard link made through us). */
-int ovl_node_add_alias(struct ovl_node *node, struct ovl_node *parent, const char *name);
+int ovl_node_add_alias(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name);
 /* The node's rare part, made when first needed; NULL: no memory. */
 struct ovl_node_rare *ovl_node_rare(struct ovl_node *node);
 /* The FUSE generation of node's nodeid. */
-uint64_t ovl_node_generation(const struct ovl_node *node);
+uint64_t ovl_node_generation(struct ovl_fs *fs, const struct ovl_node *node);
 /* The O_PATH fd that keeps node's unlinked upper object, or -1. */
 int ovl_node_orphan_fd(const struct ovl_node *node);
 /* Keeps node's upper object, upfd/name, reachable while files are open on it. */
@@ -319,7 +324,7 @@ void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_nod
 /* Frees the node's aliases (the node is going). */
 void ovl_node_drop_aliases(struct ovl_fs *fs, struct ovl_node *node);
 /* Takes node out of the identity hash: no lookup finds it any more. */
-void ovl_node_unhash(struct ovl_node *node);
+void ovl_node_unhash(struct ovl_fs *fs, struct ovl_node *node);
 /* A directory copied up: the upper layer joins its layers, on top. */
 int ovl_dir_add_upper(struct ovl_fs *fs, struct ovl_node *node, int upper_fd);
 /* Drops the cached merged listing (the directory changed). */

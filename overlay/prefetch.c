@@ -106,7 +106,7 @@ void ovl_prefetch_dir(struct ovl_fs *fs, struct ovl_node *dir)
 		return;
 	pthread_mutex_lock(&lock);
 	if (count < QUEUE) {
-		ovl_node_ref(dir);
+		ovl_node_ref(fs, dir);
 		queue_fs = fs;
 		queue[(head + count) % QUEUE] = dir;
 		count++;

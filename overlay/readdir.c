@@ -93,7 +93,7 @@ static bool upper_origins(struct ovl_fs *fs, int dirfd, struct raw_layer *r)
 		if (strcmp(e->name, ".") == 0 || strcmp(e->name, "..") == 0)
 			continue;
 		struct ovl_node_peek node;
-		if (ovl_node_peek(fs->layers[0].dev, e->ino, NULL, NULL, &node) && node.origin_ino)
+		if (ovl_node_peek(fs, fs->layers[0].dev, e->ino, NULL, NULL, &node) && node.origin_ino)
 			shown = node.origin_ino;
 		else if (!ovl_origin_ino(fs, dirfd, e->name, &shown))
 			continue;
@@ -424,8 +424,8 @@ struct plus_batch {
 static bool kernel_has_entry(const struct plus_batch *b, const struct ovl_dirent *d, const char *name)
 {
 	struct ovl_node_peek node;
-	return !b->stale && !d->ino_shown && ovl_node_peek(b->fs->layers[d->layer].dev, d->ino, b->dir, name, &node) &&
-	       node.held;
+	return !b->stale && !d->ino_shown &&
+	       ovl_node_peek(b->fs, b->fs->layers[d->layer].dev, d->ino, b->dir, name, &node) && node.held;
 }
 
 static void plus_lookup(void *arg, size_t k)
@@ -448,7 +448,7 @@ static void plus_lookup(void *arg, size_t k)
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi, bool plus)
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
-	struct ovl_node *n = ovl_node_get(ino);
+	struct ovl_node *n = ovl_node_get(fs, ino);
 	struct ovl_listing *l = NULL;
 	int res = pass_listing(fs, n, fi, off, &l);
 	char *buf = res == 0 ? malloc(size) : NULL;
@@ -507,7 +507,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 	/* a walk opens the subdirectories next: read them ahead (before the
 	 * reply, while the lookup refs keep their nodes) */
 	for (size_t k = 0; looked && k < end - lo; k++) {
-		struct ovl_node *c = looked[k].ino && S_ISDIR(looked[k].attr.st_mode) ? ovl_node_get(looked[k].ino) : NULL;
+		struct ovl_node *c =
+			looked[k].ino && S_ISDIR(looked[k].attr.st_mode) ? ovl_node_get(fs, looked[k].ino) : NULL;
 		if (c && c->dir)
 			ovl_prefetch_dir(fs, c);
 	}

@@ -73,7 +73,7 @@ static int node_xattr(struct ovl_fs *fs, struct ovl_node *node, struct xattr_cal
 static struct ovl_node *xattr_node(fuse_req_t req, fuse_ino_t ino)
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
-	struct ovl_node *n = ovl_node_get(ino);
+	struct ovl_node *n = ovl_node_get(fs, ino);
 	if (fs->cfg->noxattrs)
 		fuse_reply_err(req, ENOSYS);
 	else if (n == NULL)

@@ -60,9 +60,9 @@ struct ovl_node_rare *ovl_node_rare(struct ovl_node *node)
 	abort();
 }
 
-struct ovl_node *ovl_node_get(fuse_ino_t nodeid)
+struct ovl_node *ovl_node_get(struct ovl_fs *fs, fuse_ino_t nodeid)
 {
-	(void)nodeid;
+	(void)fs, (void)nodeid;
 	abort();
 }
 

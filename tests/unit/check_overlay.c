@@ -1,16 +1,20 @@
 /* Unit tests of the pure parts: the option table, the escape-aware layer
  * splitter, id mapping parsing, whiteout and opaque recognition, the xattr
- * filter and the listing merge on fake layers. */
+ * filter and the listing merge on fake layers; and of two mounts' node
+ * tables in one process (over a directory, without /dev/fuse). */
 #include "config.h"
 
 #include <check.h>
 #include <dirent.h>
 #include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include "../../overlay/overlay.h"
 #include "../../overlay/readdir.h"
@@ -728,6 +732,119 @@ START_TEST(listing_add_name)
 }
 END_TEST
 
+/* ---- two mounts in one process: each owns its node table (DESIGN.md §3) ---- */
+/* A mount of the lower layer dir, as ovl_fs_open builds it; no session, no
+ * upper layer, and the workdir steps (ovl_fs_prepare_workdir) are not run. */
+static struct ovl_fs *open_lower(struct ovl_config *cfg, const char *dir)
+{
+	char err[512];
+	struct ovl_fs *fs;
+	ovl_config_init(cfg);
+	cfg->lowerdir = strdup(dir);
+	ck_assert_ptr_nonnull(cfg->lowerdir);
+	ck_assert_msg(ovl_fs_open(cfg, &fs, err, sizeof err) == 0, "ovl_fs_open: %s", err);
+	return fs;
+}
+
+/* Looks name up in the root as a LOOKUP request does; the node it made or found. */
+static struct ovl_node *look_up(struct ovl_fs *fs, const char *name, struct fuse_entry_param *e)
+{
+	pthread_rwlock_rdlock(&fs->ns_lock);
+	int res = ovl_lookup_entry(fs, fs->root, name, e);
+	pthread_rwlock_unlock(&fs->ns_lock);
+	ck_assert_int_eq(res, 0);
+	struct ovl_node *n = ovl_node_get(fs, e->ino);
+	ck_assert_ptr_nonnull(n);
+	return n;
+}
+
+static void expect_counts(struct ovl_fs *fs, long nodes, long dirs)
+{
+	long n, d;
+	ovl_nodes_counters(fs, &n, &d);
+	ck_assert_int_eq(n, nodes);
+	ck_assert_int_eq(d, dirs);
+}
+
+START_TEST(two_mounts_node_tables)
+{
+	char dir[] = "/tmp/check_overlay.XXXXXX", path[64];
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/f", dir);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	snprintf(path, sizeof path, "%s/d", dir);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+
+	/* two mounts of the same layer: the same objects, so the same identities */
+	struct ovl_config ca, cb;
+	struct ovl_fs *a = open_lower(&ca, dir), *b = open_lower(&cb, dir);
+	ck_assert_ptr_ne(a->nodes, b->nodes);
+	expect_counts(a, 1, 1);
+	expect_counts(b, 1, 1);
+
+	/* a node made in a is found in a only, by nodeid and by identity */
+	struct fuse_entry_param ea, eb;
+	struct ovl_node *na = look_up(a, "f", &ea), *found;
+	struct ovl_node_peek peek;
+	ck_assert_uint_eq(ea.generation, 1);
+	ck_assert_ptr_null(ovl_node_get(b, ea.ino));
+	ck_assert_ptr_null(ovl_node_find(b, na->dev, na->ino, NULL, NULL));
+	ck_assert(!ovl_node_peek(b, na->dev, na->ino, NULL, NULL, &peek));
+	ck_assert_ptr_eq(found = ovl_node_find(a, na->dev, na->ino, NULL, NULL), na);
+	ovl_node_unref(a, found);
+	ck_assert(ovl_node_peek(a, na->dev, na->ino, NULL, NULL, &peek) && peek.held);
+	expect_counts(a, 2, 1);
+	expect_counts(b, 1, 1);
+
+	/* the same object looked up in b gets b's own node, under the same
+	 * nodeid (this thread allocates from the same shard of either table) */
+	struct ovl_node *nb = look_up(b, "f", &eb);
+	ck_assert_ptr_ne(nb, na);
+	ck_assert_uint_eq(eb.ino, ea.ino);
+	ck_assert_uint_eq(eb.generation, 1);
+	ck_assert_ptr_eq(ovl_node_get(a, ea.ino), na);
+	ck_assert_ptr_eq(ovl_node_get(b, eb.ino), nb);
+	ck_assert_ptr_eq(found = ovl_node_find(b, nb->dev, nb->ino, NULL, NULL), nb);
+	ovl_node_unref(b, found);
+
+	/* lookups count per table: a's two, forgotten, free a's node only */
+	ck_assert_ptr_eq(look_up(a, "f", &ea), na);
+	ovl_node_forget(a, na, 2);
+	ck_assert_ptr_null(ovl_node_get(a, ea.ino));
+	ck_assert(!ovl_node_peek(a, nb->dev, nb->ino, NULL, NULL, &peek));
+	ck_assert_ptr_eq(ovl_node_get(b, eb.ino), nb);
+	ck_assert(ovl_node_peek(b, nb->dev, nb->ino, NULL, NULL, &peek) && peek.held);
+	expect_counts(a, 1, 1);
+	expect_counts(b, 2, 1);
+
+	/* a's slot comes back under a new generation; b's keeps its own */
+	struct fuse_entry_param again;
+	look_up(a, "f", &again);
+	ck_assert_uint_eq(again.ino, ea.ino);
+	ck_assert_uint_eq(again.generation, 2);
+	ck_assert_uint_eq(ovl_node_generation(b, nb), 1);
+
+	/* directories count per table too; b outlives a */
+	look_up(a, "d", &ea);
+	expect_counts(a, 3, 2);
+	expect_counts(b, 2, 1);
+	ovl_fs_close(a);
+	ck_assert_ptr_eq(ovl_node_get(b, eb.ino), nb);
+	look_up(b, "d", &eb);
+	expect_counts(b, 3, 2);
+	ovl_fs_close(b);
+	ovl_config_free(&ca);
+	ovl_config_free(&cb);
+
+	ck_assert_int_eq(rmdir(path), 0);
+	snprintf(path, sizeof path, "%s/f", dir);
+	ck_assert_int_eq(unlink(path), 0);
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("overlay");
@@ -764,6 +881,9 @@ static Suite *suite(void)
 	tcase_add_test(t, merge_sort_order);
 	tcase_add_test(t, listing_remove_name);
 	tcase_add_test(t, listing_add_name);
+	suite_add_tcase(s, t);
+	t = tcase_create("nodes");
+	tcase_add_test(t, two_mounts_node_tables);
 	suite_add_tcase(s, t);
 	return s;
 }
