@@ -13,14 +13,9 @@
 
 #include "overlay.h"
 
-/* Guards every node's aliases and the table: a lookup may add one while
- * holding ns_lock only for reading. */
-static pthread_mutex_t alias_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static struct {
-	struct ovl_alias **buckets;
-	size_t nbuckets, count;
-} table;
+/* The table is the mount's (fs->aliases).  Its lock guards every node's
+ * aliases and the table: a lookup may add one while holding ns_lock only
+ * for reading. */
 
 static uint64_t alias_key(const struct ovl_node *node, const struct ovl_node *parent, const char *name)
 {
@@ -28,9 +23,9 @@ static uint64_t alias_key(const struct ovl_node *node, const struct ovl_node *pa
 	return XXH3_64bits_withSeed(name, strlen(name), seed);
 }
 
-static struct ovl_alias **bucket(uint64_t key)
+static struct ovl_alias **bucket(struct ovl_aliases *t, uint64_t key)
 {
-	return &table.buckets[key & (table.nbuckets - 1)];
+	return &t->buckets[key & (t->nbuckets - 1)];
 }
 
 static bool is_name(const struct ovl_node *parent, const char *name, const struct ovl_node *p, const char *n)
@@ -38,53 +33,54 @@ static bool is_name(const struct ovl_node *parent, const char *name, const struc
 	return parent == p && strcmp(name, n) == 0;
 }
 
-static struct ovl_alias *table_find(const struct ovl_node *node, const struct ovl_node *parent, const char *name)
+static struct ovl_alias *table_find(struct ovl_aliases *t, const struct ovl_node *node,
+				    const struct ovl_node *parent, const char *name)
 {
-	if (table.nbuckets == 0)
+	if (t->nbuckets == 0)
 		return NULL;
-	for (struct ovl_alias *a = *bucket(alias_key(node, parent, name)); a; a = a->hash_next)
+	for (struct ovl_alias *a = *bucket(t, alias_key(node, parent, name)); a; a = a->hash_next)
 		if (a->node == node && is_name(a->parent, a->name, parent, name))
 			return a;
 	return NULL;
 }
 
-static int table_add(struct ovl_alias *a)
+static int table_add(struct ovl_aliases *t, struct ovl_alias *a)
 {
-	if (table.count + 1 > table.nbuckets) {
-		size_t nb = table.nbuckets ? table.nbuckets * 2 : 64;
-		struct ovl_alias **b = calloc(nb, sizeof *b), **old = table.buckets;
+	if (t->count + 1 > t->nbuckets) {
+		size_t nb = t->nbuckets ? t->nbuckets * 2 : 64;
+		struct ovl_alias **b = calloc(nb, sizeof *b), **old = t->buckets;
 		if (b == NULL)
 			return -ENOMEM;
-		size_t oldn = table.nbuckets;
-		table.buckets = b;
-		table.nbuckets = nb;
+		size_t oldn = t->nbuckets;
+		t->buckets = b;
+		t->nbuckets = nb;
 		for (size_t i = 0; i < oldn; i++)
 			for (struct ovl_alias *m = old[i], *next; m; m = next) {
 				next = m->hash_next;
-				struct ovl_alias **bk = bucket(alias_key(m->node, m->parent, m->name));
+				struct ovl_alias **bk = bucket(t, alias_key(m->node, m->parent, m->name));
 				m->hash_next = *bk;
 				*bk = m;
 			}
 		free(old);
 	}
-	struct ovl_alias **bk = bucket(alias_key(a->node, a->parent, a->name));
+	struct ovl_alias **bk = bucket(t, alias_key(a->node, a->parent, a->name));
 	a->hash_next = *bk;
 	*bk = a;
-	table.count++;
+	t->count++;
 	return 0;
 }
 
 /* Takes a out of its node's list and the table; it goes on *dropped, to be
  * freed once the lock is let go (freeing unrefs its parent). */
-static void unlink_alias(struct ovl_alias *a, struct ovl_alias **dropped)
+static void unlink_alias(struct ovl_aliases *t, struct ovl_alias *a, struct ovl_alias **dropped)
 {
 	*a->pprev = a->next;
 	if (a->next)
 		a->next->pprev = a->pprev;
-	for (struct ovl_alias **p = bucket(alias_key(a->node, a->parent, a->name)); *p; p = &(*p)->hash_next)
+	for (struct ovl_alias **p = bucket(t, alias_key(a->node, a->parent, a->name)); *p; p = &(*p)->hash_next)
 		if (*p == a) {
 			*p = a->hash_next;
-			table.count--;
+			t->count--;
 			break;
 		}
 	a->next = *dropped;
@@ -103,17 +99,18 @@ static void free_dropped(struct ovl_fs *fs, struct ovl_alias *a)
 
 int ovl_node_add_alias(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name)
 {
+	struct ovl_aliases *t = &fs->aliases;
 	int res = 0;
-	pthread_mutex_lock(&alias_lock);
-	if (is_name(node->parent, node->name, parent, name) || table_find(node, parent, name)) {
-		pthread_mutex_unlock(&alias_lock);
+	pthread_mutex_lock(&t->lock);
+	if (is_name(node->parent, node->name, parent, name) || table_find(t, node, parent, name)) {
+		pthread_mutex_unlock(&t->lock);
 		return 0;
 	}
 	struct ovl_node_rare *r = ovl_node_rare(node);
 	struct ovl_alias *a = r ? calloc(1, sizeof *a) : NULL;
 	if (a)
 		*a = (struct ovl_alias){ .node = node, .parent = parent, .name = strdup(name) };
-	if (a == NULL || a->name == NULL || table_add(a) < 0) {
+	if (a == NULL || a->name == NULL || table_add(t, a) < 0) {
 		if (a)
 			free(a->name);
 		free(a);
@@ -126,7 +123,7 @@ int ovl_node_add_alias(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node
 		a->pprev = &r->aliases;
 		r->aliases = a;
 	}
-	pthread_mutex_unlock(&alias_lock);
+	pthread_mutex_unlock(&t->lock);
 	return res;
 }
 
@@ -146,22 +143,23 @@ static bool alias_names_node(struct ovl_fs *fs, const struct ovl_alias *a, const
 
 void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name)
 {
+	struct ovl_aliases *t = &fs->aliases;
 	struct ovl_alias *dropped = NULL, *a;
-	pthread_mutex_lock(&alias_lock);
+	pthread_mutex_lock(&t->lock);
 	bool own = is_name(node->parent, node->name, parent, name);
-	if (!own && (a = table_find(node, parent, name)) != NULL)
-		unlink_alias(a, &dropped);
+	if (!own && (a = table_find(t, node, parent, name)) != NULL)
+		unlink_alias(t, a, &dropped);
 	/* the node loses its own name: it takes the first alias that still
 	 * names its object; those that do not any more go */
 	while (own && node->rare && (a = node->rare->aliases) != NULL) {
 		bool taken = alias_names_node(fs, a, node);
-		unlink_alias(a, &dropped);
+		unlink_alias(t, a, &dropped);
 		if (taken) {
 			ovl_node_move(fs, node, a->parent, a->name);
 			own = false;
 		}
 	}
-	pthread_mutex_unlock(&alias_lock);
+	pthread_mutex_unlock(&t->lock);
 	free_dropped(fs, dropped);
 	if (own) {
 		/* Its last name known to us went: a later lookup of another name
@@ -176,10 +174,31 @@ void ovl_node_drop_aliases(struct ovl_fs *fs, struct ovl_node *node)
 {
 	if (node->rare == NULL || node->rare->aliases == NULL)
 		return;
+	struct ovl_aliases *t = &fs->aliases;
 	struct ovl_alias *dropped = NULL;
-	pthread_mutex_lock(&alias_lock);
+	pthread_mutex_lock(&t->lock);
 	while (node->rare->aliases)
-		unlink_alias(node->rare->aliases, &dropped);
-	pthread_mutex_unlock(&alias_lock);
+		unlink_alias(t, node->rare->aliases, &dropped);
+	pthread_mutex_unlock(&t->lock);
 	free_dropped(fs, dropped);
+}
+
+void ovl_aliases_init(struct ovl_fs *fs)
+{
+	pthread_mutex_init(&fs->aliases.lock, NULL);
+}
+
+void ovl_aliases_free(struct ovl_fs *fs)
+{
+	struct ovl_aliases *t = &fs->aliases;
+	for (size_t i = 0; i < t->nbuckets; i++)
+		for (struct ovl_alias *a = t->buckets[i], *next; a; a = next) {
+			next = a->hash_next;
+			free(a->name);
+			free(a);
+		}
+	free(t->buckets);
+	t->buckets = NULL;
+	t->nbuckets = t->count = 0;
+	pthread_mutex_destroy(&t->lock);
 }

@@ -415,13 +415,16 @@ int ovl_copy_up_dirs(struct ovl_fs *fs, struct ovl_node *dir)
 }
 
 /* ---- other objects ---- */
-#define COPYUP_LOCKS 64
-static pthread_mutex_t copyup_locks[COPYUP_LOCKS] = { [0 ... COPYUP_LOCKS - 1] = PTHREAD_MUTEX_INITIALIZER };
+void ovl_copy_up_init(struct ovl_fs *fs)
+{
+	for (size_t i = 0; i < OVL_COPYUP_LOCKS; i++)
+		pthread_mutex_init(&fs->copyup_locks[i], NULL);
+}
 
 /* The lock under which node is copied up; taken before ns_lock. */
-static pthread_mutex_t *copy_up_lock(struct ovl_node *node)
+static pthread_mutex_t *copy_up_lock(struct ovl_fs *fs, struct ovl_node *node)
 {
-	return &copyup_locks[((uintptr_t)node >> 6) % COPYUP_LOCKS];
+	return &fs->copyup_locks[((uintptr_t)node >> 6) % OVL_COPYUP_LOCKS];
 }
 
 static int copy_up_file(struct ovl_fs *fs, struct ovl_node *node, bool with_data)
@@ -515,7 +518,7 @@ int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, bool with_data)
 		return 0;
 	if (node->unlinked)
 		return -ENOENT; /* what now has its name is another object */
-	pthread_mutex_t *m = copy_up_lock(node);
+	pthread_mutex_t *m = copy_up_lock(fs, node);
 	pthread_mutex_lock(m);
 	/* done once: a concurrent copy-up of the same node waited for us */
 	int res = ovl_node_is_upper(fs, node) ? 0 : copy_up_file(fs, node, with_data);

@@ -95,6 +95,9 @@ int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t e
 	ovl_log(OVL_DEBUG, "openat2: %s; *xattrat: %s; fchmodat2: %s", ovl_direct_has_openat2() ? "in use" : "fallback",
 		ovl_direct_has_xattrat() ? "in use" : "fallback", ovl_direct_has_fchmodat2() ? "in use" : "fallback");
 	fs->cfg = cfg;
+	ovl_aliases_init(fs);
+	ovl_copy_up_init(fs);
+	ovl_notify_init(fs);
 	read_overflow_id("/proc/sys/kernel/overflowuid", &cfg->uidmap);
 	read_overflow_id("/proc/sys/kernel/overflowgid", &cfg->gidmap);
 	fs->timeout = cfg->timeout;
@@ -194,6 +197,7 @@ void ovl_fs_close(struct ovl_fs *fs)
 	if (fs == NULL)
 		return;
 	ovl_nodes_free(fs);
+	ovl_aliases_free(fs);
 	for (uint32_t i = 0; fs->layers && i < fs->nlayers; i++) {
 		if (fs->layers[i].root_fd >= 0)
 			close(fs->layers[i].root_fd);

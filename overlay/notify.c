@@ -12,28 +12,31 @@
 #include "overlay.h"
 
 struct inval {
-	struct fuse_session *se;
+	struct ovl_fs *fs;
 	fuse_ino_t parent;           /* or the inode whose attributes go (len 0) */
 	size_t len;
 	char name[];
 };
 
-static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t pending_done = PTHREAD_COND_INITIALIZER;
-static unsigned pending;
+void ovl_notify_init(struct ovl_fs *fs)
+{
+	pthread_mutex_init(&fs->notify.lock, NULL);
+	pthread_cond_init(&fs->notify.done, NULL);
+}
 
 static void *send_inval(void *arg)
 {
 	struct inval *iv = arg;
+	struct ovl_notify *nt = &iv->fs->notify;
 	if (iv->len == 0)
-		fuse_lowlevel_notify_inval_inode(iv->se, iv->parent, -1, 0); /* attributes only */
+		fuse_lowlevel_notify_inval_inode(iv->fs->se, iv->parent, -1, 0); /* attributes only */
 	else
-		fuse_lowlevel_notify_inval_entry(iv->se, iv->parent, iv->name, iv->len);
+		fuse_lowlevel_notify_inval_entry(iv->fs->se, iv->parent, iv->name, iv->len);
 	free(iv);
-	pthread_mutex_lock(&pending_lock);
-	if (--pending == 0)
-		pthread_cond_broadcast(&pending_done);
-	pthread_mutex_unlock(&pending_lock);
+	pthread_mutex_lock(&nt->lock);
+	if (--nt->pending == 0)
+		pthread_cond_broadcast(&nt->done);
+	pthread_mutex_unlock(&nt->lock);
 	return NULL;
 }
 
@@ -43,14 +46,14 @@ static void send_later(struct ovl_fs *fs, fuse_ino_t parent, const char *name)
 	struct inval *iv = fs->se ? malloc(sizeof *iv + len + 1) : NULL;
 	if (iv == NULL)
 		return; /* the caller's ESTALE alone still makes path walks look again */
-	*iv = (struct inval){ .se = fs->se, .parent = parent, .len = len };
+	*iv = (struct inval){ .fs = fs, .parent = parent, .len = len };
 	memcpy(iv->name, name, len + 1);
-	pthread_mutex_lock(&pending_lock);
+	pthread_mutex_lock(&fs->notify.lock);
 	if (ovl_thread_start(send_inval, iv) == 0)
-		pending++;
+		fs->notify.pending++;
 	else
 		free(iv);
-	pthread_mutex_unlock(&pending_lock);
+	pthread_mutex_unlock(&fs->notify.lock);
 }
 
 void ovl_notify_inval_entry_later(struct ovl_fs *fs, fuse_ino_t parent, const char *name)
@@ -63,10 +66,11 @@ void ovl_notify_inval_attr_later(struct ovl_fs *fs, fuse_ino_t ino)
 	send_later(fs, ino, "");
 }
 
-void ovl_notify_drain(void)
+void ovl_notify_drain(struct ovl_fs *fs)
 {
-	pthread_mutex_lock(&pending_lock);
-	while (pending > 0)
-		pthread_cond_wait(&pending_done, &pending_lock);
-	pthread_mutex_unlock(&pending_lock);
+	struct ovl_notify *nt = &fs->notify;
+	pthread_mutex_lock(&nt->lock);
+	while (nt->pending > 0)
+		pthread_cond_wait(&nt->done, &nt->lock);
+	pthread_mutex_unlock(&nt->lock);
 }

@@ -35,8 +35,7 @@ static void ovl_init(void *userdata, struct fuse_conn_info *conn)
 
 static void ovl_destroy(void *userdata)
 {
-	(void)userdata;
-	ovl_notify_drain(); /* they use the session, which goes next */
+	ovl_notify_drain(userdata); /* they use the session, which goes next */
 }
 
 const struct fuse_lowlevel_ops ovl_ops = {

@@ -211,6 +211,22 @@ const char *ovl_override_stored_xattr(const struct ovl_layer *l, const char *nam
 const char *ovl_override_shown_xattr(const struct ovl_layer *l, const char *stored);
 
 /* ---- the mount ---- */
+/* aliases.c: one table of the other names of every node */
+struct ovl_aliases {
+	pthread_mutex_t lock;        /* guards every node's aliases and the table */
+	struct ovl_alias **buckets;
+	size_t nbuckets, count;
+};
+
+/* notify.c: invalidations sent from threads of their own */
+struct ovl_notify {
+	pthread_mutex_t lock;
+	pthread_cond_t done;         /* pending came down to 0 */
+	unsigned pending;            /* threads not yet done sending */
+};
+
+#define OVL_COPYUP_LOCKS 64
+
 struct ftr;
 struct ovl_fs {
 	/* First: the FUSE transport (fuse/transport.h) finds itself at the start
@@ -248,6 +264,10 @@ struct ovl_fs {
 	atomic_flag logged_bad_xattr; /* a malformed ACL or capability in a layer (idmap) */
 	atomic_flag logged_bad_override; /* a malformed override_stat (override.c) */
 	pthread_mutex_t override_lock; /* guards the overrides kept in nodes */
+	struct ovl_aliases aliases;
+	pthread_mutex_t copyup_locks[OVL_COPYUP_LOCKS]; /* copyup.c: a node's by its address */
+	atomic_uint listing_gens;    /* readdir.c: numbers the listings (their offsets) */
+	struct ovl_notify notify;
 };
 
 /* fs.c: set up and tear down the layer stack */
@@ -323,6 +343,9 @@ void ovl_node_keep_orphan(struct ovl_node *node, int upfd, const char *name);
 void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name);
 /* Frees the node's aliases (the node is going). */
 void ovl_node_drop_aliases(struct ovl_fs *fs, struct ovl_node *node);
+void ovl_aliases_init(struct ovl_fs *fs);
+/* Frees every alias left, without a ref dropped (the mount goes). */
+void ovl_aliases_free(struct ovl_fs *fs);
 /* Takes node out of the identity hash: no lookup finds it any more. */
 void ovl_node_unhash(struct ovl_fs *fs, struct ovl_node *node);
 /* A directory copied up: the upper layer joins its layers, on top. */
@@ -361,6 +384,7 @@ int ovl_lookup_entry_listed(struct ovl_fs *fs, struct ovl_node *parent, const ch
 int ovl_lower_positive(struct ovl_fs *fs, struct ovl_node *parent, const char *name);
 
 /* copyup.c */
+void ovl_copy_up_init(struct ovl_fs *fs);
 /* Chooses how copied data is made crash-safe before its rename (at mount). */
 void ovl_copy_up_setup(struct ovl_fs *fs);
 /* Makes node an object of the upper layer (parents first).  -ESTALE: the
@@ -479,7 +503,8 @@ void ovl_notify_inval_entry_later(struct ovl_fs *fs, fuse_ino_t parent, const ch
 /* The same for the kernel's cached attributes of ino. */
 void ovl_notify_inval_attr_later(struct ovl_fs *fs, fuse_ino_t ino);
 /* Waits until every invalidation asked for has been sent (before the session goes). */
-void ovl_notify_drain(void);
+void ovl_notify_drain(struct ovl_fs *fs);
+void ovl_notify_init(struct ovl_fs *fs);
 /* workers.c: starts a detached helper thread, with every signal blocked (they
  * stay with the session's threads); 0 or -errno. */
 int ovl_thread_start(void *(*fn)(void *), void *arg);
