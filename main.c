@@ -15,25 +15,26 @@
 #include "fuse/transport.h"
 #include "overlay/overlay.h"
 
-static struct ovl_fs *counters_fs;
-
-/* SIGUSR1 prints node counters; a thread of its own so printing is safe. */
+/* SIGUSR1 (blocked in every thread) prints the counters of the mount, fs;
+ * a thread of its own so printing is safe. */
 static void *counters_thread(void *arg)
 {
-	sigset_t *set = arg;
+	struct ovl_fs *fs = arg;
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
 	int sig;
-	while (sigwait(set, &sig) == 0) {
+	while (sigwait(&set, &sig) == 0) {
 		long nodes, dirs;
 		struct ftr_counters t;
-		ovl_nodes_counters(counters_fs, &nodes, &dirs);
-		ftr_counters(counters_fs->transport, &t);
+		ovl_nodes_counters(fs, &nodes, &dirs);
+		ftr_counters(fs->transport, &t);
 		ovl_log(OVL_INFO,
 			"nodes=%ld dirs=%ld dir_fds=%ld lookups=%ld forgets=%ld listings=%ld prefetches=%ld io_uring_requests=%ld "
 			"io_uring_threads=%ld polls=%ld polls_caught=%ld",
-			nodes, dirs, atomic_load(&counters_fs->dir_fds_open), atomic_load(&counters_fs->stat_lookups),
-			atomic_load(&counters_fs->stat_forgets), atomic_load(&counters_fs->stat_listings),
-			atomic_load(&counters_fs->stat_prefetches), t.uring_requests, t.uring_threads, t.polls,
-			t.polls_caught);
+			nodes, dirs, atomic_load(&fs->dir_fds_open), atomic_load(&fs->stat_lookups),
+			atomic_load(&fs->stat_forgets), atomic_load(&fs->stat_listings), atomic_load(&fs->stat_prefetches),
+			t.uring_requests, t.uring_threads, t.polls, t.polls_caught);
 	}
 	return NULL;
 }
@@ -122,13 +123,12 @@ int main(int argc, char *argv[])
 	if (!cfg.foreground)
 		ovl_log_to_syslog();
 
-	static sigset_t usr1;
+	sigset_t usr1;
 	sigemptyset(&usr1);
 	sigaddset(&usr1, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &usr1, NULL);
-	counters_fs = fs;
 	pthread_t tid;
-	pthread_create(&tid, NULL, counters_thread, &usr1);
+	pthread_create(&tid, NULL, counters_thread, fs);
 
 	int res;
 	if (cfg.threaded) {

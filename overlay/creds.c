@@ -18,6 +18,8 @@
 
 #include "ops.h"
 
+/* Whether this thread has fs attributes of its own (unshare(CLONE_FS)), so
+ * that its umask is its own: a fact of the thread, not of a mount. */
 static __thread bool fs_attrs_private;
 
 void ovl_creds_setup(struct ovl_fs *fs)

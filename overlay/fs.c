@@ -98,6 +98,8 @@ int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t e
 	ovl_aliases_init(fs);
 	ovl_copy_up_init(fs);
 	ovl_notify_init(fs);
+	ovl_workers_init(fs);
+	ovl_prefetch_init(fs);
 	read_overflow_id("/proc/sys/kernel/overflowuid", &cfg->uidmap);
 	read_overflow_id("/proc/sys/kernel/overflowgid", &cfg->gidmap);
 	fs->timeout = cfg->timeout;
@@ -196,6 +198,10 @@ void ovl_fs_close(struct ovl_fs *fs)
 {
 	if (fs == NULL)
 		return;
+	/* the threads of the mount end before what they use goes */
+	ovl_prefetch_stop(fs);
+	ovl_workers_stop(fs);
+	ovl_notify_drain(fs);
 	ovl_nodes_free(fs);
 	ovl_aliases_free(fs);
 	for (uint32_t i = 0; fs->layers && i < fs->nlayers; i++) {

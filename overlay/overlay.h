@@ -225,6 +225,30 @@ struct ovl_notify {
 	unsigned pending;            /* threads not yet done sending */
 };
 
+/* workers.c: the pool ovl_parallel_for runs on, started at its first use */
+struct ovl_job;
+struct ovl_workers {
+	pthread_mutex_t lock;        /* guards all but started */
+	pthread_cond_t cond;         /* a job queued, stopping, or a worker gone */
+	struct ovl_job *queue;
+	atomic_bool started;
+	bool have_workers;           /* set once, when started */
+	bool stopping;
+	unsigned threads;            /* running */
+};
+
+/* prefetch.c: directories queued for read-ahead, and its thread */
+#define OVL_PREFETCH_QUEUE 64
+struct ovl_prefetch {
+	pthread_mutex_t lock;        /* guards all but started */
+	pthread_cond_t cond;         /* queued, stopping, or the thread gone */
+	struct ovl_node *queue[OVL_PREFETCH_QUEUE]; /* each holds a ref */
+	size_t head, count;
+	atomic_bool started;
+	bool running;                /* the thread runs */
+	bool stopping;
+};
+
 #define OVL_COPYUP_LOCKS 64
 
 struct ftr;
@@ -268,6 +292,8 @@ struct ovl_fs {
 	pthread_mutex_t copyup_locks[OVL_COPYUP_LOCKS]; /* copyup.c: a node's by its address */
 	atomic_uint listing_gens;    /* readdir.c: numbers the listings (their offsets) */
 	struct ovl_notify notify;
+	struct ovl_workers workers;
+	struct ovl_prefetch prefetch;
 };
 
 /* fs.c: set up and tear down the layer stack */
@@ -508,12 +534,22 @@ void ovl_notify_init(struct ovl_fs *fs);
 /* workers.c: starts a detached helper thread, with every signal blocked (they
  * stay with the session's threads); 0 or -errno. */
 int ovl_thread_start(void *(*fn)(void *), void *arg);
-/* workers.c: runs fn(arg, 0..n-1) on a small pool (and the caller), returns when all ran. */
-void ovl_parallel_for(size_t n, void (*fn)(void *arg, size_t i), void *arg);
+/* workers.c: pthread_once for a mount's state: the first caller runs fn(arg)
+ * under lock, then *done is set; later callers return at once. */
+void ovl_once(atomic_bool *done, pthread_mutex_t *lock, void (*fn)(void *arg), void *arg);
+void ovl_workers_init(struct ovl_fs *fs);
+/* workers.c: runs fn(arg, 0..n-1) on the mount's pool (and the caller),
+ * returns when all ran. */
+void ovl_parallel_for(struct ovl_fs *fs, size_t n, void (*fn)(void *arg, size_t i), void *arg);
+/* Ends the pool's threads (the mount goes: no request runs). */
+void ovl_workers_stop(struct ovl_fs *fs);
 
 /* prefetch.c: reads a directory a walk is about to open into the kernel's
  * caches, from a thread of its own (takes a ref while queued). */
 void ovl_prefetch_dir(struct ovl_fs *fs, struct ovl_node *dir);
+void ovl_prefetch_init(struct ovl_fs *fs);
+/* Ends the read-ahead thread (the mount goes: no request runs). */
+void ovl_prefetch_stop(struct ovl_fs *fs);
 
 /* log.c: the one logging helper */
 enum ovl_log_level { OVL_ERR, OVL_WARN, OVL_INFO, OVL_DEBUG };

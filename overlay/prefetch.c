@@ -4,7 +4,8 @@
  * its entries.  Once a listing shows subdirectories, one thread of ours reads
  * them ahead (their blocks and the inodes of their first entries) into the
  * kernel's caches, so that the walk finds them warm.  Nothing of ours is kept
- * but the directory fds the walk opens anyway; a full queue drops work. */
+ * but the directory fds the walk opens anyway; a full queue drops work.  The
+ * queue is the mount's (fs->prefetch); its thread gets fs as its arg. */
 #include "config.h"
 
 #include <dirent.h>
@@ -16,17 +17,8 @@
 
 #include "overlay.h"
 
-#define QUEUE 64
 /* the entries the first READDIRPLUS batch of a directory looks up */
 #define ENTRIES_WARMED 256
-
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
-static struct ovl_node *queue[QUEUE]; /* each holds a ref */
-static size_t head, count;
-static struct ovl_fs *queue_fs;
-static pthread_once_t started = PTHREAD_ONCE_INIT;
-static bool running;
 
 static void warm_layer(struct ovl_fs *fs, struct ovl_layer *layer, int dirfd)
 {
@@ -74,43 +66,67 @@ static void warm(struct ovl_fs *fs, struct ovl_node *n)
 	atomic_fetch_add(&fs->stat_prefetches, 1);
 }
 
-static void *prefetcher(void *unused)
+static void *prefetcher(void *arg)
 {
-	(void)unused;
+	struct ovl_fs *fs = arg;
+	struct ovl_prefetch *p = &fs->prefetch;
 	for (;;) {
-		pthread_mutex_lock(&lock);
-		while (count == 0)
-			pthread_cond_wait(&cond, &lock);
-		struct ovl_node *n = queue[head];
-		head = (head + 1) % QUEUE;
-		count--;
-		pthread_mutex_unlock(&lock);
-		warm(queue_fs, n);
-		ovl_node_unref(queue_fs, n);
+		pthread_mutex_lock(&p->lock);
+		while (p->count == 0 && !p->stopping)
+			pthread_cond_wait(&p->cond, &p->lock);
+		if (p->stopping) {
+			p->running = false;
+			pthread_cond_broadcast(&p->cond);
+			pthread_mutex_unlock(&p->lock);
+			return NULL;
+		}
+		struct ovl_node *n = p->queue[p->head];
+		p->head = (p->head + 1) % OVL_PREFETCH_QUEUE;
+		p->count--;
+		pthread_mutex_unlock(&p->lock);
+		warm(fs, n);
+		ovl_node_unref(fs, n);
 	}
-	return NULL;
 }
 
-static void start(void)
+void ovl_prefetch_init(struct ovl_fs *fs)
 {
-	running = ovl_thread_start(prefetcher, NULL) == 0;
+	pthread_mutex_init(&fs->prefetch.lock, NULL);
+	pthread_cond_init(&fs->prefetch.cond, NULL);
+}
+
+/* Under the queue's lock (ovl_once). */
+static void start(void *arg)
+{
+	struct ovl_fs *fs = arg;
+	fs->prefetch.running = ovl_thread_start(prefetcher, fs) == 0;
 }
 
 void ovl_prefetch_dir(struct ovl_fs *fs, struct ovl_node *dir)
 {
+	struct ovl_prefetch *p = &fs->prefetch;
 	/* once a node: a listed or read-ahead directory is warm already */
 	if (is_listed(dir) || atomic_exchange(&dir->dir->prefetched, true))
 		return;
-	pthread_once(&started, start);
-	if (!running)
-		return;
-	pthread_mutex_lock(&lock);
-	if (count < QUEUE) {
+	ovl_once(&p->started, &p->lock, start, fs);
+	pthread_mutex_lock(&p->lock);
+	if (p->running && p->count < OVL_PREFETCH_QUEUE) {
 		ovl_node_ref(fs, dir);
-		queue_fs = fs;
-		queue[(head + count) % QUEUE] = dir;
-		count++;
-		pthread_cond_signal(&cond);
+		p->queue[(p->head + p->count) % OVL_PREFETCH_QUEUE] = dir;
+		p->count++;
+		pthread_cond_signal(&p->cond);
 	}
-	pthread_mutex_unlock(&lock);
+	pthread_mutex_unlock(&p->lock);
+}
+
+void ovl_prefetch_stop(struct ovl_fs *fs)
+{
+	struct ovl_prefetch *p = &fs->prefetch;
+	pthread_mutex_lock(&p->lock);
+	p->stopping = true;
+	pthread_cond_broadcast(&p->cond);
+	while (p->running)
+		pthread_cond_wait(&p->cond, &p->lock);
+	/* the nodes still queued go with the node table */
+	pthread_mutex_unlock(&p->lock);
 }

@@ -480,7 +480,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 		}
 		struct plus_batch b = { .fs = fs, .dir = n, .l = l, .ents = &l->ents[lo - 2], .e = looked,
 					.stale = l->version != atomic_load(&n->dir->version) };
-		ovl_parallel_for(end - lo, plus_lookup, &b);
+		ovl_parallel_for(fs, end - lo, plus_lookup, &b);
 	}
 	for (size_t i = first; i < end; i++) {
 		struct fuse_entry_param e;

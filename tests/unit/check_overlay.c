@@ -758,6 +758,11 @@ static struct ovl_node *look_up(struct ovl_fs *fs, const char *name, struct fuse
 	return n;
 }
 
+static void add_iteration(void *arg, size_t i)
+{
+	atomic_fetch_add((atomic_size_t *)arg, i + 1);
+}
+
 static void expect_counts(struct ovl_fs *fs, long nodes, long dirs)
 {
 	long n, d;
@@ -826,14 +831,27 @@ START_TEST(two_mounts_node_tables)
 	ck_assert_uint_eq(again.generation, 2);
 	ck_assert_uint_eq(ovl_node_generation(b, nb), 1);
 
-	/* directories count per table too; b outlives a */
-	look_up(a, "d", &ea);
+	/* directories count per table too */
+	struct ovl_node *da = look_up(a, "d", &ea);
 	expect_counts(a, 3, 2);
 	expect_counts(b, 2, 1);
+
+	/* each mount has its own worker pool and read-ahead thread */
+	atomic_size_t sum = 0;
+	ovl_parallel_for(a, 100, add_iteration, &sum);
+	ovl_parallel_for(b, 100, add_iteration, &sum);
+	ck_assert_uint_eq(atomic_load(&sum), 2 * 5050);
+	ck_assert(a->workers.have_workers && b->workers.have_workers);
+	ovl_prefetch_dir(a, da);
+	ck_assert(a->prefetch.running && !atomic_load(&b->prefetch.started));
+
+	/* b outlives a, whose threads end with it */
 	ovl_fs_close(a);
 	ck_assert_ptr_eq(ovl_node_get(b, eb.ino), nb);
 	look_up(b, "d", &eb);
 	expect_counts(b, 3, 2);
+	ovl_parallel_for(b, 100, add_iteration, &sum);
+	ck_assert_uint_eq(atomic_load(&sum), 3 * 5050);
 	ovl_fs_close(b);
 	ovl_config_free(&ca);
 	ovl_config_free(&cb);
