@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <regex.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,7 @@ struct scanner {
 	const char *in;
 	size_t pos;
 	bool value; /* the next token is a value (after an operator) */
+	double re_budget; /* regex_cost left for the filter's regular expressions */
 };
 
 static bool is_field_byte(unsigned char c)
@@ -202,6 +204,91 @@ bad:
 	return NULL;
 }
 
+/* What an ERE costs glibc's regcomp and regexec, in nodes; HUGE_VAL: too
+ * much at any size.  glibc copies a piece for each repetition ('+' once,
+ * {m,n} n times), so nested repetitions grow exponentially; it also takes
+ * exponential time, in regcomp, on repetitions of pieces that may be empty
+ * or hold repetitions and on anchors inside ((a|^)(a|^)..., ^((a*)*){25},
+ * ^(a|b|)*(a|b|)*...), and, in regexec, on backreferences.  So those are
+ * refused: a repeated group holds no repetition and no empty alternative,
+ * '^' only starts and '$' only ends the expression, and there is no word
+ * anchor (\b \< ...) nor backreference.  Go's regexp, containerd's, has no
+ * backreference either; the other refusals are ours: such a filter matches
+ * nothing here, where containerd's would run. */
+static double regex_cost(const char *re)
+{
+	enum { MAX_DEPTH = 64 };
+	struct level {
+		double total, last; /* the group so far, and its last piece */
+		bool rep;           /* it holds a repetition */
+		bool empty;         /* it has an empty alternative */
+		bool last_fixed;    /* its last piece may not be repeated */
+	} lv[MAX_DEPTH] = { { 0 } };
+	int d = 0;
+	for (const char *p = re; *p; p++) {
+		double piece = 1;
+		bool fixed = false;
+		if (*p == '\\' && p[1] && strchr("123456789bB<>`'", p[1])) {
+			return HUGE_VAL;
+		} else if (*p == '\\' && p[1]) {
+			p++;
+		} else if ((*p == '^' && p != re) || (*p == '$' && p[1])) {
+			return HUGE_VAL;
+		} else if (*p == '^' || *p == '$') {
+			fixed = true;
+		} else if (*p == '[') { /* one node: skip to its ']' (a leading ']' and [:class:] are inside) */
+			const char *q = p + 1 + (p[1] == '^');
+			q += *q == ']';
+			for (; *q && *q != ']'; q++)
+				if (*q == '[' && (q[1] == ':' || q[1] == '.' || q[1] == '=') && strchr(q + 2, ']'))
+					q = strchr(q + 2, ']');
+			p = *q ? q : q - 1;
+		} else if (*p == '(') {
+			if (++d == MAX_DEPTH)
+				return HUGE_VAL;
+			lv[d] = (struct level){ .empty = p[1] == ')' || p[1] == '|' };
+			continue;
+		} else if (*p == ')' && d > 0) {
+			fixed = lv[d].rep || lv[d].empty;
+			piece = lv[d].total + 1;
+			d--;
+			lv[d].rep |= lv[d + 1].rep;
+		} else if (*p == '|') {
+			lv[d].empty |= p[1] == '|' || p[1] == ')' || p[1] == '\0';
+			lv[d].total += 1;
+			lv[d].last = 0;
+			lv[d].last_fixed = true;
+			continue;
+		} else if (*p == '*' || *p == '?' || *p == '+' ||
+			   (*p == '{' && (p[1] == ',' || (p[1] >= '0' && p[1] <= '9')))) {
+			if (lv[d].last_fixed || lv[d].last == 0)
+				return HUGE_VAL;
+			double copies = 2;
+			if (*p == '{') {
+				char *end;
+				double m = strtod(p + 1, &end), n = m;
+				if (*end == ',')
+					n = end[1] >= '0' && end[1] <= '9' ? strtod(end + 1, &end) : m + 1;
+				copies = (m > n ? m : n) + 1;
+				p = *end == '}' ? end : p;
+			}
+			lv[d].total += lv[d].last * (copies - 1) + 1;
+			lv[d].last = lv[d].last * copies + 1;
+			lv[d].rep = lv[d].last_fixed = true;
+			if (lv[d].total > 1e15)
+				return HUGE_VAL;
+			continue;
+		}
+		lv[d].total += piece;
+		lv[d].last = piece;
+		lv[d].last_fixed = fixed;
+	}
+	double sum = 0;
+	for (int i = 0; i <= d; i++)
+		sum += lv[i].total;
+	return sum;
+}
+
 static int parse_error(struct status *st, const char *text, size_t pos, const char *what)
 {
 	status_set(st, GRPC_INVALID_ARGUMENT, "filter %.200s: at byte %zu: %s", text, pos, what);
@@ -264,9 +351,15 @@ static int parse_selector(struct scanner *s, const char *text, struct selector *
 		return parse_error(st, text, a, "expected a value or a quoted value");
 	if (!sel->value)
 		return parse_error(st, text, a, "bad quoted value");
-	/* As containerd: a regular expression that does not compile matches nothing. */
-	if (sel->op == OP_MATCHES)
-		sel->re_ok = regcomp(&sel->re, sel->value, REG_EXTENDED | REG_NOSUB) == 0;
+	/* As containerd: a regular expression that does not compile matches
+	 * nothing; nor do those past the filter's budget (regex_cost). */
+	if (sel->op == OP_MATCHES) {
+		double cost = regex_cost(sel->value);
+		if (cost <= s->re_budget) {
+			s->re_budget -= cost;
+			sel->re_ok = regcomp(&sel->re, sel->value, REG_EXTENDED | REG_NOSUB) == 0;
+		}
+	}
 	return 0;
 }
 
@@ -297,7 +390,8 @@ int filter_parse(const char *text, struct filter **out, struct status *st)
 		status_set(st, GRPC_RESOURCE_EXHAUSTED, "out of memory");
 		return -1;
 	}
-	struct scanner s = { .in = text };
+	/* regular expressions of regex_cost 1000 take glibc up to ~20 ms on a 4 KiB label */
+	struct scanner s = { .in = text, .re_budget = 1000 };
 	if (*text) {
 		for (;;) {
 			struct selector *p = realloc(f->sel, (f->n + 1) * sizeof(*p));

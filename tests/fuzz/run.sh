@@ -1,6 +1,7 @@
 #!/bin/bash
 # Builds each libFuzzer target (clang, with AddressSanitizer and UBSan) and
-# runs it for FUZZ_SECONDS (default 20) from its seed corpus.  Prints
+# runs it for FUZZ_SECONDS (default 20) from its seed corpus; an input that
+# takes over 10 s fails it.  Prints
 # `PASS fuzz NAME` or `FAIL fuzz NAME` (the crash report's tail), then
 # `N passed, M failed`.  Usage: tests/fuzz/run.sh [NAME...]
 set -uo pipefail
@@ -15,10 +16,13 @@ trap 'rm -rf "$work"' EXIT
 declare -A sources=([fuzz_idmap]="overlay/idmap.c overlay/override.c"
 	[fuzz_options]="overlay/options.c overlay/idmap.c"
 	[fuzz_names]="overlay/whiteout.c overlay/merge.c overlay/grow.c overlay/xattr.c overlay/override.c
-		overlay/idmap.c overlay/log.c")
+		overlay/idmap.c overlay/log.c"
+	[fuzz_shim]="contrib/snapshotter/filter.c contrib/snapshotter/idmap.c contrib/snapshotter/labels.c
+		contrib/snapshotter/log.c overlay/idmap.c")
 # target: its compiler and linker flags besides fuse3's include path
 declare -A flags=([fuzz_options]="$(pkg-config --libs fuse3)"
-	[fuzz_names]="-DXXH_INLINE_ALL $(pkg-config --libs fuse3)")
+	[fuzz_names]="-DXXH_INLINE_ALL $(pkg-config --libs fuse3)"
+	[fuzz_shim]="$(pkg-config --cflags libprotobuf-c)")
 names=("$@")
 [ ${#names[@]} = 0 ] && names=("${!sources[@]}")
 passed=0
@@ -36,7 +40,7 @@ for t in "${names[@]}"; do
 	fi
 	mkdir -p "$work/corpus-$t"
 	cp "$here/corpus/$t"/* "$work/corpus-$t/" 2>/dev/null
-	if "$work/$t" -max_total_time="$secs" -max_len=4096 -artifact_prefix="$work/" "$work/corpus-$t" >"$work/$t.log" 2>&1; then
+	if "$work/$t" -max_total_time="$secs" -timeout=10 -max_len=4096 -artifact_prefix="$work/" "$work/corpus-$t" >"$work/$t.log" 2>&1; then
 		echo "PASS fuzz $t ($(grep -o 'Done [0-9]* runs' "$work/$t.log"))"
 		passed=$((passed + 1))
 	else
