@@ -2,7 +2,8 @@
 # Builds, installs (mount(8) finds helpers only in system paths) and runs every
 # test: Check unit tests, integration tests on real mounts, differential tests
 # against the kernel overlay, crash, power cut, ENOSPC, round-trip and image-layer
-# (tarball) tests of the writable overlay.  Ends with "N passed, M failed".
+# (tarball) tests of the writable overlay, and the unit, integration and
+# differential suites again under ASan and UBSan.  Ends with "N passed, M failed".
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -12,17 +13,8 @@ make install >/dev/null || { echo "run-tests: make install failed" >&2; exit 1; 
 
 passed=0
 failed=0
-add_counts() { # LOG: adds the "N passed, M failed" line of a suite
-	local line
-	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$1" | tail -1)
-	if [ -z "$line" ]; then
-		echo "run-tests: $1 has no result line" >&2
-		failed=$((failed + 1))
-		return
-	fi
-	passed=$((passed + $(echo "$line" | cut -d' ' -f1)))
-	failed=$((failed + $(echo "$line" | cut -d' ' -f3)))
-}
+# shellcheck source=tests/lib/counts.sh
+. tests/lib/counts.sh
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 
@@ -45,6 +37,7 @@ suites=(
 	"integration tests:./tests/integration/run.sh"
 	"differential tests (kernel overlay vs ours):./tests/diff/run.sh"
 	"differential tests, ours over FUSE io_uring:env OVLDIFF_URING=1 ./tests/diff/run.sh"
+	"unit, integration and differential tests under AddressSanitizer and UBSan (a sanitized build out of the tree):./tests/sanitize.sh"
 	"crash consistency (kill -9 during write storms, 10 seeds):./tests/integration/crash.sh $(seq -s' ' 1 10)"
 	"full upper filesystem (ENOSPC):./tests/integration/enospc.sh"
 	"copy-ups through a power cut (ext4 shut down without its journal flushed):./tests/integration/powercut.sh"
