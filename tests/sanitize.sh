@@ -62,6 +62,8 @@ S=$(realpath "$S")
 B=$S/src
 passed=0
 failed=0
+pass() { echo "PASS sanitizers $*"; passed=$((passed + 1)); }
+fail() { echo "FAIL sanitizers $*"; failed=$((failed + 1)); }
 finish() {
 	echo "$passed passed, $failed failed"
 	if [ "$failed" = 0 ] && [ -z "${SANITIZE_DIR:-}" ]; then rm -rf "$S"; else echo "kept $S" >&2; fi
@@ -83,12 +85,10 @@ else
 fi
 if (cd "$B" && ./autogen.sh && ./configure CC="$cc" --enable-sanitizers --enable-werror --prefix=/usr/local &&
 	make -j"$(nproc)" && make -j"$(nproc)" check TESTS=) >"$S/build.log" 2>&1; then
-	echo "PASS sanitizers build ($((SECONDS - started)) s)"
-	passed=$((passed + 1))
+	pass "build ($((SECONDS - started)) s)"
 else
-	echo "FAIL sanitizers build: see $S/build.log"
+	fail "build: see $S/build.log"
 	tail -15 "$S/build.log" | sed 's/^/    /'
-	failed=$((failed + 1))
 	finish
 fi
 
@@ -142,11 +142,10 @@ run_diff() { "$B/tests/diff/run.sh"; }
 scan_reports() { # SUITE DIR: one test, failed if DIR holds a report
 	local files=("$2"/*) r
 	if [ ! -e "${files[0]}" ]; then
-		echo "PASS sanitizers $1: no report"
-		passed=$((passed + 1))
+		pass "$1: no report"
 		return
 	fi
-	echo "FAIL sanitizers $1: ${#files[@]} reports"
+	fail "$1: ${#files[@]} reports"
 	for r in "${files[@]:0:3}"; do # the first lines of the first three
 		echo "    $r:"
 		grep -m1 -E 'ERROR: |runtime error:' "$r" | sed 's/^/      /'
@@ -154,7 +153,6 @@ scan_reports() { # SUITE DIR: one test, failed if DIR holds a report
 		grep -m1 '^SUMMARY:' "$r" | sed 's/^/      /'
 	done
 	[ ${#files[@]} -le 3 ] || echo "    ... $((${#files[@]} - 3)) more in $2"
-	failed=$((failed + 1))
 }
 
 for s in "${suites[@]}"; do
