@@ -45,20 +45,24 @@ struct id_shard {
 	size_t nbuckets, count;
 };
 
-/* The node table of one mount (fs->nodes). */
+/* The node table of one mount (fs->nodes).  The id shards (one line each),
+ * the fd list with its clock, and the chunk pointers every request reads
+ * start cache lines of their own: a write to one part does not take the
+ * line another part is read from. */
+#define CACHE_LINE 64
 struct ovl_nodes {
 	struct slot_shard slot_shards[SLOT_SHARDS];
 	atomic_uint next_slot_shard;
 	atomic_long nodes_alive, dirs_alive;
-	struct id_shard id_shards[ID_SHARDS];
+	_Alignas(CACHE_LINE) struct id_shard id_shards[ID_SHARDS];
 	/* directory fds: every directory node holding some, least recently used first */
-	pthread_mutex_t fd_list_lock;
+	_Alignas(CACHE_LINE) pthread_mutex_t fd_list_lock;
 	struct ovl_node *fd_list_head, *fd_list_tail;
 	atomic_uint_fast64_t fd_clock;
 	/* Chunk-major, so the first chunks of every shard share one page: the
 	 * table is mmap'ed, untouched pages cost no memory, and a small mount
 	 * touches one page here, not one per shard. */
-	struct slot *chunk_dir[MAX_CHUNKS][SLOT_SHARDS];
+	_Alignas(CACHE_LINE) struct slot *chunk_dir[MAX_CHUNKS][SLOT_SHARDS];
 };
 
 /* The shard a thread allocates slots from, as an index: the same in every
@@ -485,6 +489,31 @@ fail:
 	return NULL;
 }
 
+/* Frees the node and what it holds but its directory fds and aliases. */
+static void node_free(struct ovl_node *n)
+{
+	if (n->dir) {
+		struct ovl_dir *d = n->dir;
+		if (d->listing)
+			ovl_listing_unref(d->listing);
+		for (size_t i = 0; i < OVL_SERVED_LISTINGS && d->served[i]; i++)
+			ovl_listing_unref(d->served[i]);
+		pthread_rwlock_destroy(&d->lock);
+		pthread_mutex_destroy(&d->fd_lock);
+		free(d->layers);
+		free(d->fds);
+		free(d);
+	}
+	if (n->rare) {
+		if (n->rare->orphan_fd >= 0)
+			close(n->rare->orphan_fd);
+		free(n->rare);
+	}
+	if (n->name != n->first_name)
+		free(n->name);
+	free(n);
+}
+
 static void node_destroy(struct ovl_fs *fs, struct ovl_node *n)
 {
 	struct ovl_nodes *t = fs->nodes;
@@ -499,28 +528,13 @@ static void node_destroy(struct ovl_fs *fs, struct ovl_node *n)
 			fd_list_unlink(t, n);
 			pthread_mutex_unlock(&t->fd_list_lock);
 		}
-		if (n->parent)
+		if (n->parent) /* the root's are the layers' root fds */
 			close_dir_fds(fs, d);
-		if (d->listing)
-			ovl_listing_unref(d->listing);
-		for (size_t i = 0; i < OVL_SERVED_LISTINGS && d->served[i]; i++)
-			ovl_listing_unref(d->served[i]);
-		pthread_rwlock_destroy(&d->lock);
-		pthread_mutex_destroy(&d->fd_lock);
-		free(d->layers);
-		free(d->fds);
-		free(d);
 		atomic_fetch_sub(&t->dirs_alive, 1);
 	}
-	if (n->rare) {
-		if (n->rare->orphan_fd >= 0)
-			close(n->rare->orphan_fd);
+	if (n->rare)
 		ovl_node_drop_aliases(fs, n);
-		free(n->rare);
-	}
-	if (n->name != n->first_name)
-		free(n->name);
-	free(n);
+	node_free(n);
 }
 
 void ovl_node_ref(struct ovl_fs *fs, struct ovl_node *node)
@@ -659,35 +673,6 @@ struct ovl_nodes *ovl_nodes_new(void)
 	return t;
 }
 
-/* Frees a node left at unmount, without walking to its parent (which is in
- * the table too) or closing the root's fds (the layers' root fds). */
-static void node_free_left(struct ovl_node *n)
-{
-	if (n->dir) {
-		struct ovl_dir *d = n->dir;
-		for (uint32_t i = 0; n->parent && i < d->nlayers; i++)
-			if (d->fds[i] >= 0)
-				close(d->fds[i]);
-		if (d->listing)
-			ovl_listing_unref(d->listing);
-		for (size_t i = 0; i < OVL_SERVED_LISTINGS && d->served[i]; i++)
-			ovl_listing_unref(d->served[i]);
-		pthread_rwlock_destroy(&d->lock);
-		pthread_mutex_destroy(&d->fd_lock);
-		free(d->layers);
-		free(d->fds);
-		free(d);
-	}
-	if (n->rare) {
-		if (n->rare->orphan_fd >= 0)
-			close(n->rare->orphan_fd);
-		free(n->rare); /* its aliases go with the alias table (ovl_aliases_free) */
-	}
-	if (n->name != n->first_name)
-		free(n->name);
-	free(n);
-}
-
 void ovl_nodes_free(struct ovl_fs *fs)
 {
 	struct ovl_nodes *t = fs->nodes;
@@ -698,9 +683,16 @@ void ovl_nodes_free(struct ovl_fs *fs)
 			struct slot *chunk = t->chunk_dir[c][shard];
 			if (chunk == NULL)
 				continue;
-			for (size_t i = 0; i < CHUNK_SIZE; i++)
-				if (chunk[i].node)
-					node_free_left(chunk[i].node);
+			/* every node is in the table: none walks to its parent
+			 * here, and aliases go with their table (ovl_aliases_free) */
+			for (size_t i = 0; i < CHUNK_SIZE; i++) {
+				struct ovl_node *n = chunk[i].node;
+				if (n == NULL)
+					continue;
+				if (n->dir && n->parent)
+					close_dir_fds(fs, n->dir);
+				node_free(n);
+			}
 			munmap(chunk, CHUNK_SIZE * sizeof(struct slot));
 		}
 	for (size_t i = 0; i < SLOT_SHARDS; i++)
