@@ -11,7 +11,6 @@ import os
 import socket
 import struct
 import sys
-import threading
 import time
 
 import grpc_test as g
@@ -266,17 +265,7 @@ def t_slow_clients(ctx):
     import h2.connection
     shim, sock = malformed_setup(ctx)
     c = ctx.client()
-    errs = []
-
-    def mk(t):
-        try:
-            for i in range(t, 250, 8):
-                c.prepare("s%03d" % i, labels={"big": "x" * 3000, "b2": "y" * 1000})
-        except Exception as e:
-            errs.append(repr(e))
-    ths = [threading.Thread(target=mk, args=(t,)) for t in range(8)]
-    [t.start() for t in ths]
-    [t.join() for t in ths]
+    errs = g.prepare_many(c, 250, lambda i: {"big": "x" * 3000, "b2": "y" * 1000})
     check(not errs, "Prepare failed: %s" % errs[:2])
     sizes = [len(m.info) for m in c.list_msgs()]
     check(sum(sizes) == 250 and max(sizes) <= 100, "List of ~1 MB: batches %r" % sizes)

@@ -9,22 +9,20 @@ run.sh with the other gRPC tests.
 import os
 import subprocess
 
+import grpc_test as g
 from grpc_test import check, fs, ids, is_fuse_mount, mounts_at, mounts_table, test
 
 @test("self mount mode: Prepare with a parent returns a bind of a live merged mount")
 def t_self_prepare(ctx):
-    root = ctx.root()
-    shim = ctx.start(["--mount-mode=self"])
-    c = ctx.client()
-    R = os.path.realpath(root)
+    shim, c, R = g.serving(ctx, ["--mount-mode=self"])
     m = c.prepare("p")
-    I = ids(root)
+    I = ids(R)
     check(m == [("bind", fs(R, I["p"]), ["rw", "rbind"])], "parentless Prepare in self mode: %r" % m)
     with open(fs(R, I["p"]) + "/hello", "w") as f:
         f.write("from the parent\n")
     c.commit("base", "p")
     m = c.prepare("child", "base")
-    I = ids(root)
+    I = ids(R)
     merged = fs(R, I["child"], "merged")
     check(m == [("bind", merged, ["rw", "rbind"])], "Prepare with a parent in self mode: %r" % m)
     check(is_fuse_mount(merged), "%s is not a fuse mount: %r" % (merged, mounts_at(merged)))
@@ -40,7 +38,7 @@ def t_self_prepare(ctx):
     c.commit("base2", "child")
     check(not mounts_at(merged), "Commit left merged mounted")
     m = c.view("v2", "base2")
-    I = ids(root)
+    I = ids(R)
     vm = fs(R, I["v2"], "merged")
     check(m == [("bind", vm, ["ro", "rbind"])], "View of two parents in self mode: %r" % m)
     check(is_fuse_mount(vm), "view merged not mounted")
@@ -51,10 +49,7 @@ def t_self_prepare(ctx):
 
 @test("self mount mode: Commit and Remove unmount merged")
 def t_self_unmount(ctx):
-    root = ctx.root()
-    shim = ctx.start(["--mount-mode=self"])
-    c = ctx.client()
-    R = os.path.realpath(root)
+    shim, c, R = g.serving(ctx, ["--mount-mode=self"])
     c.prepare("p")
     c.commit("base", "p")
     c.prepare("a", "base")
@@ -62,7 +57,7 @@ def t_self_unmount(ctx):
     c.prepare("c2", "base")
     c.commit("base2", "c2")
     c.view("v", "base2")
-    I = ids(root)
+    I = ids(R)
     for k in ("a", "b", "v"):
         check(is_fuse_mount(fs(R, I[k], "merged")), "%s not mounted" % k)
     c.commit("ca", "a")
@@ -81,16 +76,13 @@ def t_self_unmount(ctx):
 
 @test("self mount mode: restart re-mounts merged after umount -l, never twice")
 def t_self_restart(ctx):
-    root = ctx.root()
-    shim = ctx.start(["--mount-mode=self"])
-    c = ctx.client()
-    R = os.path.realpath(root)
+    shim, c, R = g.serving(ctx, ["--mount-mode=self"])
     c.prepare("p")
-    with open(fs(R, ids(root)["p"]) + "/hello", "w") as f:
+    with open(fs(R, ids(R)["p"]) + "/hello", "w") as f:
         f.write("hi")
     c.commit("base", "p")
     c.prepare("child", "base")
-    merged = fs(R, ids(root)["child"], "merged")
+    merged = fs(R, ids(R)["child"], "merged")
     check(is_fuse_mount(merged), "not mounted after Prepare")
     ctx.close_clients()
     shim.stop_ok()

@@ -679,17 +679,7 @@ def t_list_batches(ctx):
     ctx.start()
     c = ctx.client()
     N = 250
-    errs = []
-
-    def mk(t):
-        try:
-            for i in range(t, N, 8):
-                c.prepare("s%03d" % i, labels={"half": str(i % 2)})
-        except Exception as e:
-            errs.append(repr(e))
-    ths = [threading.Thread(target=mk, args=(t,)) for t in range(8)]
-    [t.start() for t in ths]
-    [t.join() for t in ths]
+    errs = prepare_many(c, N, lambda i: {"half": str(i % 2)})
     check(not errs, "Prepare failed: %s" % errs[:3])
     msgs = c.list_msgs()
     sizes = [len(m.info) for m in msgs]
@@ -733,6 +723,22 @@ def t_cleanup(ctx):
     check(os.path.isdir(fs(root, sid)) and os.path.isdir(fs(root, sid, "work")), "owned directories damaged")
     ctx.close_clients()
     ctx.shims[0].stop_ok()
+
+
+def prepare_many(c, n, labels_of, threads=8):
+    """Prepares s000... s(n-1) with labels_of(i) from THREADS threads; the errors."""
+    errs = []
+
+    def mk(t):
+        try:
+            for i in range(t, n, threads):
+                c.prepare("s%03d" % i, labels=labels_of(i))
+        except Exception as e:
+            errs.append(repr(e))
+    ths = [threading.Thread(target=mk, args=(t,)) for t in range(threads)]
+    [t.start() for t in ths]
+    [t.join() for t in ths]
+    return errs
 
 
 def check_list(c, filters, model):
