@@ -65,7 +65,8 @@ unset FUSE_OVERLAYFS_DISABLE_OVL_WHITEOUT FUSE_OVERLAYFS_DISABLE_PASSTHROUGH
 
 require_fuse
 require_kernel_overlay
-require_files "$DIFF/ovldiff.py" "$DIFF/ovlview.py" "$DIFF/userns.py" "$here/rootless_check.py" "$CHECK"
+require_files "$DIFF/ovldiff.py" "$DIFF/ovlscenario.py" "$DIFF/ovlbuild.py" "$DIFF/ovlops.py" \
+	"$DIFF/ovlmounts.py" "$DIFF/ovlview.py" "$DIFF/userns.py" "$here/rootless_check.py" "$CHECK"
 [ -x "$PY" ] || die "$PY is missing"
 for c in setfacl mount umount; do command -v $c >/dev/null || die "$c is missing"; done
 [ "$(cat /proc/sys/user/max_user_namespaces 2>/dev/null || echo 0)" -gt 0 ] ||

@@ -39,7 +39,7 @@
 # pinned), ours, and ours with FUSE_OVERLAYFS_DISABLE_OVL_WHITEOUT=1 (`.wh.`
 # whiteout files).  In each: mount, apply layer.tar through the mount, take
 # the merged view (live), unmount, mount again, take it again, unmount.  A
-# view (tests/diff/ovldiff.py snapshot): type, mode, owner, nlink, size,
+# view (tests/diff/ovlview.py snapshot): type, mode, owner, nlink, size,
 # content hash, symlink target, rdev, mtime (symlinks and directories
 # included; a time of this run shows as `recent`), user.* / trusted.* /
 # security.* xattrs and POSIX ACLs, sorted listings, which names share an
@@ -80,7 +80,8 @@ PY=/usr/bin/python3 # the system's: stdlib only
 
 require_fuse
 require_kernel_overlay
-require_files "$APPLY" "$CHECK" "$top/tests/diff/ovldiff.py"
+require_files "$APPLY" "$CHECK" "$top/tests/diff/ovlview.py" "$top/tests/diff/ovlbuild.py" \
+	"$top/tests/diff/ovlscenario.py"
 [ -x "$PY" ] || die "$PY is missing"
 make_work
 

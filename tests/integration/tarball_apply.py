@@ -26,7 +26,8 @@
   name that only one of the two views shows is left out: mask_long).
 
 Everything is stdlib; the views, their records and their comparison are
-tests/diff/ovldiff.py's (snapshot, upper_view, diff_views), imported.
+tests/diff/ovlview.py's (snapshot, upper_view, diff_views), the ACL values
+tests/diff/ovlbuild.py's (encode_acl), imported.
 
 The applier (apply) follows containerd's archive.Apply, member by member:
   * parents of a member that are missing are created (0755);
@@ -51,7 +52,8 @@ import decimal, errno, hashlib, io, json, os, pickle, shutil, stat, struct, sys,
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "diff"))
 sys.dont_write_bytecode = True
-import ovldiff  # noqa: E402  (the views and their comparison)
+import ovlbuild  # noqa: E402  (encode_acl)
+import ovlview  # noqa: E402  (the views and their comparison)
 
 T0 = 1600000000             # layer times: 2020, long before any run
 RECENT = time.time_ns() - 600 * 10**9   # later times show as `recent`
@@ -94,9 +96,9 @@ class Tar:
         self.tf.close()
 
 
-ACL_FILE = ovldiff.encode_acl(b"u::rw-,u:1000:rw-,g::r--,g:2000:r--,m::rw-,o::---")
-ACL_LOWER = ovldiff.encode_acl(b"u::rw-,u:33:r--,g::r--,m::r--,o::r--")
-ACL_DEFAULT = ovldiff.encode_acl(b"u::rwx,u:1000:rwx,g::r-x,m::rwx,o::r-x")
+ACL_FILE = ovlbuild.encode_acl(b"u::rw-,u:1000:rw-,g::r--,g:2000:r--,m::rw-,o::---")
+ACL_LOWER = ovlbuild.encode_acl(b"u::rw-,u:33:r--,g::r--,m::r--,o::r--")
+ACL_DEFAULT = ovlbuild.encode_acl(b"u::rwx,u:1000:rwx,g::r-x,m::rwx,o::r-x")
 
 
 def build_lower(path):
@@ -347,13 +349,13 @@ def apply(tar, dest, out):
                 member(tf, m, rel)
                 results.append([m.name, "ok"])
             except OSError as e:
-                results.append([m.name, "%s: %s" % (step[0], ovldiff.ename(e))])
+                results.append([m.name, "%s: %s" % (step[0], ovlview.ename(e))])
     for rel, t in dirs:
         try:
             os.utime(os.path.join(dest, rel), ns=(t, t), follow_symlinks=False)
             results.append(["utimes " + rel, "ok"])
         except OSError as e:
-            results.append(["utimes " + rel, ovldiff.ename(e)])
+            results.append(["utimes " + rel, ovlview.ename(e)])
     with open(out, "w") as f:
         json.dump(results, f, indent=0)
     for name, r in results:
@@ -413,9 +415,9 @@ def load(p):
 
 
 def view(mnt, out, kind):
-    """The merged view (ovldiff.snapshot), mtimes of directories included
+    """The merged view (ovlview.snapshot), mtimes of directories included
     (the applier sets them last; a copy-up must not change a parent's)."""
-    v, problems = ovldiff.snapshot(os.fsencode(mnt), kind == "ours", RECENT)
+    v, problems = ovlview.snapshot(os.fsencode(mnt), kind == "ours", RECENT)
     save({"view": v, "problems": problems}, out)
     return 0
 
@@ -426,7 +428,7 @@ def atimes(d, out):
     v = {}
 
     def walk(rel):
-        p = ovldiff.jp(os.fsencode(d), rel)
+        p = ovlview.jp(os.fsencode(d), rel)
         st = os.lstat(p)
         v[rel] = {"atime": st.st_atime_ns}
         if stat.S_ISDIR(st.st_mode):
@@ -446,7 +448,7 @@ def atimes(d, out):
 def unchanged(a, b):
     """What changed from view a (before) to view b (after)."""
     out = []
-    for d in ovldiff.diff_views(load(a)["view"], load(b)["view"], "x"):
+    for d in ovlview.diff_views(load(a)["view"], load(b)["view"], "x"):
         d = d.split(": ", 1)[1]
         d = d.replace(": missing on ours", ": gone").replace(": extra on ours", ": new")
         out.append(d.replace(" kernel=", " before=", 1).replace(" ours=", " after=", 1))
@@ -456,7 +458,7 @@ def unchanged(a, b):
 
 
 def upper(d, out, kind):
-    save({"view": ovldiff.upper_view(os.fsencode(d), kind == "kernel", RECENT), "problems": []}, out)
+    save({"view": ovlview.upper_view(os.fsencode(d), kind == "kernel", RECENT), "problems": []}, out)
     return 0
 
 
@@ -478,7 +480,7 @@ def compare(a, b, problems, mask=False):
     A, B = load(a), load(b)
     if mask:
         A["view"], B["view"] = mask_long(A["view"], B["view"]), mask_long(B["view"], A["view"])
-    out = [d.split(": ", 1)[1] for d in ovldiff.diff_views(A["view"], B["view"], "x")]
+    out = [d.split(": ", 1)[1] for d in ovlview.diff_views(A["view"], B["view"], "x")]
     if problems:
         out += B["problems"]
     for l in out:
