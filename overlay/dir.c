@@ -13,6 +13,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "../layers/upper.h"
 #include "ops.h"
 
 static int check_new_name(struct ovl_fs *fs, const char *name)
@@ -52,26 +53,28 @@ struct make {
 
 static int make_at(struct ovl_fs *fs, int dfd, const char *dname, struct make *m)
 {
+	struct ovl_layer *upper = &fs->layers[0];
 	if (m->source) {
 		struct ovl_node *src = m->source;
 		int pfd = ovl_dir_fd_get(fs, src->parent, 0);
 		if (pfd < 0)
 			return pfd;
-		int res = linkat(pfd, src->name, dfd, dname, 0) < 0 ? -errno : 0;
+		int res = ovl_upper_link(upper, pfd, src->name, dfd, dname);
 		ovl_dir_fd_put(src->parent);
 		return res;
 	}
 	switch (m->mode & S_IFMT) {
-	case S_IFREG:
-		m->fd = openat(dfd, dname, (m->open_flags & ~(O_TRUNC | O_NOCTTY)) | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-			       m->mode & 07777);
-		return m->fd < 0 ? -errno : 0;
+	case S_IFREG: {
+		int fd = ovl_upper_create(upper, dfd, dname, m->open_flags & ~(O_TRUNC | O_NOCTTY), m->mode & 07777);
+		m->fd = fd < 0 ? -1 : fd;
+		return fd < 0 ? fd : 0;
+	}
 	case S_IFDIR:
-		return mkdirat(dfd, dname, m->mode & 07777) < 0 ? -errno : 0;
+		return ovl_upper_mkdir(upper, dfd, dname, m->mode & 07777);
 	case S_IFLNK:
-		return symlinkat(m->target, dfd, dname) < 0 ? -errno : 0;
+		return ovl_upper_symlink(upper, dfd, dname, m->target);
 	default:
-		return mknodat(dfd, dname, m->mode, m->rdev) < 0 ? -errno : 0;
+		return ovl_upper_mknod(upper, dfd, dname, m->mode, m->rdev);
 	}
 }
 
@@ -92,15 +95,16 @@ static int acl_stage(struct ovl_fs *fs, int upfd, const char *tmp)
 	char acl[4096];
 	if (fs->cfg->noacl)
 		return -1;
+	struct ovl_layer *upper = &fs->layers[0];
 	ssize_t len = fgetxattr(upfd, ACL_DEFAULT_XATTR, acl, sizeof acl);
-	if (len <= 0 || mkdirat(fs->work_fd, tmp, 0700) < 0)
+	if (len <= 0 || ovl_upper_mkdir(upper, fs->work_fd, tmp, 0700) < 0)
 		return -1;
 	int fd = openat(fs->work_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd >= 0 && fsetxattr(fd, ACL_DEFAULT_XATTR, acl, (size_t)len, 0) == 0)
+	if (fd >= 0 && ovl_upper_setxattr(upper, fd, NULL, ACL_DEFAULT_XATTR, acl, (size_t)len, 0) == 0)
 		return fd;
 	if (fd >= 0)
 		close(fd);
-	unlinkat(fs->work_fd, tmp, AT_REMOVEDIR);
+	ovl_upper_rmdir(upper, fs->work_fd, tmp);
 	return -1;
 }
 
@@ -169,7 +173,7 @@ static int make_in_upper(struct ovl_fs *fs, const struct ovl_creds *c, struct ov
 			close(m->fd);
 		m->fd = -1;
 		if (direct && made)
-			unlinkat(upfd, name, is_dir ? AT_REMOVEDIR : 0);
+			(is_dir ? ovl_upper_rmdir : ovl_upper_unlink)(&fs->layers[0], upfd, name);
 		return res;
 	}
 	if (wh == OVL_WH_FILE)
@@ -346,12 +350,12 @@ static int remove_in_upper(struct ovl_fs *fs, int upfd, const char *name, const 
 	bool in_upper = f->layer == 0;
 	if (lower)
 		return ovl_whiteout_put(fs, upfd, name, in_upper ? f->st.st_mode & S_IFMT : 0);
+	struct ovl_layer *upper = &fs->layers[0];
 	if (!is_dir)
-		return unlinkat(upfd, name, 0) < 0 ? -errno : 0;
-	if (unlinkat(upfd, name, AT_REMOVEDIR) == 0)
-		return 0;
-	if (errno != ENOTEMPTY)
-		return -errno;
+		return ovl_upper_unlink(upper, upfd, name);
+	int res = ovl_upper_rmdir(upper, upfd, name);
+	if (res != -ENOTEMPTY)
+		return res;
 	/* only whiteouts of names that are gone below: out of sight, then away */
 	return ovl_work_discard(fs, upfd, name);
 }
@@ -500,24 +504,13 @@ static int move_in_upper(struct ovl_fs *fs, struct move *mv, int up, int unp, co
 			return res;
 		/* the whiteout came to the old name: keep it only if it hides something */
 		if (!src_wh)
-			unlinkat(up, mv->name, 0);
+			ovl_upper_unlink(&fs->layers[0], up, mv->name);
 		return 0;
 	}
-	if (src_wh && fs->whiteout_files) {
-		int res = ovl_whiteout_put(fs, up, mv->name, 0);
-		if (res < 0)
-			return res;
-	}
-	bool rename_whiteout = src_wh && !fs->whiteout_files;
-	if (renameat2(up, mv->name, unp, mv->newname, rename_whiteout ? RENAME_WHITEOUT : 0) < 0) {
-		if (!rename_whiteout || (errno != EINVAL && errno != ENOSYS))
-			return -errno;
-		if (renameat(up, mv->name, unp, mv->newname) < 0)
-			return -errno;
-		int res = ovl_whiteout_put(fs, up, mv->name, 0);
-		if (res < 0)
-			return res;
-	}
+	int res = src_wh ? ovl_whiteout_rename(fs, up, mv->name, unp, mv->newname)
+			 : ovl_rename(fs, up, mv->name, unp, mv->newname, 0);
+	if (res < 0)
+		return res;
 	if (wh == OVL_WH_FILE)
 		ovl_whiteout_drop_file(fs, unp, mv->newname);
 	return 0;

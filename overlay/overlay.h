@@ -480,6 +480,9 @@ int ovl_upper_whiteout_at(struct ovl_fs *fs, int dirfd, const char *name);
  * the upper object there now (0: none), replaced where the format allows it
  * atomically. */
 int ovl_whiteout_put(struct ovl_fs *fs, int dirfd, const char *name, mode_t present);
+/* Moves dirfd/name to newdirfd/newname leaving a whiteout at name, in one
+ * step where the format and the kernel allow it (RENAME_WHITEOUT). */
+int ovl_whiteout_rename(struct ovl_fs *fs, int dirfd, const char *name, int newdirfd, const char *newname);
 /* Removes a .wh.NAME once NAME itself was put in its place. */
 int ovl_whiteout_drop_file(struct ovl_fs *fs, int dirfd, const char *name);
 /* Marks an upper directory opaque. */
@@ -513,7 +516,8 @@ bool ovl_has_initial_cap(pid_t pid, int cap);
 int ovl_work_empty_dir(int dirfd);
 /* A name for a new temporary in work ("#ovl.N"). */
 void ovl_work_tempname(struct ovl_fs *fs, char buf[OVL_TEMPNAME_MAX]);
-/* renameat2 with fallbacks for RENAME_NOREPLACE and RENAME_EXCHANGE; -errno. */
+/* ovl_upper_rename (its fallbacks for RENAME_NOREPLACE and RENAME_EXCHANGE)
+ * with a free name in work for the steps of the latter; -errno. */
 int ovl_rename(struct ovl_fs *fs, int olddirfd, const char *old, int newdirfd, const char *new, unsigned flags);
 /* Moves dirfd/name out of sight into work in one step, then removes it. */
 int ovl_work_discard(struct ovl_fs *fs, int dirfd, const char *name);

@@ -13,6 +13,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "../layers/upper.h"
 #include "overlay.h"
 
 #define WH_PREFIX ".wh."
@@ -119,16 +120,15 @@ int ovl_has_whiteout_file(struct ovl_layer *layer, int dirfd, const char *name)
 
 static int make_shared_whiteout(struct ovl_fs *fs)
 {
+	struct ovl_layer *upper = &fs->layers[0];
 	char tmp[OVL_TEMPNAME_MAX];
 	ovl_work_tempname(fs, tmp);
-	if (mknodat(fs->work_fd, tmp, S_IFCHR | 0, makedev(0, 0)) < 0)
-		return -errno;
-	if (renameat(fs->work_fd, tmp, fs->workdir_fd, SHARED_WHITEOUT) < 0) {
-		int e = errno;
-		unlinkat(fs->work_fd, tmp, 0);
-		return -e;
-	}
-	return 0;
+	int res = ovl_upper_whiteout(upper, fs->work_fd, tmp);
+	if (res < 0)
+		return res;
+	if ((res = ovl_rename(fs, fs->work_fd, tmp, fs->workdir_fd, SHARED_WHITEOUT, 0)) < 0)
+		ovl_upper_unlink(upper, fs->work_fd, tmp);
+	return res;
 }
 
 void ovl_whiteout_setup(struct ovl_fs *fs)
@@ -146,16 +146,18 @@ void ovl_whiteout_setup(struct ovl_fs *fs)
  * as many links as the filesystem allows. */
 static int link_whiteout(struct ovl_fs *fs, int dirfd, const char *name)
 {
+	struct ovl_layer *upper = &fs->layers[0];
 	for (int tries = 0; tries < 2; tries++) {
-		if (linkat(fs->workdir_fd, SHARED_WHITEOUT, dirfd, name, 0) == 0)
+		int res = ovl_upper_link(upper, fs->workdir_fd, SHARED_WHITEOUT, dirfd, name);
+		if (res == 0)
 			return 0;
-		if (errno != EMLINK && errno != ENOENT)
+		if (res != -EMLINK && res != -ENOENT)
 			break;
 		if (make_shared_whiteout(fs) < 0)
 			break;
 	}
 	/* no links here (another fs, or a lost shared whiteout): a new inode */
-	return mknodat(dirfd, name, S_IFCHR | 0, makedev(0, 0)) < 0 ? -errno : 0;
+	return ovl_upper_whiteout(upper, dirfd, name);
 }
 
 bool ovl_whiteout_fits(const struct ovl_fs *fs, const char *name)
@@ -192,7 +194,7 @@ static int replace_by_char_whiteout(struct ovl_fs *fs, int dirfd, const char *na
 	if (res < 0)
 		return res;
 	if ((res = ovl_rename(fs, fs->work_fd, tmp, dirfd, name, is_dir ? RENAME_EXCHANGE : 0)) < 0) {
-		unlinkat(fs->work_fd, tmp, 0);
+		ovl_upper_unlink(&fs->layers[0], fs->work_fd, tmp);
 		return res;
 	}
 	if (is_dir)
@@ -210,41 +212,53 @@ int ovl_whiteout_put(struct ovl_fs *fs, int dirfd, const char *name, mode_t pres
 	/* .wh.NAME first: a crash in between leaves NAME shown, as before */
 	char wh[NAME_MAX + 1];
 	int res = whiteout_file_name(name, wh);
-	if (res < 0)
+	if (res == 0)
+		res = ovl_upper_touch(&fs->layers[0], dirfd, wh, 0);
+	if (res < 0 || !present)
 		return res;
-	int fd = openat(dirfd, wh, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	close(fd);
-	if (!present)
-		return 0;
 	if (!S_ISDIR(present))
-		return unlinkat(dirfd, name, 0) < 0 ? -errno : 0;
+		return ovl_upper_unlink(&fs->layers[0], dirfd, name);
 	return ovl_work_discard(fs, dirfd, name);
+}
+
+int ovl_whiteout_rename(struct ovl_fs *fs, int dirfd, const char *name, int newdirfd, const char *newname)
+{
+	int res;
+	if (fs->whiteout_files) {
+		/* .wh.NAME first, as ovl_whiteout_put */
+		res = ovl_whiteout_put(fs, dirfd, name, 0);
+		return res < 0 ? res : ovl_rename(fs, dirfd, name, newdirfd, newname, 0);
+	}
+	res = ovl_rename(fs, dirfd, name, newdirfd, newname, RENAME_WHITEOUT);
+	if (res != -EINVAL && res != -ENOSYS)
+		return res;
+	/* no RENAME_WHITEOUT (before 3.18, or refused by the filesystem): two steps */
+	res = ovl_rename(fs, dirfd, name, newdirfd, newname, 0);
+	return res < 0 ? res : ovl_whiteout_put(fs, dirfd, name, 0);
 }
 
 int ovl_whiteout_drop_file(struct ovl_fs *fs, int dirfd, const char *name)
 {
 	char wh[NAME_MAX + 1];
-	(void)fs;
 	if (whiteout_file_name(name, wh) < 0)
 		return 0;
-	if (unlinkat(dirfd, wh, 0) < 0 && errno != ENOENT)
-		return -errno;
-	return 0;
+	int res = ovl_upper_unlink(&fs->layers[0], dirfd, wh);
+	return res == -ENOENT ? 0 : res;
 }
 
 int ovl_set_opaque(struct ovl_fs *fs, int dirfd)
 {
+	struct ovl_layer *upper = &fs->layers[0];
 	if (fs->trusted_xattrs) {
-		if (fsetxattr(dirfd, opaque_xattrs[0], "y", 1, 0) == 0)
-			return 0;
-		if (errno != EPERM && errno != ENOTSUP)
-			return -errno;
+		int res = ovl_upper_setxattr(upper, dirfd, NULL, opaque_xattrs[0], "y", 1, 0);
+		if (res != -EPERM && res != -ENOTSUP)
+			return res;
 		fs->trusted_xattrs = false; /* rootless: the user.* spellings */
 	}
-	for (size_t i = 1; i < sizeof opaque_xattrs / sizeof opaque_xattrs[0]; i++)
-		if (fsetxattr(dirfd, opaque_xattrs[i], "y", 1, 0) < 0)
-			return -errno;
+	for (size_t i = 1; i < sizeof opaque_xattrs / sizeof opaque_xattrs[0]; i++) {
+		int res = ovl_upper_setxattr(upper, dirfd, NULL, opaque_xattrs[i], "y", 1, 0);
+		if (res < 0)
+			return res;
+	}
 	return 0;
 }

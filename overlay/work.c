@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../layers/upper.h"
 #include "overlay.h"
 
 /* Removes everything below dirfd without following any symlink. */
@@ -74,32 +75,13 @@ int ovl_work_remove(struct ovl_fs *fs, const char *name)
 	return res;
 }
 
-/* renameat2 for kernels without it (before 3.15) or filesystems refusing a
- * flag: RENAME_NOREPLACE by looking first (ns_lock makes that atomic for
- * us: only we change the upper layer), RENAME_EXCHANGE by three renames
- * through work (not atomic there).  Returns 0 or -errno. */
 int ovl_rename(struct ovl_fs *fs, int olddirfd, const char *old, int newdirfd, const char *new, unsigned flags)
 {
-	if (renameat2(olddirfd, old, newdirfd, new, flags) == 0)
-		return 0;
-	if (flags == 0 || (errno != ENOSYS && errno != EINVAL) || (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)))
-		return -errno;
-	struct stat st;
-	if (flags == RENAME_NOREPLACE) {
-		if (fstatat(newdirfd, new, &st, AT_SYMLINK_NOFOLLOW) == 0)
-			return -EEXIST;
-		return renameat(olddirfd, old, newdirfd, new) < 0 ? -errno : 0;
-	}
-	char tmp[OVL_TEMPNAME_MAX];
-	ovl_work_tempname(fs, tmp);
-	if (fstatat(olddirfd, old, &st, AT_SYMLINK_NOFOLLOW) < 0 || renameat(newdirfd, new, fs->work_fd, tmp) < 0)
-		return -errno;
-	if (renameat(olddirfd, old, newdirfd, new) < 0) {
-		int e = errno;
-		renameat(fs->work_fd, tmp, newdirfd, new);
-		return -e;
-	}
-	return renameat(fs->work_fd, tmp, olddirfd, old) < 0 ? -errno : 0;
+	char tmp[OVL_TEMPNAME_MAX] = "";
+	/* where the kernel cannot exchange, the steps pass through work */
+	if (flags & RENAME_EXCHANGE)
+		ovl_work_tempname(fs, tmp);
+	return ovl_upper_rename(&fs->layers[0], olddirfd, old, newdirfd, new, flags, fs->work_fd, tmp);
 }
 
 int ovl_work_discard(struct ovl_fs *fs, int dirfd, const char *name)
