@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "../fuse/transport.h"
+#include "../layers/upper.h"
 #include "ops.h"
 
 /* Where a copied-up object keeps its origin's identity ("DEV:INO"), so that
@@ -38,13 +39,11 @@ static int origin_set(struct ovl_fs *fs, int fd, const char *name, const struct 
 	char v[64];
 	int len = snprintf(v, sizeof v, "%" PRIu64 ":%" PRIu64, (uint64_t)lower->st_dev, (uint64_t)lower->st_ino);
 	struct ovl_layer *upper = &fs->layers[0];
-	if (fs->trusted_xattrs &&
-	    upper->ops->setxattrat(upper, fd, name, ORIGIN_XATTR_TRUSTED, v, (size_t)len, 0) == 0)
+	if (fs->trusted_xattrs && ovl_upper_setxattr(upper, fd, name, ORIGIN_XATTR_TRUSTED, v, (size_t)len, 0) == 0)
 		return 0;
-	if (upper->ops->setxattrat(upper, fd, name, ORIGIN_XATTR_USER, v, (size_t)len, 0) == 0)
-		return 0;
+	int res = ovl_upper_setxattr(upper, fd, name, ORIGIN_XATTR_USER, v, (size_t)len, 0);
 	/* without xattrs st_ino merely changes at copy-up, as with 1.10 */
-	return errno == ENOTSUP || errno == EPERM ? 0 : -errno;
+	return res == -ENOTSUP || res == -EPERM ? 0 : res;
 }
 
 bool ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name, ino_t *shown)
@@ -90,8 +89,9 @@ static int copy_range_rw(int src, int dst, off_t in, off_t end)
 	return 0;
 }
 
-/* Copies the data of src (stat *st, from layer lower), leaving holes where it has them. */
-static int copy_data(struct ovl_layer *lower, int src, int dst, const struct stat *st)
+/* Copies the data of src (stat *st, from layer lower) to dst in upper's
+ * work, leaving holes where it has them. */
+static int copy_data(struct ovl_layer *upper, struct ovl_layer *lower, int src, int dst, const struct stat *st)
 {
 	off_t size = st->st_size;
 	if (size == 0)
@@ -133,7 +133,7 @@ static int copy_data(struct ovl_layer *lower, int src, int dst, const struct sta
 	}
 	/* only a trailing hole is left to make (a truncate to the same size
 	 * would still cost ext4 a journalled truncate) */
-	return pos < size && ftruncate(dst, size) < 0 ? -errno : 0;
+	return pos < size ? ovl_upper_truncate(upper, dst, NULL, size) : 0;
 }
 
 /* Gives the copy (fd, or name in dirfd) the owner of the original.  Under
@@ -142,12 +142,11 @@ static int copy_data(struct ovl_layer *lower, int src, int dst, const struct sta
  * without squash it is the kernel overlay's EOVERFLOW. */
 static int copy_owner(struct ovl_fs *fs, int fd, const char *name, const struct stat *st)
 {
-	int res = name ? fchownat(fd, name, st->st_uid, st->st_gid, AT_SYMLINK_NOFOLLOW)
-		       : fchown(fd, st->st_uid, st->st_gid);
+	int res = ovl_upper_chown(&fs->layers[0], fd, name, st->st_uid, st->st_gid);
 	if (res == 0 || ovl_squashing(fs->cfg))
 		return 0;
 	/* an owner this namespace cannot write: the kernel overlay's answer */
-	return errno == EINVAL ? -EOVERFLOW : -errno;
+	return res == -EINVAL ? -EOVERFLOW : res;
 }
 
 static int xattr_copy_check(const char *name, struct error_context *ctx)
@@ -191,14 +190,12 @@ static int copy_xattrs(int src_dirfd, const char *src_name, int src_fd, int dst_
 static int make_data_crash_safe(struct ovl_fs *fs, int dst)
 {
 	switch (fs->copy_sync) {
-	case OVL_COPY_SYNC_ORDERED: {
-		unsigned how = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
-		return sync_file_range(dst, 0, 0, how) < 0 ? -errno : 0;
-	}
+	case OVL_COPY_SYNC_ORDERED:
+		return ovl_upper_writeback(&fs->layers[0], dst);
 	case OVL_COPY_SYNC_NONE:
 		return 0; /* fsync=0, volatile */
 	default:
-		return fsync(dst) < 0 ? -errno : 0;
+		return ovl_upper_fsync(&fs->layers[0], dst, false);
 	}
 }
 
@@ -252,6 +249,7 @@ void ovl_copy_up_setup(struct ovl_fs *fs)
 static int build_copy(struct ovl_fs *fs, struct ovl_layer *lower, int pfd, const char *name, const char *tmp,
 		      bool with_data, struct stat *st, struct stat *copy)
 {
+	struct ovl_layer *upper = &fs->layers[0];
 	int src = -1, dst = -1, res = 0;
 	int wfd = fs->work_fd;
 	if (lower->ops->statat(lower, pfd, name, st) < 0)
@@ -260,34 +258,36 @@ static int build_copy(struct ovl_fs *fs, struct ovl_layer *lower, int pfd, const
 	const struct timespec times[2] = { st->st_atim, st->st_mtim };
 	if (S_ISREG(type)) {
 		src = ovl_layer_open(fs, lower, pfd, name, O_RDONLY | O_NONBLOCK);
-		dst = openat(wfd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
-		if (src < 0 || dst < 0)
-			res = -errno;
+		dst = src < 0 ? -errno : ovl_upper_create(upper, wfd, tmp, O_WRONLY, 0600);
+		if (dst < 0)
+			res = dst;
 		else if (with_data)
-			res = copy_data(lower, src, dst, st);
+			res = copy_data(upper, lower, src, dst, st);
 	} else if (S_ISLNK(type)) {
 		char target[PATH_MAX + 1];
 		ssize_t len = lower->ops->readlinkat(lower, pfd, name, target, sizeof target - 1);
 		if (len < 0)
 			return -errno;
 		target[len] = '\0';
-		if (symlinkat(target, wfd, tmp) < 0)
-			return -errno;
-	} else if (mknodat(wfd, tmp, type | 0600, st->st_rdev) < 0) {
-		return -errno; /* fifo, socket, device: recreated as what they are */
+		if ((res = ovl_upper_symlink(upper, wfd, tmp, target)) < 0)
+			return res;
+	} else if ((res = ovl_upper_mknod(upper, wfd, tmp, type | 0600, st->st_rdev)) < 0) {
+		return res; /* fifo, socket, device: recreated as what they are */
 	}
+	/* the copy by its fd where it has one, else by its name in work */
+	int cfd = dst >= 0 ? dst : wfd;
+	const char *cname = dst >= 0 ? NULL : tmp;
 	if (res == 0)
-		res = copy_owner(fs, dst >= 0 ? dst : wfd, dst >= 0 ? NULL : tmp, st);
+		res = copy_owner(fs, cfd, cname, st);
 	if (res == 0)
 		res = copy_xattrs(pfd, name, src, wfd, tmp, dst);
 	/* not for a lower hard link: the copy is a new inode (kernel, index=off) */
 	if (res == 0 && st->st_nlink == 1)
-		res = dst >= 0 ? origin_set(fs, dst, NULL, st) : origin_set(fs, wfd, tmp, st);
-	if (res == 0 && !S_ISLNK(type) &&
-	    (dst >= 0 ? fchmod(dst, st->st_mode & 07777) : fchmodat(wfd, tmp, st->st_mode & 07777, 0)) < 0)
-		res = -errno;
-	if (res == 0 && (dst >= 0 ? futimens(dst, times) : utimensat(wfd, tmp, times, AT_SYMLINK_NOFOLLOW)) < 0)
-		res = -errno;
+		res = origin_set(fs, cfd, cname, st);
+	if (res == 0 && !S_ISLNK(type))
+		res = ovl_upper_chmod(upper, cfd, cname, st->st_mode & 07777);
+	if (res == 0)
+		res = ovl_upper_utimens(upper, cfd, cname, times);
 	if (res == 0 && dst >= 0 && with_data && st->st_size > 0)
 		res = make_data_crash_safe(fs, dst);
 	if (res == 0 && (dst >= 0 ? fstat(dst, copy) : fstatat(wfd, tmp, copy, AT_SYMLINK_NOFOLLOW)) < 0)
@@ -323,7 +323,7 @@ static int rename_into_upper(struct ovl_fs *fs, const char *tmp, int upfd, const
 	if (res < 0)
 		return res;
 	const struct timespec times[2] = { pst.st_atim, pst.st_mtim };
-	futimens(upfd, times);
+	ovl_upper_utimens(&fs->layers[0], upfd, NULL, times);
 	return 0;
 }
 
@@ -341,12 +341,12 @@ static int copy_up_one_dir(struct ovl_fs *fs, struct ovl_node *d)
 		ovl_dir_fd_put(d);
 		return upfd;
 	}
+	struct ovl_layer *upper = &fs->layers[0];
 	ovl_work_tempname(fs, tmp);
-	int fd = -1, res = 0;
-	if (fstat(src, &st) < 0 || mkdirat(fs->work_fd, tmp, 0700) < 0) {
-		res = -errno;
+	int fd = -1;
+	int res = fstat(src, &st) < 0 ? -errno : ovl_upper_mkdir(upper, fs->work_fd, tmp, 0700);
+	if (res < 0)
 		goto out;
-	}
 	fd = openat(fs->work_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	const struct timespec times[2] = { st.st_atim, st.st_mtim };
 	if (fd < 0)
@@ -359,7 +359,11 @@ static int copy_up_one_dir(struct ovl_fs *fs, struct ovl_node *d)
 		res = origin_set(fs, fd, NULL, &st);
 	if (res == 0)
 		res = carry_override(fs, d, fd, NULL);
-	if (res == 0 && (fchmod(fd, st.st_mode & 07777) < 0 || futimens(fd, times) < 0 || fstat(fd, &ust) < 0))
+	if (res == 0)
+		res = ovl_upper_chmod(upper, fd, NULL, st.st_mode & 07777);
+	if (res == 0)
+		res = ovl_upper_utimens(upper, fd, NULL, times);
+	if (res == 0 && fstat(fd, &ust) < 0)
 		res = -errno;
 	if (res == 0)
 		res = rename_into_upper(fs, tmp, upfd, d->name);

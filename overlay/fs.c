@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "../layers/upper.h"
 #include "overlay.h"
 
 static int open_layer(struct ovl_fs *fs, uint32_t index, const char *path, bool upper, char *err, size_t errlen)
@@ -178,12 +179,13 @@ int ovl_fs_prepare_workdir(struct ovl_fs *fs, char *err, size_t errlen)
 {
 	if (!fs->has_upper)
 		return 0;
-	if (mkdirat(fs->workdir_fd, "work", 0700) < 0 && errno != EEXIST) {
-		snprintf(err, errlen, "%s/work: workdir: %s", fs->cfg->workdir, strerror(errno));
+	int res = ovl_upper_mkdir(&fs->layers[0], fs->workdir_fd, "work", 0700);
+	if (res < 0 && res != -EEXIST) {
+		snprintf(err, errlen, "%s/work: workdir: %s", fs->cfg->workdir, strerror(-res));
 		return -1;
 	}
 	fs->work_fd = openat(fs->workdir_fd, "work", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	int res = fs->work_fd < 0 ? -errno : ovl_work_empty_dir(fs->work_fd);
+	res = fs->work_fd < 0 ? -errno : ovl_work_empty_dir(fs, fs->work_fd);
 	if (res < 0) {
 		snprintf(err, errlen, "%s/work: workdir: cannot empty: %s", fs->cfg->workdir, strerror(-res));
 		return -1;

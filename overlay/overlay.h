@@ -513,7 +513,7 @@ bool ovl_has_initial_cap(pid_t pid, int cap);
 /* work.c: the scratch directory */
 #define OVL_TEMPNAME_MAX 32
 /* Removes everything below dirfd without following any symlink. */
-int ovl_work_empty_dir(int dirfd);
+int ovl_work_empty_dir(struct ovl_fs *fs, int dirfd);
 /* A name for a new temporary in work ("#ovl.N"). */
 void ovl_work_tempname(struct ovl_fs *fs, char buf[OVL_TEMPNAME_MAX]);
 /* ovl_upper_rename (its fallbacks for RENAME_NOREPLACE and RENAME_EXCHANGE)

@@ -16,8 +16,9 @@
 #include "overlay.h"
 
 /* Removes everything below dirfd without following any symlink. */
-int ovl_work_empty_dir(int dirfd)
+int ovl_work_empty_dir(struct ovl_fs *fs, int dirfd)
 {
+	struct ovl_layer *upper = &fs->layers[0];
 	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
 	int res = 0;
@@ -30,23 +31,29 @@ int ovl_work_empty_dir(int dirfd)
 	while ((de = readdir(d)) != NULL) {
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
-		if (unlinkat(dirfd, de->d_name, 0) == 0)
+		int r = ovl_upper_unlink(upper, dirfd, de->d_name);
+		if (r == 0)
 			continue;
-		if (errno != EISDIR && errno != EPERM) {
-			res = -errno;
+		if (r != -EISDIR && r != -EPERM) {
+			res = r;
 			continue;
 		}
 		int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (sub < 0 && errno == EACCES && fchmodat(dirfd, de->d_name, 0700, 0) == 0)
+		r = sub < 0 ? -errno : 0;
+		if (r == -EACCES && (r = ovl_upper_chmod(upper, dirfd, de->d_name, 0700)) == 0) {
 			sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (sub < 0) {
-			res = -errno;
+			r = sub < 0 ? -errno : 0;
+		}
+		if (r < 0) {
+			res = r;
 			continue;
 		}
-		int r = ovl_work_empty_dir(sub);
+		r = ovl_work_empty_dir(fs, sub);
 		close(sub);
-		if (r < 0 || unlinkat(dirfd, de->d_name, AT_REMOVEDIR) < 0)
-			res = r < 0 ? r : -errno;
+		if (r == 0)
+			r = ovl_upper_rmdir(upper, dirfd, de->d_name);
+		if (r < 0)
+			res = r;
 	}
 	closedir(d);
 	return res;
@@ -59,17 +66,19 @@ void ovl_work_tempname(struct ovl_fs *fs, char buf[OVL_TEMPNAME_MAX])
 
 int ovl_work_remove(struct ovl_fs *fs, const char *name)
 {
-	if (unlinkat(fs->work_fd, name, 0) == 0)
+	struct ovl_layer *upper = &fs->layers[0];
+	int res = ovl_upper_unlink(upper, fs->work_fd, name);
+	if (res == 0)
 		return 0;
-	if (errno != EISDIR && errno != EPERM)
-		return errno == ENOENT ? 0 : -errno;
+	if (res != -EISDIR && res != -EPERM)
+		return res == -ENOENT ? 0 : res;
 	int fd = openat(fs->work_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	int res = ovl_work_empty_dir(fd);
+	res = ovl_work_empty_dir(fs, fd);
 	close(fd);
-	if (res == 0 && unlinkat(fs->work_fd, name, AT_REMOVEDIR) < 0)
-		res = -errno;
+	if (res == 0)
+		res = ovl_upper_rmdir(upper, fs->work_fd, name);
 	if (res < 0)
 		ovl_log(OVL_WARN, "workdir: cannot remove %s: %s", name, strerror(-res));
 	return res;
@@ -88,8 +97,9 @@ int ovl_work_discard(struct ovl_fs *fs, int dirfd, const char *name)
 {
 	char tmp[OVL_TEMPNAME_MAX];
 	ovl_work_tempname(fs, tmp);
-	if (renameat(dirfd, name, fs->work_fd, tmp) < 0)
-		return -errno;
+	int res = ovl_rename(fs, dirfd, name, fs->work_fd, tmp, 0);
+	if (res < 0)
+		return res;
 	ovl_work_remove(fs, tmp);
 	return 0;
 }
