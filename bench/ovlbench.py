@@ -317,6 +317,18 @@ def par_create_stat(nproc, n):
         raise RuntimeError(f'{len(bad)} of {nproc} workers failed')
 
 
+def rm_while_stat():
+    """rm -rf of rm/ while another process lstats every name of stat/."""
+    rm = subprocess.Popen(['rm', '-rf', 'rm'])
+    n = 0
+    for d, dirs, files in os.walk('stat'):
+        for e in dirs + files:
+            os.lstat(os.path.join(d, e))
+            n += 1
+    if rm.wait() != 0 or n == 0:
+        raise RuntimeError(f'rm -rf exited {rm.returncode}; {n} names stat-ed')
+
+
 class W:
     """A workload: ds() -> (cwd, lowerdir, extra); mode 'cold' or 'warm';
     cmd(mnt, extra) -> (argv, cwd, parse), timed; rw: read-write mount (fresh
@@ -405,6 +417,11 @@ def workloads(a):
     def count(d):
         return len(os.listdir(d))
 
+    def fill_two_trees(p):
+        for t in ('rm', 'stat'):
+            os.mkdir(os.path.join(p, t))
+            fill_tree(n_tree)(os.path.join(p, t))
+    two_trees = lower(f'two-trees-{n_tree}', fill_two_trees)
     empty1 = lower('empty', lambda p: None)
     rmtree = lower(f'tree-{n_tree}', fill_tree(n_tree))
     big1 = lower(f'big-{app_mib}M', fill_file('big.dat', app_mib))
@@ -470,6 +487,8 @@ def workloads(a):
         'links-ls': W(links, 'cold', lambda m, x: (['ls', '-l', os.path.join(m, 'd')], None, None), rw=True),
         'links-rmrf': W(links, 'cold', lambda m, x: (['rm', '-rf', os.path.join(m, 'd')], None, None), rw=True,
                         verify=lambda m, x: expect(not os.path.exists(os.path.join(m, 'd')), 'd left')),
+        'rmrf-stat': W(two_trees, 'cold', lambda m, x: (rm_while_stat, m, None), rw=True,
+                       verify=lambda m, x: expect(os.listdir(m) == ['stat'], 'rm left')),
         'par4': W(empty1, 'cold', lambda m, x: (lambda: par_create_stat(4, n_par), m, None),
                   rw=True, verify=lambda m, x: expect(all(count(f'{m}/p{p}') == n_par for p in range(4)), 'file count')),
     }

@@ -43,6 +43,7 @@ suites=(
 	"copy-ups through a power cut (ext4 shut down without its journal flushed):./tests/integration/powercut.sh"
 	"calls on fds opened before a copy-up (fchmod, fchown, futimens, fsetxattr, ETXTBSY):./tests/integration/open_fds.sh"
 	"FUSE requests left out (counted by the kernel's tracepoints; the set-id rule kept):./tests/integration/requests.sh"
+	"a long change in one directory holds back no other (per-directory locks):./tests/integration/locks.sh"
 	"owners side by side with 1.10 (uid/gid mappings, squash, ids in ACLs and capabilities):./tests/integration/identity.sh"
 	"fuzz targets (libFuzzer, ASan and UBSan; the parsers of untrusted input):./tests/fuzz/run.sh"
 	"uppers exchanged with 1.10 and the kernel overlay:./tests/integration/roundtrip.sh"

@@ -14,8 +14,8 @@
 #include "overlay.h"
 
 /* The table is the mount's (fs->aliases).  Its lock guards every node's
- * aliases and the table: a lookup may add one while holding ns_lock only
- * for reading. */
+ * aliases and the table: a lookup may add one while holding its
+ * directory's lock only for reading. */
 
 static uint64_t alias_key(const struct ovl_node *node, const struct ovl_node *parent, const char *name)
 {

@@ -4,7 +4,7 @@
  * crash-safe (make_data_crash_safe), then renamed into the upper layer.  A
  * crash leaves the old state or the new one.  Parents are copied up first,
  * top-down.  The data is copied with no namespace lock held; only the rename
- * takes ns_lock. */
+ * takes its directory's lock (locks.c). */
 #include "config.h"
 
 #include <attr/libattr.h>
@@ -327,7 +327,7 @@ static int rename_into_upper(struct ovl_fs *fs, const char *tmp, int upfd, const
 	return 0;
 }
 
-/* ---- directories (ns_lock held for writing) ---- */
+/* ---- directories (its parent's lock and its own written: locks.c) ---- */
 static int copy_up_one_dir(struct ovl_fs *fs, struct ovl_node *d)
 {
 	struct ovl_node *parent = d->parent;
@@ -399,7 +399,12 @@ static int copy_up_dirs_locked(struct ovl_fs *fs, struct ovl_node *dir)
 			top = top->parent;
 		if (top->parent == NULL)
 			return -EIO; /* the root is always in the upper layer */
-		int res = copy_up_one_dir(fs, top);
+		ovl_dir_lock(top->parent, true);
+		ovl_dir_lock(top, true);
+		/* done once: a concurrent copy-up of the same chain waited for us */
+		int res = ovl_node_is_upper(fs, top) ? 0 : copy_up_one_dir(fs, top);
+		ovl_dir_unlock(top);
+		ovl_dir_unlock(top->parent);
 		if (res < 0)
 			return res;
 	}
@@ -412,9 +417,9 @@ int ovl_copy_up_dirs(struct ovl_fs *fs, struct ovl_node *dir)
 		return -EROFS;
 	if (ovl_node_is_upper(fs, dir))
 		return 0;
-	pthread_rwlock_wrlock(&fs->ns_lock);
+	ovl_tree_read(fs);
 	int res = copy_up_dirs_locked(fs, dir);
-	pthread_rwlock_unlock(&fs->ns_lock);
+	ovl_tree_read_end(fs);
 	return res;
 }
 
@@ -425,7 +430,7 @@ void ovl_copy_up_init(struct ovl_fs *fs)
 		pthread_mutex_init(&fs->copyup_locks[i], NULL);
 }
 
-/* The lock under which node is copied up; taken before ns_lock. */
+/* The lock under which node is copied up; taken before the namespace locks. */
 static pthread_mutex_t *copy_up_lock(struct ovl_fs *fs, struct ovl_node *node)
 {
 	return &fs->copyup_locks[((uintptr_t)node >> 6) % OVL_COPYUP_LOCKS];
@@ -442,7 +447,7 @@ static int copy_up_file(struct ovl_fs *fs, struct ovl_node *node, bool with_data
 		return res;
 	/* the node cannot move meanwhile (a rename copies it up first, under
 	 * our lock), and a lower layer does not change */
-	pthread_rwlock_rdlock(&fs->ns_lock);
+	ovl_ns_lock(fs, parent, false);
 	/* Every change of the parent's names through us counts here; one made
 	 * before (the name removed since ovl_copy_up looked) marked the node. */
 	unsigned names_version = atomic_load(&parent->dir->version);
@@ -457,7 +462,7 @@ static int copy_up_file(struct ovl_fs *fs, struct ovl_node *node, bool with_data
 		else
 			ovl_dir_fd_put(parent);
 	}
-	pthread_rwlock_unlock(&fs->ns_lock);
+	ovl_ns_unlock(fs, parent);
 	if (upfd < 0 && pfd >= 0)
 		ovl_dir_fd_put(parent);
 	if (pfd < 0 || upfd < 0)
@@ -470,7 +475,7 @@ static int copy_up_file(struct ovl_fs *fs, struct ovl_node *node, bool with_data
 	if (res < 0)
 		return res;
 
-	pthread_rwlock_wrlock(&fs->ns_lock);
+	ovl_ns_lock(fs, parent, true);
 	/* still shown where it was? (it may have been removed meanwhile) */
 	if (atomic_load(&parent->dir->version) != names_version) {
 		struct ovl_found now;
@@ -508,7 +513,7 @@ static int copy_up_file(struct ovl_fs *fs, struct ovl_node *node, bool with_data
 		fuse_lowlevel_notify_inval_inode(fs->se, node->nodeid, -1, 0);
 		fuse_lowlevel_notify_inval_inode(fs->se, parent->nodeid, 0, 0);
 	}
-	pthread_rwlock_unlock(&fs->ns_lock);
+	ovl_ns_unlock(fs, parent);
 	return res;
 }
 
@@ -535,10 +540,10 @@ int ovl_copy_up(struct ovl_fs *fs, struct ovl_node *node, bool with_data)
 static void copy_up_stale(struct ovl_fs *fs, struct ovl_node *node)
 {
 	char name[NAME_MAX + 1];
-	pthread_rwlock_rdlock(&fs->ns_lock);
+	struct ovl_node *dir = ovl_ns_lock_place(fs, node, false);
 	fuse_ino_t parent = node->parent ? node->parent->nodeid : 0;
 	snprintf(name, sizeof name, "%s", node->name);
-	pthread_rwlock_unlock(&fs->ns_lock);
+	ovl_ns_unlock(fs, dir);
 	if (parent)
 		ovl_notify_inval_entry_later(fs, parent, name);
 }

@@ -1,6 +1,7 @@
 /* Namespace changes: create, mkdir, mknod, symlink, link, unlink, rmdir and
  * rename.  Parents are copied up first; the change itself happens under
- * ns_lock (write) after looking again at what the merged directory holds.
+ * the directory's lock (locks.c) after looking again at what the merged
+ * directory holds.
  * A name that replaces a whiteout, or a directory that must be opaque, is
  * built in work and renamed into place, so no half-made state is ever seen. */
 #include "config.h"
@@ -108,11 +109,11 @@ static int acl_stage(struct ovl_fs *fs, int upfd, const char *tmp)
 	return -1;
 }
 
-/* make_in_upper: what it needs ns_lock held for writing to do (a whiteout to replace). */
+/* make_in_upper: what it needs the directory's lock written to do (a whiteout to replace). */
 #define MAKE_NEEDS_EXCLUSIVE 1
 
 /* Creates name in parent's upper directory upfd; known_wh: the whiteout there
- * if the lookup just saw it, else -1.  Held for reading, ns_lock is enough to
+ * if the lookup just saw it, else -1.  Held for reading, the directory's lock is enough to
  * create a name nothing occupies (the VFS serializes changes to one directory,
  * and an exclusive create cannot take another's object); replacing a
  * whiteout needs it for writing: else MAKE_NEEDS_EXCLUSIVE, nothing done. */
@@ -232,10 +233,13 @@ static int make_object(fuse_req_t req, struct ovl_node *parent, const char *name
 	if (res < 0)
 		return res;
 	ovl_creds_enter(fs, req, &c);
-	/* a link also changes the aliases of its source's node */
+	/* a link also uses its source's name, in another directory (locks.c) */
 	bool exclusive = m->source != NULL;
 again:
-	(exclusive ? pthread_rwlock_wrlock : pthread_rwlock_rdlock)(&fs->ns_lock);
+	if (m->source)
+		ovl_tree_lock(fs);
+	else
+		ovl_ns_lock(fs, parent, exclusive);
 	/* only the upper layer: creating there finds an existing name */
 	f.upper_wh = -1;
 	res = parent->dir->nlayers == 1 ? -ENOENT : ovl_lookup_name(fs, parent, name, &f);
@@ -247,7 +251,7 @@ again:
 		res = upfd < 0 ? upfd : make_in_upper(fs, &c, parent, upfd, name, m, f.upper_wh, exclusive);
 		if (res == MAKE_NEEDS_EXCLUSIVE) {
 			ovl_dir_fd_put(parent);
-			pthread_rwlock_unlock(&fs->ns_lock);
+			ovl_ns_unlock(fs, parent);
 			exclusive = true;
 			goto again;
 		}
@@ -260,7 +264,10 @@ again:
 		if (upfd >= 0)
 			ovl_dir_fd_put(parent);
 	}
-	pthread_rwlock_unlock(&fs->ns_lock);
+	if (m->source)
+		ovl_tree_unlock(fs);
+	else
+		ovl_ns_unlock(fs, parent);
 	ovl_creds_leave(&c);
 	if (res < 0 && m->fd >= 0) {
 		close(m->fd);
@@ -331,8 +338,6 @@ void ovl_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t m
 }
 
 /* ---- removing ---- */
-/* Removes name from parent's upper directory upfd, leaving a whiteout where
- * a lower layer would show through (ns_lock held for writing). */
 /* Whether removing what f found at parent/name needs a whiteout: 1, 0 or
  * -errno (-ENAMETOOLONG: it needs one that cannot be written). */
 static int removal_needs_whiteout(struct ovl_fs *fs, struct ovl_node *parent, const char *name,
@@ -360,7 +365,7 @@ static int remove_in_upper(struct ovl_fs *fs, int upfd, const char *name, const 
 	return ovl_work_discard(fs, upfd, name);
 }
 
-/* An upper object about to lose a name (ns_lock held for writing): a hard
+/* An upper object about to lose a name (its directory's lock written): a hard
  * link's node moves to another of its names; an object losing its last name
  * while open stays reachable for fstat through an O_PATH fd. */
 static void name_going(struct ovl_fs *fs, struct ovl_node *parent, int upfd, const char *name,
@@ -386,6 +391,13 @@ static void name_going(struct ovl_fs *fs, struct ovl_node *parent, int upfd, con
 	ovl_node_unref(fs, n);
 }
 
+/* Whether losing the name f found may move its node to a name in another
+ * directory: an upper hard link's (locks.c: the tree lock). */
+static bool may_take_other_name(const struct ovl_found *f)
+{
+	return !S_ISDIR(f->st.st_mode) && f->layer == 0 && f->st.st_nlink > 1;
+}
+
 /* An object whose last name went away: its inode number may come back. */
 static void forget_identity(struct ovl_fs *fs, const struct ovl_found *f)
 {
@@ -400,9 +412,17 @@ static int remove_object(struct ovl_fs *fs, struct ovl_node *parent, const char 
 		res = ovl_copy_up_dirs(fs, parent);
 	if (res < 0)
 		return res;
-	pthread_rwlock_wrlock(&fs->ns_lock);
+	bool tree = false;
+again:
+	ovl_change_lock(fs, parent, tree);
 	struct ovl_found f;
 	res = ovl_lookup_name(fs, parent, name, &f);
+	if (res == 0 && !tree && may_take_other_name(&f)) {
+		ovl_found_free(&f);
+		ovl_change_unlock(fs, parent, tree);
+		tree = true;
+		goto again;
+	}
 	if (res == 0) {
 		bool is_dir = S_ISDIR(f.st.st_mode);
 		struct ovl_node *n = is_dir ? ovl_node_lookup_or_create(fs, parent, name, f.layer, &f.st, f.layers,
@@ -434,7 +454,7 @@ static int remove_object(struct ovl_fs *fs, struct ovl_node *parent, const char 
 			ovl_node_forget(fs, n, 1);
 		ovl_found_free(&f);
 	}
-	pthread_rwlock_unlock(&fs->ns_lock);
+	ovl_change_unlock(fs, parent, tree);
 	return res;
 }
 
@@ -465,7 +485,7 @@ struct move {
 	struct ovl_node *s, *d; /* source and the target it replaces or swaps with */
 };
 
-/* Puts the upper object at p/name to np/newname (ns_lock held for writing). */
+/* Puts the upper object at p/name to np/newname (both directories locked for writing). */
 static int move_in_upper(struct ovl_fs *fs, struct move *mv, int up, int unp, const struct ovl_found *dst)
 {
 	if (mv->flags & RENAME_EXCHANGE) {
@@ -546,9 +566,9 @@ static int do_rename(struct ovl_fs *fs, struct move *mv)
 	if (!exchange && !ovl_whiteout_fits(fs, mv->name)) {
 		/* the name it leaves would need a whiteout we cannot write: refused
 		 * before the copy-up, so that upper stays as it was */
-		pthread_rwlock_rdlock(&fs->ns_lock);
+		ovl_ns_lock(fs, mv->p, false);
 		res = ovl_lower_positive(fs, mv->p, mv->name);
-		pthread_rwlock_unlock(&fs->ns_lock);
+		ovl_ns_unlock(fs, mv->p);
 		if (res)
 			return res < 0 ? res : -ENAMETOOLONG;
 	}
@@ -561,10 +581,21 @@ static int do_rename(struct ovl_fs *fs, struct move *mv)
 		res = ovl_copy_up_dirs(fs, mv->np);
 	if (res < 0)
 		return res;
-	pthread_rwlock_wrlock(&fs->ns_lock);
+	/* within one directory, and no directory moves: that directory's lock */
+	bool tree = mv->p != mv->np || mv->s->dir || (exchange && mv->d && mv->d->dir);
+again:
+	ovl_change_lock(fs, mv->p, tree);
 	res = ovl_lookup_name(fs, mv->p, mv->name, &src);
 	int dres = res < 0 ? -ENOENT : ovl_lookup_name(fs, mv->np, mv->newname, &dst);
 	bool has_dst = dres == 0;
+	if (!tree && res == 0 && (may_take_other_name(&src) || (has_dst && may_take_other_name(&dst)))) {
+		ovl_found_free(&src);
+		if (has_dst)
+			ovl_found_free(&dst);
+		ovl_change_unlock(fs, mv->p, tree);
+		tree = true;
+		goto again;
+	}
 	if (res == 0 && dres < 0 && dres != -ENOENT)
 		res = dres;
 	if (res == 0 && (src.layer != 0 || (exchange && (!has_dst || dst.layer != 0))))
@@ -615,7 +646,7 @@ static int do_rename(struct ovl_fs *fs, struct move *mv)
 	ovl_found_free(&src);
 	if (has_dst)
 		ovl_found_free(&dst);
-	pthread_rwlock_unlock(&fs->ns_lock);
+	ovl_change_unlock(fs, mv->p, tree);
 	return res > 0 ? 0 : res;
 }
 
@@ -636,10 +667,12 @@ void ovl_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino
 		res = -EINVAL;
 	if (res == 0) {
 		int dres;
-		pthread_rwlock_rdlock(&fs->ns_lock);
+		ovl_ns_lock(fs, mv.p, false);
 		mv.s = node_at(fs, mv.p, name, &res);
+		ovl_ns_unlock(fs, mv.p);
+		ovl_ns_lock(fs, mv.np, false);
 		mv.d = node_at(fs, mv.np, newname, &dres);
-		pthread_rwlock_unlock(&fs->ns_lock);
+		ovl_ns_unlock(fs, mv.np);
 		if (mv.s && dres < 0 && dres != -ENOENT)
 			res = dres;
 		else if (mv.s)

@@ -85,9 +85,9 @@ int ovl_file_fd_get(struct ovl_fs *fs, fuse_ino_t ino, const struct fuse_file_in
 		res = (*reopened = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0 ? -errno : 0;
 	} else {
 		struct reopen_call c = { .fs = fs, .fd = -1 };
-		pthread_rwlock_rdlock(&fs->ns_lock);
+		struct ovl_node *dir = ovl_ns_lock_place(fs, n, false);
 		res = ovl_node_at(fs, n, reopen_cb, &c);
-		pthread_rwlock_unlock(&fs->ns_lock);
+		ovl_ns_unlock(fs, dir);
 		*reopened = c.fd;
 	}
 	return res < 0 ? res : *reopened;
@@ -221,9 +221,9 @@ void ovl_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (res == 0 && !file_fd_take(fs, fd_share(req), true))
 		res = -EMFILE;
 	if (res == 0) {
-		pthread_rwlock_rdlock(&fs->ns_lock);
+		struct ovl_node *dir = ovl_ns_lock_place(fs, n, false);
 		res = ovl_node_at(fs, n, open_cb, &c);
-		pthread_rwlock_unlock(&fs->ns_lock);
+		ovl_ns_unlock(fs, dir);
 		if (res < 0)
 			file_fd_give(fs, fd_share(req));
 	}
@@ -391,7 +391,7 @@ void ovl_op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg, s
 	}
 	if (res == 0) {
 		/* a fresh fd: the open one may be of the lower copy, or write-only */
-		pthread_rwlock_rdlock(&fs->ns_lock);
+		struct ovl_node *dir = ovl_ns_lock_place(fs, n, false);
 		if (n->dir) {
 			int dfd = ovl_dir_fd_get(fs, n, 0);
 			fd = dfd < 0 ? dfd : dup(dfd);
@@ -404,7 +404,7 @@ void ovl_op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg, s
 			res = ovl_node_at(fs, n, open_cb, &c);
 			fd = res < 0 ? res : c.fd;
 		}
-		pthread_rwlock_unlock(&fs->ns_lock);
+		ovl_ns_unlock(fs, dir);
 		res = fd < 0 ? fd : 0;
 	}
 	(void)fi;

@@ -107,12 +107,7 @@ int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t e
 	fs->has_upper = cfg->upperdir != NULL;
 	fs->nlayers = (uint32_t)nlowers + fs->has_upper;
 	fs->workdir_fd = fs->work_fd = -1;
-	pthread_rwlockattr_t rwa;
-	pthread_rwlockattr_init(&rwa);
-	/* writers must not starve behind a stream of lookups */
-	pthread_rwlockattr_setkind_np(&rwa, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-	pthread_rwlock_init(&fs->ns_lock, &rwa);
-	pthread_rwlockattr_destroy(&rwa);
+	ovl_locks_init(&fs->tree_lock);
 	fs->layers = calloc(fs->nlayers, sizeof *fs->layers);
 	uint32_t *all = calloc(fs->nlayers, sizeof *all);
 	if (fs->layers == NULL || all == NULL)

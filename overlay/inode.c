@@ -99,9 +99,9 @@ static int stat_node_or_file(struct ovl_fs *fs, struct ovl_node *n, struct fuse_
 {
 	/* a detached node's files are of the lower object: its copy is by name */
 	if (fi == NULL || n->dir || n->detached || ovl_file_fd(fi) < 0) {
-		pthread_rwlock_rdlock(&fs->ns_lock);
+		struct ovl_node *dir = ovl_ns_lock_place(fs, n, false);
 		int res = ovl_node_stat(fs, n, st);
-		pthread_rwlock_unlock(&fs->ns_lock);
+		ovl_ns_unlock(fs, dir);
 		return res;
 	}
 	if (fstat(ovl_file_fd(fi), st) < 0)
@@ -258,7 +258,7 @@ void ovl_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_se
 			res = (c.fd = ovl_file_fd_get(fs, ino, NULL, &reopened)) < 0 ? c.fd : 0;
 	}
 	if (res == 0) {
-		pthread_rwlock_rdlock(&fs->ns_lock);
+		struct ovl_node *dir = ovl_ns_lock_place(fs, n, false);
 		if (c.fd >= 0) {
 			res = setattr_cb(&fs->layers[0], -1, NULL, &c);
 		} else if (n->dir) {
@@ -271,7 +271,7 @@ void ovl_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_se
 		} else {
 			res = ovl_node_at(fs, n, setattr_cb, &c);
 		}
-		pthread_rwlock_unlock(&fs->ns_lock);
+		ovl_ns_unlock(fs, dir);
 	}
 	if (res == 0)
 		res = stat_node_or_file(fs, n, c.fd >= 0 && reopened < 0 ? fi : NULL, &st);
@@ -287,9 +287,9 @@ int ovl_setattr_mode_fd(struct ovl_fs *fs, struct ovl_node *n, int fd, mode_t mo
 {
 	struct stat attr = { .st_mode = mode };
 	struct setattr_call c = { .fs = fs, .node = n, .attr = &attr, .to_set = FUSE_SET_ATTR_MODE, .fd = fd };
-	pthread_rwlock_rdlock(&fs->ns_lock);
+	struct ovl_node *dir = ovl_ns_lock_place(fs, n, false);
 	int res = setattr_cb(&fs->layers[0], -1, NULL, &c);
-	pthread_rwlock_unlock(&fs->ns_lock);
+	ovl_ns_unlock(fs, dir);
 	return res;
 }
 
@@ -314,9 +314,9 @@ void ovl_op_readlink(fuse_req_t req, fuse_ino_t ino)
 		return;
 	}
 	struct ovl_fs *fs = ovl_fs_of(req);
-	pthread_rwlock_rdlock(&fs->ns_lock);
+	struct ovl_node *dir = ovl_ns_lock_place(fs, n, false);
 	int res = ovl_node_at(fs, n, readlink_cb, &b);
-	pthread_rwlock_unlock(&fs->ns_lock);
+	ovl_ns_unlock(fs, dir);
 	if (res < 0) {
 		fuse_reply_err(req, -res);
 		return;

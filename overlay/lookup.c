@@ -262,15 +262,14 @@ void ovl_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct ovl_fs *fs = ovl_fs_of(req);
 	struct ovl_node *p = ovl_node_get(fs, parent);
 	struct fuse_entry_param e;
-	if (p == NULL) {
-		fuse_reply_err(req, ESTALE);
+	if (p == NULL || p->dir == NULL) {
+		fuse_reply_err(req, p ? ENOTDIR : ESTALE);
 		return;
 	}
-	pthread_rwlock_rdlock(&fs->ns_lock);
-	if (p->dir)
-		list_if_probed_enough(fs, p);
+	ovl_ns_lock(fs, p, false);
+	list_if_probed_enough(fs, p);
 	int res = ovl_lookup_entry(fs, p, name, &e);
-	pthread_rwlock_unlock(&fs->ns_lock);
+	ovl_ns_unlock(fs, p);
 	if (res == -ENOENT) {
 		e.ino = 0; /* a negative entry the kernel may cache */
 		fuse_reply_entry(req, &e);

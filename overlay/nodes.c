@@ -393,40 +393,28 @@ int ovl_dir_layer_pos(const struct ovl_dir *dir, uint32_t layer)
 	return -1;
 }
 
-int ovl_dir_fd_get(struct ovl_fs *fs, struct ovl_node *node, uint32_t i)
+static int dir_fd_get_locked(struct ovl_fs *fs, struct ovl_node *node, uint32_t i, bool *opened);
+
+/* The parent's fd in layer: its position there is read under the lock that
+ * a copy-up of the parent (ovl_dir_add_upper) shifts it under, since a
+ * walk from below holds no lock of the parent's names. */
+static int parent_fd_get(struct ovl_fs *fs, struct ovl_node *parent, uint32_t layer, bool *opened)
+{
+	if (parent == NULL)
+		return -EIO;
+	pthread_mutex_lock(&parent->dir->fd_lock);
+	int pos = ovl_dir_layer_pos(parent->dir, layer);
+	int fd = pos < 0 ? -EIO : dir_fd_get_locked(fs, parent, (uint32_t)pos, opened);
+	pthread_mutex_unlock(&parent->dir->fd_lock);
+	return fd;
+}
+
+/* A use of node's fds: to the LRU tail, only when it has aged, to keep the list lock cold. */
+static void fd_lru_touch(struct ovl_fs *fs, struct ovl_node *node, bool opened)
 {
 	struct ovl_dir *d = node->dir;
-	bool opened = false;
-	pthread_mutex_lock(&d->fd_lock);
-	int fd = d->fds[i];
-	if (fd < 0) {
-		struct ovl_layer *layer = &fs->layers[d->layers[i]];
-		struct ovl_node *parent = node->parent;
-		int ppos = parent ? ovl_dir_layer_pos(parent->dir, d->layers[i]) : -1;
-		if (ppos < 0) {
-			pthread_mutex_unlock(&d->fd_lock);
-			return -EIO;
-		}
-		int pfd = ovl_dir_fd_get(fs, parent, (uint32_t)ppos);
-		if (pfd < 0) {
-			pthread_mutex_unlock(&d->fd_lock);
-			return pfd;
-		}
-		fd = ovl_layer_open(fs, layer, pfd, node->name, O_RDONLY | O_DIRECTORY);
-		int e = errno;
-		ovl_dir_fd_put(parent);
-		if (fd < 0) {
-			pthread_mutex_unlock(&d->fd_lock);
-			return -e;
-		}
-		d->fds[i] = fd;
-		opened = true;
-		atomic_fetch_add(&fs->dir_fds_open, 1);
-	}
-	atomic_fetch_add(&d->fd_users, 1);
 	struct ovl_nodes *t = fs->nodes;
 	uint64_t now = atomic_fetch_add(&t->fd_clock, 1);
-	/* Move to the LRU tail only when the node has aged, to keep the list lock cold. */
 	if (node->parent && (opened || now - atomic_load(&d->fd_stamp) > (uint64_t)fs->dir_fd_budget / 4)) {
 		pthread_mutex_lock(&t->fd_list_lock);
 		if (d->in_fd_list)
@@ -436,7 +424,40 @@ int ovl_dir_fd_get(struct ovl_fs *fs, struct ovl_node *node, uint32_t i)
 		pthread_mutex_unlock(&t->fd_list_lock);
 	}
 	atomic_store(&d->fd_stamp, now);
-	pthread_mutex_unlock(&d->fd_lock);
+}
+
+/* node's fd at position i of its layers, with a user counted (its fd_lock
+ * held); *opened: some fd was opened on the way. */
+static int dir_fd_get_locked(struct ovl_fs *fs, struct ovl_node *node, uint32_t i, bool *opened)
+{
+	struct ovl_dir *d = node->dir;
+	int fd = d->fds[i];
+	bool opened_here = false;
+	if (fd < 0) {
+		struct ovl_layer *layer = &fs->layers[d->layers[i]];
+		int pfd = parent_fd_get(fs, node->parent, d->layers[i], opened);
+		if (pfd < 0)
+			return pfd;
+		fd = ovl_layer_open(fs, layer, pfd, node->name, O_RDONLY | O_DIRECTORY);
+		int e = errno;
+		ovl_dir_fd_put(node->parent);
+		if (fd < 0)
+			return -e;
+		d->fds[i] = fd;
+		*opened = opened_here = true;
+		atomic_fetch_add(&fs->dir_fds_open, 1);
+	}
+	atomic_fetch_add(&d->fd_users, 1);
+	fd_lru_touch(fs, node, opened_here);
+	return fd;
+}
+
+int ovl_dir_fd_get(struct ovl_fs *fs, struct ovl_node *node, uint32_t i)
+{
+	bool opened = false;
+	pthread_mutex_lock(&node->dir->fd_lock);
+	int fd = dir_fd_get_locked(fs, node, i, &opened);
+	pthread_mutex_unlock(&node->dir->fd_lock);
 	if (opened && atomic_load(&fs->dir_fds_open) > fs->dir_fd_budget)
 		evict_dir_fds(fs, fs->dir_fd_budget - fs->dir_fd_budget / 8);
 	return fd;
@@ -474,6 +495,7 @@ static struct ovl_node *node_alloc(struct ovl_fs *fs, struct ovl_node *parent, c
 		memcpy(d->layers, layers, nlayers * sizeof *layers);
 		for (uint32_t i = 0; i < nlayers; i++)
 			d->fds[i] = -1;
+		ovl_locks_init(&d->ns);
 		pthread_rwlock_init(&d->lock, NULL);
 		pthread_mutex_init(&d->fd_lock, NULL);
 		atomic_fetch_add(&fs->nodes->dirs_alive, 1);
@@ -498,6 +520,7 @@ static void node_free(struct ovl_node *n)
 			ovl_listing_unref(d->listing);
 		for (size_t i = 0; i < OVL_SERVED_LISTINGS && d->served[i]; i++)
 			ovl_listing_unref(d->served[i]);
+		pthread_rwlock_destroy(&d->ns);
 		pthread_rwlock_destroy(&d->lock);
 		pthread_mutex_destroy(&d->fd_lock);
 		free(d->layers);
@@ -822,7 +845,7 @@ struct ovl_node_rare *ovl_node_rare(struct ovl_node *node)
 	if (r || (r = malloc(sizeof *r)) == NULL)
 		return r;
 	*r = (struct ovl_node_rare){ .aliases = NULL, .orphan_fd = -1 };
-	/* lookups (ns_lock read) may race to make it */
+	/* lookups (their directory's ns read) may race to make it */
 	if (!atomic_compare_exchange_strong(&node->rare, &none, r)) {
 		free(r);
 		r = none;

@@ -127,6 +127,7 @@ struct ovl_listing;
 #define OVL_SERVED_LISTINGS 8
 
 struct ovl_dir {
+	pthread_rwlock_t ns;          /* its names (locks.c) */
 	pthread_rwlock_t lock;        /* guards listing and served */
 	struct ovl_listing *listing;  /* merged snapshot, or NULL */
 	struct ovl_listing *served[OVL_SERVED_LISTINGS]; /* what the last passes from offset 0 read,
@@ -156,7 +157,7 @@ struct ovl_alias {
 
 /* Things few nodes need, kept apart: every node of a big tree is in memory. */
 struct ovl_node_rare {
-	struct ovl_alias *aliases;   /* other names of an upper hard link (ns_lock) */
+	struct ovl_alias *aliases;   /* other names of an upper hard link (aliases.c's lock) */
 	int orphan_fd;               /* O_PATH fd of an upper object unlinked while open, or -1 */
 	atomic_bool has_override;    /* override below set (it is guarded by fs->override_lock) */
 	struct ovl_override override;
@@ -180,7 +181,7 @@ struct ovl_node {
 	uint16_t type;               /* S_IFMT bits */
 	bool hashed;                 /* found by identity; false once its object is gone */
 	bool per_name;               /* one name of a lower hard link (nodes.c node_per_name) */
-	bool unlinked;               /* its name went away (ns_lock): only an open file reaches it */
+	bool unlinked;               /* its name went away (parent's ns): only an open file reaches it */
 	bool detached;               /* copied up while the kernel kept its lower file as the
 					passthrough backing file: metadata calls (on an fd opened
 					before) reach the copy, opens get ESTALE and a new node */
@@ -274,10 +275,7 @@ struct ovl_fs {
 #define OVL_FD_SHARES 64
 	atomic_long file_fds_of[OVL_FD_SHARES]; /* by the opener's uid % OVL_FD_SHARES */
 	atomic_long stat_lookups, stat_forgets, stat_listings, stat_prefetches;
-	/* Read: anything that resolves a node to a layer path (lookup, getattr,
-	 * open, listing).  Write: anything that changes a layer's namespace or a
-	 * node's place in it.  Taken by handlers only, never nested. */
-	pthread_rwlock_t ns_lock;
+	pthread_rwlock_t tree_lock;  /* locks.c says who takes it */
 	bool whiteout_files;         /* write .wh.NAME, not char 0/0 */
 	bool keep_caps;              /* fsuid switches keep our capabilities */
 	bool trusted_xattrs;         /* the upper takes trusted.* xattrs */
@@ -352,7 +350,28 @@ struct ovl_node_peek {
  * into out; false when there is none. */
 bool ovl_node_peek(struct ovl_fs *fs, dev_t dev, ino_t ino, const struct ovl_node *parent, const char *name,
 		   struct ovl_node_peek *out);
-/* Moves the node to newparent/newname (the caller holds ns_lock for writing). */
+/* ---- namespace locks (locks.c) ---- */
+void ovl_locks_init(pthread_rwlock_t *lock);
+/* tree_lock for reading (no one takes it twice), and the lock of one
+ * directory's names under it. */
+void ovl_tree_read(struct ovl_fs *fs);
+void ovl_tree_read_end(struct ovl_fs *fs);
+void ovl_dir_lock(struct ovl_node *dir, bool write);
+void ovl_dir_unlock(struct ovl_node *dir);
+/* Both: tree_lock for reading, then dir's own lock. */
+void ovl_ns_lock(struct ovl_fs *fs, struct ovl_node *dir, bool write);
+void ovl_ns_unlock(struct ovl_fs *fs, struct ovl_node *dir);
+/* The same for the directory holding node's name (the root's own); returns
+ * it, for ovl_ns_unlock. */
+struct ovl_node *ovl_ns_lock_place(struct ovl_fs *fs, struct ovl_node *node, bool write);
+/* tree_lock for writing: nothing else resolves names meanwhile. */
+void ovl_tree_lock(struct ovl_fs *fs);
+void ovl_tree_unlock(struct ovl_fs *fs);
+/* A change in dir: its lock written, or (tree) the tree lock written. */
+void ovl_change_lock(struct ovl_fs *fs, struct ovl_node *dir, bool tree);
+void ovl_change_unlock(struct ovl_fs *fs, struct ovl_node *dir, bool tree);
+
+/* Moves the node to newparent/newname (the caller holds tree_lock for writing). */
 int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newparent, const char *newname);
 /* Another name of the node's object (a hard link made through us). */
 int ovl_node_add_alias(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name);
@@ -365,7 +384,7 @@ int ovl_node_orphan_fd(const struct ovl_node *node);
 /* Keeps node's upper object, upfd/name, reachable while files are open on it. */
 void ovl_node_keep_orphan(struct ovl_node *node, int upfd, const char *name);
 /* parent/name of the node's object goes away: the node takes another of its
- * names if it stood for that one (ns_lock held for writing). */
+ * names if it stood for that one (tree_lock held for writing). */
 void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name);
 /* Frees the node's aliases (the node is going). */
 void ovl_node_drop_aliases(struct ovl_fs *fs, struct ovl_node *node);

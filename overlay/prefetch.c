@@ -53,11 +53,11 @@ static void warm(struct ovl_fs *fs, struct ovl_node *n)
 	if (is_listed(n))
 		return;
 	for (uint32_t i = 0;; i++) {
-		/* a directory's layers and place change only under ns_lock */
-		pthread_rwlock_rdlock(&fs->ns_lock);
+		/* a directory's layers and place change only under the tree lock */
+		ovl_ns_lock(fs, n, false);
 		struct ovl_layer *layer = i < n->dir->nlayers ? &fs->layers[n->dir->layers[i]] : NULL;
 		int fd = layer ? ovl_dir_fd_get(fs, n, i) : -1;
-		pthread_rwlock_unlock(&fs->ns_lock);
+		ovl_ns_unlock(fs, n);
 		if (fd < 0)
 			break;
 		warm_layer(fs, layer, fd);

@@ -203,7 +203,7 @@ static int dir_listing(struct ovl_fs *fs, struct ovl_node *node, bool with_remov
 		l = d->listing;
 		atomic_fetch_add(&l->refs, 1);
 	} else if (l->version == atomic_load(&d->version)) {
-		/* (a create holds ns_lock only for reading: it may have changed
+		/* (a create may hold the directory's lock only for reading: it may have changed
 		 * the directory while we read it, and then it is not cached) */
 		replaced = d->listing;
 		d->listing = l;
@@ -293,9 +293,9 @@ void ovl_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	struct ovl_fs *fs = ovl_fs_of(req);
-	pthread_rwlock_rdlock(&fs->ns_lock);
+	ovl_ns_lock(fs, n, false);
 	int res = dir_listing(fs, n, false, &h->l);
-	pthread_rwlock_unlock(&fs->ns_lock);
+	ovl_ns_unlock(fs, n);
 	if (res < 0) {
 		free(h);
 		fuse_reply_err(req, -res);
@@ -517,20 +517,28 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 	ovl_listing_unref(l);
 }
 
-void ovl_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+static void locked_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi,
+			   bool plus)
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
-	pthread_rwlock_rdlock(&fs->ns_lock);
-	do_readdir(req, ino, size, off, fi, false);
-	pthread_rwlock_unlock(&fs->ns_lock);
+	struct ovl_node *n = ovl_node_get(fs, ino);
+	if (n == NULL || n->dir == NULL) {
+		fuse_reply_err(req, n ? ENOTDIR : ESTALE);
+		return;
+	}
+	ovl_ns_lock(fs, n, false);
+	do_readdir(req, ino, size, off, fi, plus);
+	ovl_ns_unlock(fs, n);
+}
+
+void ovl_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	locked_readdir(req, ino, size, off, fi, false);
 }
 
 void ovl_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-	struct ovl_fs *fs = ovl_fs_of(req);
-	pthread_rwlock_rdlock(&fs->ns_lock);
-	do_readdir(req, ino, size, off, fi, true);
-	pthread_rwlock_unlock(&fs->ns_lock);
+	locked_readdir(req, ino, size, off, fi, true);
 }
 
 int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *dir)

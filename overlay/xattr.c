@@ -57,7 +57,7 @@ static int xattr_cb(struct ovl_layer *layer, int dirfd, const char *name, void *
 static int node_xattr(struct ovl_fs *fs, struct ovl_node *node, struct xattr_call *c)
 {
 	int res;
-	pthread_rwlock_rdlock(&fs->ns_lock);
+	struct ovl_node *dir = ovl_ns_lock_place(fs, node, false);
 	if (node->dir == NULL) {
 		res = ovl_node_at(fs, node, xattr_cb, c);
 	} else {
@@ -66,7 +66,7 @@ static int node_xattr(struct ovl_fs *fs, struct ovl_node *node, struct xattr_cal
 		if (fd >= 0)
 			ovl_dir_fd_put(node);
 	}
-	pthread_rwlock_unlock(&fs->ns_lock);
+	ovl_ns_unlock(fs, dir);
 	return res;
 }
 
@@ -225,7 +225,7 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, struct xattr_change *c)
 	}
 	int res = ovl_copy_up_in_place(fs, n, true);
 	if (res == 0) {
-		pthread_rwlock_rdlock(&fs->ns_lock);
+		struct ovl_node *dir = ovl_ns_lock_place(fs, n, false);
 		if (n->dir) {
 			int fd = ovl_dir_fd_get(fs, n, 0);
 			res = fd < 0 ? fd : change_cb(&fs->layers[0], fd, NULL, c);
@@ -234,7 +234,7 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, struct xattr_change *c)
 		} else {
 			res = ovl_node_at(fs, n, change_cb, c);
 		}
-		pthread_rwlock_unlock(&fs->ns_lock);
+		ovl_ns_unlock(fs, dir);
 	}
 	fuse_reply_err(req, -res);
 }

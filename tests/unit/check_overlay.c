@@ -749,9 +749,9 @@ static struct ovl_fs *open_lower(struct ovl_config *cfg, const char *dir)
 /* Looks name up in the root as a LOOKUP request does; the node it made or found. */
 static struct ovl_node *look_up(struct ovl_fs *fs, const char *name, struct fuse_entry_param *e)
 {
-	pthread_rwlock_rdlock(&fs->ns_lock);
+	ovl_ns_lock(fs, fs->root, false);
 	int res = ovl_lookup_entry(fs, fs->root, name, e);
-	pthread_rwlock_unlock(&fs->ns_lock);
+	ovl_ns_unlock(fs, fs->root);
 	ck_assert_int_eq(res, 0);
 	struct ovl_node *n = ovl_node_get(fs, e->ino);
 	ck_assert_ptr_nonnull(n);

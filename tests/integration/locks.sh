@@ -1,0 +1,130 @@
+#!/bin/bash
+# A long change in one directory holds back no other (per-directory locks,
+# overlay/locks.c).  Usage: locks.sh.
+#   other_dir_not_held   while `rm -rf` removes a lower directory of 50,000
+#                        files (its last step, the rmdir, empties an upper
+#                        directory of 50,000 whiteouts in one request), a
+#                        second process keeps looking up and creating names
+#                        in another directory: none of its calls waits more
+#                        than a quarter of that rmdir (with one lock for the
+#                        mount, one waited all of it)
+#   mixed_changes_no_deadlock  four processes create, link, remove and
+#                        rename files and directories within and between
+#                        five directories at once: all end, and the mount
+#                        still lists
+TEST_NAME=locks
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+require_fuse
+make_work
+trap cleanup EXIT
+
+d=$WORK
+mkdir -p "$d"/{l/tree/big,l/other,u,w,m}
+/usr/bin/python3 -c '
+import os, sys
+for i in range(50000):
+    open(os.path.join(sys.argv[1], "f%05d" % i), "w").close()' "$d/l/tree/big"
+start_fuse "$BIN" "$d/l" "$d/u" "$d/w" "$d/m" "$WORK/err" || die "mount failed: $(cat "$WORK/err")"
+
+# Runs the removal in tree; meanwhile looks names up and creates them in
+# other (a lower directory: copied up by the first create) through a
+# directory fd, so that the kernel sends every call.  Prints: the rmdir's seconds, the probe's calls, its longest call.
+out=$(/usr/bin/python3 - "$d/m" <<'PY'
+import os, subprocess, sys, time
+m = sys.argv[1]
+# the files first, then the rmdir alone: its time is the one long request
+subprocess.run(['find', m + '/tree/big', '-mindepth', '1', '-delete'], check=True)
+other = os.open(m + '/other', os.O_RDONLY | os.O_DIRECTORY)
+t0 = time.monotonic()
+rm = subprocess.Popen(['rmdir', m + '/tree/big'])
+calls, longest, i = 0, 0.0, 0
+while rm.poll() is None:
+    s = time.monotonic()
+    try:
+        os.stat('absent%d' % i, dir_fd=other)
+    except FileNotFoundError:
+        pass
+    os.close(os.open('new%d' % i, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=other))
+    longest = max(longest, time.monotonic() - s)
+    calls, i = calls + 1, i + 1
+took = time.monotonic() - t0
+if rm.returncode != 0:
+    sys.exit('rmdir failed')
+print('%.3f %d %.3f' % (took, calls, longest))
+PY
+) || die "the removal or the probe failed"
+read -r took calls longest <<<"$out"
+if [ -e "$d/m/tree/big" ]; then
+	fail other_dir_not_held "big is still there after rm -rf"
+elif awk -v t="$took" 'BEGIN { exit !(t < 0.2) }'; then
+	fail other_dir_not_held "the rmdir took ${took}s: too short to show anything"
+elif [ "$calls" -ge 10 ] && awk -v t="$took" -v l="$longest" 'BEGIN { exit !(l < t / 4) }'; then
+	pass other_dir_not_held
+	echo "    rmdir ${took}s; meanwhile $calls lookups and creates elsewhere, the longest ${longest}s"
+else
+	fail other_dir_not_held "during a ${took}s rmdir: $calls lookups and creates elsewhere, the longest ${longest}s"
+fi
+fusermount3 -u "$d/m" || fail unmount "fusermount3 -u failed"
+
+# Four processes change and read names across five lower directories at
+# once: creates, links, removals, renames of files and directories within
+# and between directories, listings and stats.  Every lock order is taken
+# against every other; a deadlock shows as a worker that never ends.
+e=$WORK/mixed
+mkdir -p "$e"/{l,u,w,m}
+for i in 0 1 2 3 4; do
+	mkdir -p "$e/l/d$i/sub"
+	for j in $(seq 20); do echo "$j" >"$e/l/d$i/f$j"; done
+done
+start_fuse "$BIN" "$e/l" "$e/u" "$e/w" "$e/m" "$WORK/err" || die "mount failed: $(cat "$WORK/err")"
+daemon=$FPID
+/usr/bin/python3 - "$e/m" <<'PY' >"$WORK/mixed.out" 2>&1 &
+import os, random, sys
+m = sys.argv[1]
+def worker(seed):
+    r = random.Random(seed)
+    for _ in range(3000):
+        a, b = 'd%d' % r.randrange(5), 'd%d' % r.randrange(5)
+        x, y = '%s/%s/f%d' % (m, a, r.randrange(1, 25)), '%s/%s/f%d' % (m, b, r.randrange(1, 25))
+        dx, dy = '%s/%s/s%d' % (m, a, r.randrange(4)), '%s/%s/s%d' % (m, b, r.randrange(4))
+        op = r.randrange(9)
+        try:
+            if op == 0: open(x, 'a').close()
+            elif op == 1: os.unlink(x)
+            elif op == 2: os.rename(x, y)
+            elif op == 3: os.link(x, y)
+            elif op == 4: os.mkdir(dx)
+            elif op == 5: os.rmdir(dx)
+            elif op == 6: os.rename(dx, dy if r.randrange(2) else dy + '/in')
+            elif op == 7: os.listdir('%s/%s' % (m, a))
+            else: os.stat(x)
+        except OSError:
+            pass
+pids = []
+for s in range(4):
+    pid = os.fork()
+    if pid == 0:
+        worker(s)
+        os._exit(0)
+    pids.append(pid)
+bad = [p for p in pids if os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) != 0]
+print('workers failed: %d' % len(bad) if bad else 'done')
+PY
+mixed=$!
+PIDS+=("$mixed")
+for _ in $(seq 600); do kill -0 $mixed 2>/dev/null || break; sleep 0.1; done
+if kill -0 $mixed 2>/dev/null; then
+	fail mixed_changes_no_deadlock "4 workers of 3,000 calls each did not end in 60 s; the daemon's threads:" \
+		"$(grep -h 'State' /proc/$daemon/task/*/status 2>/dev/null | sort | uniq -c)"
+	# the workers wait on the mount: the daemon goes first, then they can die
+	kill -KILL "$daemon"
+	pkill -KILL -P "$mixed"
+elif [ "$(cat "$WORK/mixed.out")" = done ] && ls -R "$e/m" >/dev/null; then
+	pass mixed_changes_no_deadlock
+else
+	fail mixed_changes_no_deadlock "$(cat "$WORK/mixed.out")"
+fi
+# (after a deadlock, cleanup unmounts what is left of the mount)
+kill -0 "$daemon" 2>/dev/null && { fusermount3 -u "$e/m" || fail unmount "fusermount3 -u failed"; }
+finish
