@@ -27,47 +27,6 @@
 #include "../layers/upper.h"
 #include "ops.h"
 
-/* Where a copied-up object keeps its origin's identity ("DEV:INO"), so that
- * st_ino stays the same across copy-up and remount.  Under the overlay's own
- * prefixes, which both we and the kernel overlay hide. */
-#define ORIGIN_XATTR_TRUSTED "trusted.overlay.fuseoverlayfs.origin"
-#define ORIGIN_XATTR_USER "user.overlay.fuseoverlayfs.origin"
-
-/* ---- origin ---- */
-static int origin_set(struct ovl_fs *fs, int fd, const char *name, const struct stat *lower)
-{
-	char v[64];
-	int len = snprintf(v, sizeof v, "%" PRIu64 ":%" PRIu64, (uint64_t)lower->st_dev, (uint64_t)lower->st_ino);
-	struct ovl_layer *upper = &fs->layers[0];
-	if (fs->trusted_xattrs && ovl_upper_setxattr(upper, fd, name, ORIGIN_XATTR_TRUSTED, v, (size_t)len, 0) == 0)
-		return 0;
-	int res = ovl_upper_setxattr(upper, fd, name, ORIGIN_XATTR_USER, v, (size_t)len, 0);
-	/* without xattrs st_ino merely changes at copy-up, as with 1.10 */
-	return res == -ENOTSUP || res == -EPERM ? 0 : res;
-}
-
-bool ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name, ino_t *shown)
-{
-	struct ovl_layer *upper = &fs->layers[0];
-	char v[64];
-	ssize_t len = upper->ops->getxattrat(upper, dirfd, name, ORIGIN_XATTR_TRUSTED, v, sizeof v - 1);
-	if (len < 0)
-		len = upper->ops->getxattrat(upper, dirfd, name, ORIGIN_XATTR_USER, v, sizeof v - 1);
-	if (len <= 0)
-		return false;
-	v[len] = '\0';
-	uint64_t dev, ino;
-	char tail;
-	if (sscanf(v, "%" SCNu64 ":%" SCNu64 "%c", &dev, &ino, &tail) != 2)
-		return false; /* not ours: ignore */
-	for (uint32_t i = 1; i < fs->nlayers; i++)
-		if ((uint64_t)fs->layers[i].dev == dev) {
-			*shown = ovl_st_ino(fs, i, (ino_t)ino);
-			return true;
-		}
-	return false;
-}
-
 /* ---- building the copy in work ---- */
 static int copy_range_rw(int src, int dst, off_t in, off_t end)
 {
@@ -283,7 +242,7 @@ static int build_copy(struct ovl_fs *fs, struct ovl_layer *lower, int pfd, const
 		res = copy_xattrs(pfd, name, src, wfd, tmp, dst);
 	/* not for a lower hard link: the copy is a new inode (kernel, index=off) */
 	if (res == 0 && st->st_nlink == 1)
-		res = origin_set(fs, cfd, cname, st);
+		res = ovl_origin_set(fs, cfd, cname, st);
 	if (res == 0 && !S_ISLNK(type))
 		res = ovl_upper_chmod(upper, cfd, cname, st->st_mode & 07777);
 	if (res == 0)
@@ -356,7 +315,7 @@ static int copy_up_one_dir(struct ovl_fs *fs, struct ovl_node *d)
 	if (res == 0)
 		res = copy_xattrs(-1, NULL, src, -1, NULL, fd);
 	if (res == 0)
-		res = origin_set(fs, fd, NULL, &st);
+		res = ovl_origin_set(fs, fd, NULL, &st);
 	if (res == 0)
 		res = carry_override(fs, d, fd, NULL);
 	if (res == 0)

@@ -11,11 +11,6 @@
 #include "../fuse/transport.h"
 #include "ops.h"
 
-ino_t ovl_st_ino(const struct ovl_fs *fs, uint32_t layer, ino_t ino)
-{
-	return (ino_t)ovl_ino_compose(fs->cfg->ino32 ? 32 : 64, fs->xino_bits, fs->layers[layer].fsid, ino);
-}
-
 void ovl_present_stat(struct ovl_fs *fs, uint32_t layer, uint32_t nlayers, struct stat *st)
 {
 	const struct ovl_config *cfg = fs->cfg;

@@ -114,11 +114,28 @@ void ovl_free_strv(char **v, size_t n);
 int ovl_options_check_paths(const struct ovl_config *cfg, char *err, size_t errlen);
 void ovl_print_usage(const char *argv0);
 
+/* ---- our own xattr names (xattr_names.c: the one table) ---- */
+#define OVL_OPAQUE_XATTRS 3
+extern const char *const ovl_opaque_xattrs[OVL_OPAQUE_XATTRS];
+extern const char *const ovl_origin_xattr_trusted, *const ovl_origin_xattr_user;
+/* security.* xattrs of the containers override kind are kept under this prefix */
+#define OVL_XATTR_CONTAINERS_ENCODED "user.containers.override_"
+/* Whether the merged view hides name (the overlay's own prefixes). */
+bool ovl_xattr_is_internal(const char *name);
+
 /* ---- inode numbers (ino.c) ---- */
 /* High bits st_ino needs for nfs filesystems (0: one, numbers as they are). */
 unsigned ovl_ino_bits(uint32_t nfs, bool ino32);
 /* The st_ino of number ino of filesystem fsid, in width (64 or 32) bits. */
 uint64_t ovl_ino_compose(unsigned width, unsigned bits, uint32_t fsid, uint64_t ino);
+struct ovl_fs;
+/* The st_ino shown for number ino of layer. */
+ino_t ovl_st_ino(const struct ovl_fs *fs, uint32_t layer, ino_t ino);
+/* Records lower's identity on the copy fd/name (name NULL: fd); 0 where the
+ * upper takes no such xattr. */
+int ovl_origin_set(struct ovl_fs *fs, int fd, const char *name, const struct stat *lower);
+/* The st_ino a copied-up upper object dirfd/name (name NULL: dirfd) shows. */
+bool ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name, ino_t *shown);
 
 /* ---- nodes (nodes.c) ---- */
 struct ovl_listing;
@@ -445,8 +462,6 @@ int ovl_copy_up_in_place(struct ovl_fs *fs, struct ovl_node *node, bool with_dat
  * open answers -ESTALE, so that the VFS looks the name up again and opens
  * the copy's node (an inode keeps one passthrough backing file). */
 int ovl_copy_up_reopen(struct ovl_fs *fs, struct ovl_node *node);
-/* The st_ino a copied-up upper object dirfd/name (name NULL: dirfd) shows. */
-bool ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name, ino_t *shown);
 
 /* inode.c */
 typedef int (*ovl_at_fn)(struct ovl_layer *layer, int dirfd, const char *name, void *arg);
@@ -456,7 +471,6 @@ int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
 /* The stat of node's backing object as the merged view shows it. */
 void ovl_node_present(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
 void ovl_present_stat(struct ovl_fs *fs, uint32_t layer, uint32_t nlayers, struct stat *st);
-ino_t ovl_st_ino(const struct ovl_fs *fs, uint32_t layer, ino_t ino);
 
 /* file.c */
 /* The backing fd of an open file (-1: a passthrough reader's, we hold none). */
@@ -508,7 +522,6 @@ int ovl_whiteout_drop_file(struct ovl_fs *fs, int dirfd, const char *name);
 int ovl_set_opaque(struct ovl_fs *fs, int dirfd);
 
 /* xattr.c */
-bool ovl_xattr_is_internal(const char *name);
 size_t ovl_xattr_filter_list(char *list, size_t len);
 
 /* creds.c: the caller's owner and umask for what we create */

@@ -15,25 +15,6 @@
 
 #include "ops.h"
 
-static const char *const kind_xattr[] = {
-	[OVL_OVERRIDE_PRIVILEGED] = "security.fuseoverlayfs.override_stat",
-	[OVL_OVERRIDE_CONTAINERS] = "user.containers.override_stat",
-	[OVL_OVERRIDE_USER] = "user.fuseoverlayfs.override_stat",
-};
-
-const char *ovl_override_xattr(enum ovl_override_kind kind)
-{
-	return kind == OVL_OVERRIDE_NONE ? NULL : kind_xattr[kind];
-}
-
-bool ovl_override_xattr_name(const char *name)
-{
-	for (int k = OVL_OVERRIDE_PRIVILEGED; k <= OVL_OVERRIDE_USER; k++)
-		if (strcmp(name, kind_xattr[k]) == 0)
-			return true;
-	return false;
-}
-
 /* ---- the value ---- */
 static bool parse_num(const char **s, unsigned base, uint64_t max, uint64_t *out)
 {
@@ -119,7 +100,7 @@ static enum ovl_override_kind root_kind(struct ovl_layer *l)
 {
 	char v[OVL_OVERRIDE_MAX];
 	for (int k = OVL_OVERRIDE_PRIVILEGED; k <= OVL_OVERRIDE_USER; k++)
-		if (l->ops->getxattrat(l, l->root_fd, NULL, kind_xattr[k], v, sizeof v) >= 0)
+		if (l->ops->getxattrat(l, l->root_fd, NULL, ovl_override_xattr(k), v, sizeof v) >= 0)
 			return (enum ovl_override_kind)k;
 	return OVL_OVERRIDE_NONE;
 }
@@ -136,7 +117,7 @@ int ovl_override_setup(struct ovl_fs *fs, char *err, size_t errlen)
 	if (want == 1 || upper->override_kind != OVL_OVERRIDE_USER)
 		upper->override_kind = want == 1 ? OVL_OVERRIDE_PRIVILEGED : OVL_OVERRIDE_CONTAINERS;
 	char v[OVL_OVERRIDE_MAX];
-	const char *name = kind_xattr[upper->override_kind];
+	const char *name = ovl_override_xattr(upper->override_kind);
 	if (upper->ops->getxattrat(upper, upper->root_fd, NULL, name, v, sizeof v) >= 0)
 		return 0;
 	/* the root carries the mark that tells this layer's kind to later mounts */
@@ -158,12 +139,12 @@ int ovl_override_read(struct ovl_fs *fs, uint32_t layer, int dirfd, const char *
 	char v[OVL_OVERRIDE_MAX + 1];
 	if (l->override_kind == OVL_OVERRIDE_NONE || !(S_ISREG(st->st_mode) || S_ISDIR(st->st_mode)))
 		return 0; /* only files and directories carry one, as in 1.10 */
-	ssize_t len = l->ops->getxattrat(l, dirfd, name, kind_xattr[l->override_kind], v, sizeof v);
+	ssize_t len = l->ops->getxattrat(l, dirfd, name, ovl_override_xattr(l->override_kind), v, sizeof v);
 	if (len < 0 && errno != ERANGE)
 		return 0;
 	if (len < 0 || ovl_override_parse(v, (size_t)len, st->st_mode, o) < 0) {
 		ovl_log_once(&fs->logged_bad_override, OVL_WARN, "%s in layer %s (object '%s'): malformed, ignored",
-			     kind_xattr[l->override_kind], l->path, name ? name : ".");
+			     ovl_override_xattr(l->override_kind), l->path, name ? name : ".");
 		return 0;
 	}
 	return 1;
@@ -174,7 +155,7 @@ int ovl_override_write(struct ovl_fs *fs, int dirfd, const char *name, const str
 	struct ovl_layer *upper = &fs->layers[0];
 	char v[OVL_OVERRIDE_MAX + 1];
 	int len = ovl_override_format(o, v, sizeof v);
-	return upper->ops->setxattrat(upper, dirfd, name, kind_xattr[upper->override_kind], v, (size_t)len, 0);
+	return upper->ops->setxattrat(upper, dirfd, name, ovl_override_xattr(upper->override_kind), v, (size_t)len, 0);
 }
 
 void ovl_override_apply(const struct ovl_override *o, struct stat *st)
@@ -219,7 +200,6 @@ void ovl_node_load_override(struct ovl_fs *fs, struct ovl_node *node, int dirfd,
 }
 
 /* ---- xattr names under the containers kind: security.* kept as user.* ---- */
-#define CONTAINERS_ENCODED "user.containers.override_"
 #define SECURITY_PREFIX "security."
 
 const char *ovl_override_stored_xattr(const struct ovl_layer *l, const char *name, char *buf, size_t size)
@@ -227,11 +207,11 @@ const char *ovl_override_stored_xattr(const struct ovl_layer *l, const char *nam
 	if (l->override_kind != OVL_OVERRIDE_CONTAINERS)
 		return name;
 	/* refused: it would be listed, and read, as the security.* name it encodes */
-	if (strncmp(name, CONTAINERS_ENCODED SECURITY_PREFIX, sizeof CONTAINERS_ENCODED SECURITY_PREFIX - 1) == 0)
+	if (strncmp(name, OVL_XATTR_CONTAINERS_ENCODED SECURITY_PREFIX, sizeof OVL_XATTR_CONTAINERS_ENCODED SECURITY_PREFIX - 1) == 0)
 		return NULL;
 	if (strncmp(name, SECURITY_PREFIX, sizeof SECURITY_PREFIX - 1))
 		return name;
-	if ((size_t)snprintf(buf, size, CONTAINERS_ENCODED "%s", name) >= size)
+	if ((size_t)snprintf(buf, size, OVL_XATTR_CONTAINERS_ENCODED "%s", name) >= size)
 		return NULL;
 	return buf;
 }
@@ -244,7 +224,7 @@ const char *ovl_override_shown_xattr(const struct ovl_layer *l, const char *stor
 		return stored;
 	if (strncmp(stored, SECURITY_PREFIX, sizeof SECURITY_PREFIX - 1) == 0)
 		return NULL; /* the layer's own, not the container's */
-	if (strncmp(stored, CONTAINERS_ENCODED SECURITY_PREFIX, sizeof CONTAINERS_ENCODED SECURITY_PREFIX - 1) == 0)
-		return stored + sizeof CONTAINERS_ENCODED - 1;
+	if (strncmp(stored, OVL_XATTR_CONTAINERS_ENCODED SECURITY_PREFIX, sizeof OVL_XATTR_CONTAINERS_ENCODED SECURITY_PREFIX - 1) == 0)
+		return stored + sizeof OVL_XATTR_CONTAINERS_ENCODED - 1;
 	return stored;
 }

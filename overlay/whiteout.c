@@ -20,12 +20,6 @@
 #define WH_META_PREFIX ".wh..wh."
 #define WH_OPAQUE_MARKER ".wh..wh..opq"
 
-static const char *const opaque_xattrs[] = {
-	"trusted.overlay.opaque",
-	"user.overlay.opaque",
-	"user.fuseoverlayfs.opaque",
-};
-
 bool ovl_name_is_reserved(const char *name)
 {
 	return strncmp(name, WH_PREFIX, sizeof WH_PREFIX - 1) == 0;
@@ -53,8 +47,8 @@ bool ovl_stat_is_whiteout(const struct stat *st)
 
 bool ovl_opaque_xattr_name(const char *xname)
 {
-	for (size_t i = 0; i < sizeof opaque_xattrs / sizeof opaque_xattrs[0]; i++)
-		if (strcmp(xname, opaque_xattrs[i]) == 0)
+	for (size_t i = 0; i < OVL_OPAQUE_XATTRS; i++)
+		if (strcmp(xname, ovl_opaque_xattrs[i]) == 0)
 			return true;
 	return false;
 }
@@ -250,13 +244,13 @@ int ovl_set_opaque(struct ovl_fs *fs, int dirfd)
 {
 	struct ovl_layer *upper = &fs->layers[0];
 	if (fs->trusted_xattrs) {
-		int res = ovl_upper_setxattr(upper, dirfd, NULL, opaque_xattrs[0], "y", 1, 0);
+		int res = ovl_upper_setxattr(upper, dirfd, NULL, ovl_opaque_xattrs[0], "y", 1, 0);
 		if (res != -EPERM && res != -ENOTSUP)
 			return res;
 		fs->trusted_xattrs = false; /* rootless: the user.* spellings */
 	}
-	for (size_t i = 1; i < sizeof opaque_xattrs / sizeof opaque_xattrs[0]; i++) {
-		int res = ovl_upper_setxattr(upper, dirfd, NULL, opaque_xattrs[i], "y", 1, 0);
+	for (size_t i = 1; i < OVL_OPAQUE_XATTRS; i++) {
+		int res = ovl_upper_setxattr(upper, dirfd, NULL, ovl_opaque_xattrs[i], "y", 1, 0);
 		if (res < 0)
 			return res;
 	}

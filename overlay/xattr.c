@@ -9,20 +9,6 @@
 
 #include "ops.h"
 
-static const char *const internal_prefixes[] = {
-	"trusted.overlay.",
-	"user.overlay.",
-	"user.fuseoverlayfs.",
-};
-
-bool ovl_xattr_is_internal(const char *name)
-{
-	for (size_t i = 0; i < sizeof internal_prefixes / sizeof internal_prefixes[0]; i++)
-		if (strncmp(name, internal_prefixes[i], strlen(internal_prefixes[i])) == 0)
-			return true;
-	return false;
-}
-
 size_t ovl_xattr_filter_list(char *list, size_t len)
 {
 	size_t out = 0;
