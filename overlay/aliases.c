@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
 
 #include "overlay.h"
 
@@ -20,13 +19,16 @@
 static uint64_t alias_key(const struct ovl_node *node, const struct ovl_node *parent, const char *name)
 {
 	uint64_t seed = (uint64_t)(uintptr_t)node * 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)parent;
-	return XXH3_64bits_withSeed(name, strlen(name), seed);
+	return ovl_hash_bytes(name, strlen(name), seed);
 }
 
-static struct ovl_alias **bucket(struct ovl_aliases *t, uint64_t key)
+static uint64_t key_of(const void *item)
 {
-	return &t->buckets[key & (t->nbuckets - 1)];
+	const struct ovl_alias *a = item;
+	return alias_key(a->node, a->parent, a->name);
 }
+
+#define HASH_NEXT offsetof(struct ovl_alias, hash_next)
 
 static bool is_name(const struct ovl_node *parent, const char *name, const struct ovl_node *p, const char *n)
 {
@@ -36,38 +38,10 @@ static bool is_name(const struct ovl_node *parent, const char *name, const struc
 static struct ovl_alias *table_find(struct ovl_aliases *t, const struct ovl_node *node,
 				    const struct ovl_node *parent, const char *name)
 {
-	if (t->nbuckets == 0)
-		return NULL;
-	for (struct ovl_alias *a = *bucket(t, alias_key(node, parent, name)); a; a = a->hash_next)
+	for (struct ovl_alias *a = ovl_chain_first(&t->chain, alias_key(node, parent, name)); a; a = a->hash_next)
 		if (a->node == node && is_name(a->parent, a->name, parent, name))
 			return a;
 	return NULL;
-}
-
-static int table_add(struct ovl_aliases *t, struct ovl_alias *a)
-{
-	if (t->count + 1 > t->nbuckets) {
-		size_t nb = t->nbuckets ? t->nbuckets * 2 : 64;
-		struct ovl_alias **b = calloc(nb, sizeof *b), **old = t->buckets;
-		if (b == NULL)
-			return -ENOMEM;
-		size_t oldn = t->nbuckets;
-		t->buckets = b;
-		t->nbuckets = nb;
-		for (size_t i = 0; i < oldn; i++)
-			for (struct ovl_alias *m = old[i], *next; m; m = next) {
-				next = m->hash_next;
-				struct ovl_alias **bk = bucket(t, alias_key(m->node, m->parent, m->name));
-				m->hash_next = *bk;
-				*bk = m;
-			}
-		free(old);
-	}
-	struct ovl_alias **bk = bucket(t, alias_key(a->node, a->parent, a->name));
-	a->hash_next = *bk;
-	*bk = a;
-	t->count++;
-	return 0;
 }
 
 /* Takes a out of its node's list and the table; it goes on *dropped, to be
@@ -77,12 +51,7 @@ static void unlink_alias(struct ovl_aliases *t, struct ovl_alias *a, struct ovl_
 	*a->pprev = a->next;
 	if (a->next)
 		a->next->pprev = a->pprev;
-	for (struct ovl_alias **p = bucket(t, alias_key(a->node, a->parent, a->name)); *p; p = &(*p)->hash_next)
-		if (*p == a) {
-			*p = a->hash_next;
-			t->count--;
-			break;
-		}
+	ovl_chain_del(&t->chain, a, key_of(a), HASH_NEXT);
 	a->next = *dropped;
 	*dropped = a;
 }
@@ -110,7 +79,7 @@ int ovl_node_add_alias(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node
 	struct ovl_alias *a = r ? calloc(1, sizeof *a) : NULL;
 	if (a)
 		*a = (struct ovl_alias){ .node = node, .parent = parent, .name = strdup(name) };
-	if (a == NULL || a->name == NULL || table_add(t, a) < 0) {
+	if (a == NULL || a->name == NULL || ovl_chain_add(&t->chain, a, key_of(a), HASH_NEXT, key_of) < 0) {
 		if (a)
 			free(a->name);
 		free(a);
@@ -191,14 +160,12 @@ void ovl_aliases_init(struct ovl_fs *fs)
 void ovl_aliases_free(struct ovl_fs *fs)
 {
 	struct ovl_aliases *t = &fs->aliases;
-	for (size_t i = 0; i < t->nbuckets; i++)
-		for (struct ovl_alias *a = t->buckets[i], *next; a; a = next) {
+	for (size_t i = 0; i < t->chain.nbuckets; i++)
+		for (struct ovl_alias *a = t->chain.buckets[i], *next; a; a = next) {
 			next = a->hash_next;
 			free(a->name);
 			free(a);
 		}
-	free(t->buckets);
-	t->buckets = NULL;
-	t->nbuckets = t->count = 0;
+	ovl_chain_free(&t->chain);
 	pthread_mutex_destroy(&t->lock);
 }

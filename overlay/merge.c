@@ -7,8 +7,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
 
+#include "hash.h"
 #include "ops.h"
 #include "readdir.h"
 
@@ -34,26 +34,33 @@ struct ovl_merge {
 	size_t pool_len, pool_cap;
 	struct merge_ent *ents;
 	size_t n, cap;
-	uint32_t *table; /* index + 1 into ents; open addressing */
-	size_t table_cap;
+	struct ovl_index index; /* of ents by name */
 	bool fresh;           /* nothing merged before this layer: its names cannot repeat */
 	uint32_t fresh_slot;  /* where merge_find points while fresh */
 	bool stopped;
 };
 
 /* Names made through us since the listing was read (see
- * ovl_listing_add_name): an open-addressing set over a pool of names. */
-struct added_slot {
-	uint32_t name_off;  /* + 1 into pool; 0: free */
+ * ovl_listing_add_name), indexed by name, over a pool of names. */
+struct added_ent {
+	uint32_t name_off;  /* into pool */
 	uint8_t type;
-	bool removed;       /* removed again: a tombstone that keeps the probe chain */
+	bool removed;       /* removed again: left out when the index is rebuilt */
 };
 
 struct added {
-	struct added_slot *slots;
-	size_t cap, used, live;
+	struct added_ent *ents;
+	size_t n, cap, live;
+	size_t used;        /* slots of the index taken */
+	struct ovl_index index;
 	char *pool;
 	size_t pool_len, pool_cap;
+};
+
+/* A name to look for in one of the indexes below. */
+struct name_key {
+	const char *name;
+	size_t len;
 };
 
 struct ovl_merge *ovl_merge_new(void)
@@ -68,41 +75,20 @@ static const char *ent_name(const struct ovl_merge *m, const struct merge_ent *e
 
 static uint64_t name_hash(const char *name, size_t len)
 {
-	return XXH3_64bits(name, len);
+	return ovl_hash_bytes(name, len, 0);
 }
 
-/* (Re)builds the table for at least `need` names, from every entry so far. */
-static int table_grow(struct ovl_merge *m, size_t need)
+static uint64_t merge_hash(const void *ctx, uint32_t i)
 {
-	size_t cap = m->table_cap ? m->table_cap * 2 : 256;
-	while (cap < need * 2)
-		cap *= 2;
-	uint32_t *t = calloc(cap, sizeof *t);
-	if (t == NULL)
-		return -ENOMEM;
-	for (size_t i = 0; i < m->n; i++) {
-		size_t h = name_hash(ent_name(m, &m->ents[i]), m->ents[i].name_len) & (cap - 1);
-		while (t[h])
-			h = (h + 1) & (cap - 1);
-		t[h] = (uint32_t)i + 1;
-	}
-	free(m->table);
-	m->table = t;
-	m->table_cap = cap;
-	return 0;
+	const struct ovl_merge *m = ctx;
+	return name_hash(ent_name(m, &m->ents[i]), m->ents[i].name_len);
 }
 
-/* The slot for name: holds its entry index + 1, or 0 where it would go. */
-static uint32_t *table_slot(struct ovl_merge *m, const char *name, size_t len)
+static bool merge_eq(const void *ctx, uint32_t i, const void *key)
 {
-	size_t h = name_hash(name, len) & (m->table_cap - 1);
-	while (m->table[h]) {
-		struct merge_ent *e = &m->ents[m->table[h] - 1];
-		if (e->name_len == len && memcmp(ent_name(m, e), name, len) == 0)
-			break;
-		h = (h + 1) & (m->table_cap - 1);
-	}
-	return &m->table[h];
+	const struct ovl_merge *m = ctx;
+	const struct name_key *k = key;
+	return m->ents[i].name_len == k->len && memcmp(ent_name(m, &m->ents[i]), k->name, k->len) == 0;
 }
 
 /* The entry for name, or NULL with *slot where it goes (NULL: out of memory).
@@ -116,9 +102,11 @@ static struct merge_ent *merge_find(struct ovl_merge *m, const char *name, size_
 		*slot = &m->fresh_slot;
 		return NULL;
 	}
-	if ((m->n + 1) * 2 > m->table_cap && table_grow(m, m->n + incoming) < 0)
+	if ((m->n + 1) * 2 > m->index.cap &&
+	    ovl_index_reserve(&m->index, m->n + incoming, (uint32_t)m->n, 256, merge_hash, m) < 0)
 		return NULL;
-	*slot = table_slot(m, name, len);
+	struct name_key k = { name, len };
+	*slot = ovl_index_slot(m->index.slots, m->index.cap, name_hash(name, len), merge_eq, m, &k);
 	return **slot ? &m->ents[**slot - 1] : NULL;
 }
 
@@ -295,9 +283,7 @@ struct ovl_listing *ovl_merge_finish(struct ovl_merge *m)
 		return NULL;
 	}
 	atomic_init(&l->refs, 1);
-	l->table_cap = 16;
-	while (l->table_cap < visible * 2)
-		l->table_cap *= 2;
+	l->table_cap = ovl_index_cap(visible, 16);
 	size_t lower_len = 0;
 	for (size_t i = 0; i < m->n; i++) {
 		struct merge_ent *e = &m->ents[i];
@@ -330,21 +316,28 @@ struct ovl_listing *ovl_merge_finish(struct ovl_merge *m)
 	return l;
 }
 
+static uint64_t listing_hash(const void *ctx, uint32_t i)
+{
+	const struct ovl_listing *l = ctx;
+	return name_hash(dirent_name(l, &l->ents[i]), l->ents[i].name_len);
+}
+
+static bool listing_eq(const void *ctx, uint32_t i, const void *key)
+{
+	const struct ovl_listing *l = ctx;
+	const struct name_key *k = key;
+	return l->ents[i].name_len == k->len && memcmp(dirent_name(l, &l->ents[i]), k->name, k->len) == 0;
+}
+
 /* A plain listing (ls) never needs the table: it is made on first use. */
 static uint32_t *listing_table(struct ovl_listing *l)
 {
 	uint32_t *t = atomic_load(&l->table);
 	if (t)
 		return t;
-	t = calloc(l->table_cap, sizeof *t);
+	t = ovl_index_build(l->table_cap, (uint32_t)l->n, listing_hash, l);
 	if (t == NULL)
 		return NULL;
-	for (size_t i = 0; i < l->n; i++) {
-		size_t h = name_hash(dirent_name(l, &l->ents[i]), l->ents[i].name_len) & (l->table_cap - 1);
-		while (t[h])
-			h = (h + 1) & (l->table_cap - 1);
-		t[h] = (uint32_t)i + 1;
-	}
 	uint32_t *expected = NULL;
 	if (!atomic_compare_exchange_strong(&l->table, &expected, t)) {
 		free(t); /* another thread made it first */
@@ -353,46 +346,46 @@ static uint32_t *listing_table(struct ovl_listing *l)
 	return t;
 }
 
-/* The slot of name in a, or the free slot where it would go. */
-static struct added_slot *added_slot(const struct added *a, const char *name, size_t len)
+static uint64_t added_hash(const void *ctx, uint32_t i)
 {
-	size_t h = name_hash(name, len) & (a->cap - 1);
-	for (; a->slots[h].name_off; h = (h + 1) & (a->cap - 1)) {
-		const char *n = a->pool + a->slots[h].name_off - 1;
-		if (strncmp(n, name, len) == 0 && n[len] == '\0')
-			break;
-	}
-	return &a->slots[h];
+	const struct added *a = ctx;
+	const char *n = a->pool + a->ents[i].name_off;
+	return a->ents[i].removed ? OVL_INDEX_SKIP : name_hash(n, strlen(n));
 }
 
-static int added_grow(struct added *a)
+static bool added_eq(const void *ctx, uint32_t i, const void *key)
 {
-	size_t cap = a->cap ? a->cap * 2 : 64;
-	struct added_slot *old = a->slots;
-	size_t old_cap = a->cap;
-	a->slots = calloc(cap, sizeof *a->slots);
-	if (a->slots == NULL) {
-		a->slots = old;
+	const struct added *a = ctx;
+	const struct name_key *k = key;
+	const char *n = a->pool + a->ents[i].name_off;
+	return strncmp(n, k->name, k->len) == 0 && n[k->len] == '\0';
+}
+
+/* The entry of name in a (removed or not), or NULL with *slot where it goes. */
+static struct added_ent *added_find(const struct added *a, const char *name, uint32_t **slot)
+{
+	struct name_key k = { name, strlen(name) };
+	*slot = ovl_index_slot(a->index.slots, a->index.cap, name_hash(name, k.len), added_eq, a, &k);
+	return **slot ? &a->ents[**slot - 1] : NULL;
+}
+
+/* Room for one more name; a rebuilt index leaves the removed ones out. */
+static int added_reserve(struct added *a)
+{
+	size_t cap = a->index.cap;
+	if (ovl_index_reserve(&a->index, a->used + 1, (uint32_t)a->n, 64, added_hash, a) < 0)
 		return -ENOMEM;
-	}
-	a->cap = cap;
-	a->used = 0;
-	for (size_t i = 0; i < old_cap; i++) {
-		if (old[i].name_off == 0 || old[i].removed)
-			continue; /* tombstones go */
-		const char *n = a->pool + old[i].name_off - 1;
-		*added_slot(a, n, strlen(n)) = old[i];
-		a->used++;
-	}
-	free(old);
-	return 0;
+	if (a->index.cap != cap)
+		a->used = a->live;
+	return ovl_grow(&a->ents, &a->cap, a->n + 1, sizeof *a->ents, 16);
 }
 
 static void added_free(struct added *a)
 {
 	if (a == NULL)
 		return;
-	free(a->slots);
+	free(a->ents);
+	free(a->index.slots);
 	free(a->pool);
 	free(a);
 }
@@ -400,10 +393,9 @@ static void added_free(struct added *a)
 /* The DT_* type of a name made through us since the listing was read, or -1. */
 int ovl_listing_added_type(const struct ovl_listing *l, const char *name)
 {
-	if (l->added == NULL)
-		return -1;
-	const struct added_slot *s = added_slot(l->added, name, strlen(name));
-	return s->name_off && !s->removed ? s->type : -1;
+	uint32_t *slot;
+	const struct added_ent *e = l->added ? added_find(l->added, name, &slot) : NULL;
+	return e && !e->removed ? e->type : -1;
 }
 
 ssize_t ovl_listing_index(struct ovl_listing *l, const char *name)
@@ -411,22 +403,18 @@ ssize_t ovl_listing_index(struct ovl_listing *l, const char *name)
 	uint32_t *t = listing_table(l);
 	if (t == NULL)
 		return -2;
-	size_t len = strlen(name);
-	size_t h = name_hash(name, len) & (l->table_cap - 1);
-	for (; t[h]; h = (h + 1) & (l->table_cap - 1)) {
-		const struct ovl_dirent *d = &l->ents[t[h] - 1];
-		if (d->name_len == len && memcmp(dirent_name(l, d), name, len) == 0)
-			return d->removed ? -1 : (ssize_t)t[h] - 1;
-	}
-	return -1;
+	struct name_key k = { name, strlen(name) };
+	uint32_t *slot = ovl_index_slot(t, l->table_cap, name_hash(name, k.len), listing_eq, l, &k);
+	return *slot == 0 || l->ents[*slot - 1].removed ? -1 : (ssize_t)*slot - 1;
 }
 
 bool ovl_listing_remove_name(struct ovl_listing *l, const char *name)
 {
 	l->upper_clean = false;
-	struct added_slot *s = l->added ? added_slot(l->added, name, strlen(name)) : NULL;
-	if (s && s->name_off && !s->removed) {
-		s->removed = true;
+	uint32_t *slot;
+	struct added_ent *e = l->added ? added_find(l->added, name, &slot) : NULL;
+	if (e && !e->removed) {
+		e->removed = true;
 		l->added->live--;
 		return true;
 	}
@@ -446,15 +434,21 @@ bool ovl_listing_add_name(struct ovl_listing *l, const char *name, uint8_t type)
 	if (a == NULL && (a = l->added = calloc(1, sizeof *a)) == NULL)
 		return false;
 	size_t len = strlen(name);
-	if (((a->used + 1) * 4 > a->cap * 3 && added_grow(a) < 0) ||
-	    ovl_grow(&a->pool, &a->pool_cap, a->pool_len + len + 1, 1, 1024) < 0)
+	uint32_t *slot;
+	if (added_reserve(a) < 0 || ovl_grow(&a->pool, &a->pool_cap, a->pool_len + len + 1, 1, 1024) < 0)
 		return false;
-	struct added_slot *s = added_slot(a, name, len);
-	if (s->name_off == 0)
+	struct added_ent *e = added_find(a, name, &slot);
+	if (e == NULL) {
+		/* new: its name into the pool, an entry, the slot */
+		memcpy(a->pool + a->pool_len, name, len + 1);
+		e = &a->ents[a->n];
+		*e = (struct added_ent){ .name_off = (uint32_t)a->pool_len };
+		a->pool_len += len + 1;
+		*slot = (uint32_t)++a->n;
 		a->used++;
-	memcpy(a->pool + a->pool_len, name, len + 1);
-	*s = (struct added_slot){ .name_off = (uint32_t)a->pool_len + 1, .type = type };
-	a->pool_len += len + 1;
+	}
+	e->type = type;
+	e->removed = false;
 	a->live++;
 	return true;
 }
@@ -476,7 +470,7 @@ void ovl_merge_free(struct ovl_merge *m)
 	for (size_t i = 0; i < m->n; i++)
 		free(m->ents[i].lower);
 	free(m->ents);
-	free(m->table);
+	free(m->index.slots);
 	free(m->pool);
 	free(m);
 }

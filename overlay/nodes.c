@@ -12,8 +12,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#include <xxhash.h>
 
+#include "hash.h"
 #include "overlay.h"
 #include "readdir.h"
 
@@ -41,8 +41,7 @@ struct slot_shard {
 
 struct id_shard {
 	pthread_mutex_t lock;
-	struct ovl_node **buckets;
-	size_t nbuckets, count;
+	struct ovl_chain chain;
 };
 
 /* The node table of one mount (fs->nodes).  The id shards (one line each),
@@ -182,7 +181,7 @@ struct ovl_node *ovl_req_dir(fuse_req_t req, fuse_ino_t nodeid)
 static uint64_t id_hash(dev_t dev, ino_t ino)
 {
 	uint64_t key[2] = { (uint64_t)dev, (uint64_t)ino };
-	return XXH3_64bits(key, sizeof key);
+	return ovl_hash_bytes(key, sizeof key, 0);
 }
 
 static struct id_shard *id_shard_of(struct ovl_fs *fs, dev_t dev, ino_t ino)
@@ -213,7 +212,7 @@ static struct id_shard *lock_node_shard(struct ovl_fs *fs, const struct ovl_node
  * lookup or listing would walk it (quadratic). */
 static uint64_t name_key(dev_t dev, ino_t ino, const struct ovl_node *parent, const char *name)
 {
-	return XXH3_64bits_withSeed(name, strlen(name), id_hash(dev, ino) ^ (uint64_t)(uintptr_t)parent);
+	return ovl_hash_bytes(name, strlen(name), id_hash(dev, ino) ^ (uint64_t)(uintptr_t)parent);
 }
 
 static uint64_t node_key(const struct ovl_node *n)
@@ -221,47 +220,27 @@ static uint64_t node_key(const struct ovl_node *n)
 	return n->per_name ? name_key(n->dev, n->ino, n->parent, n->name) : id_hash(n->dev, n->ino);
 }
 
-/* Shards go by id_hash; within one, buckets by key. */
-static struct ovl_node **bucket_at(struct id_shard *s, uint64_t key)
+/* Shards go by id_hash; within one, buckets by the rest of the key. */
+static uint64_t chain_key(uint64_t key)
 {
-	return &s->buckets[(key / ID_SHARDS) & (s->nbuckets - 1)];
+	return key / ID_SHARDS;
 }
+
+static uint64_t node_chain_key(const void *n)
+{
+	return chain_key(node_key(n));
+}
+
+#define HASH_NEXT offsetof(struct ovl_node, hash_next)
 
 static int id_insert(struct id_shard *s, struct ovl_node *n)
 {
-	if (s->count + 1 > s->nbuckets) {
-		size_t nb = s->nbuckets ? s->nbuckets * 2 : 64;
-		struct ovl_node **b = calloc(nb, sizeof *b);
-		if (b == NULL)
-			return -ENOMEM;
-		struct ovl_node **old = s->buckets;
-		size_t oldn = s->nbuckets;
-		s->buckets = b;
-		s->nbuckets = nb;
-		for (size_t i = 0; i < oldn; i++)
-			for (struct ovl_node *m = old[i], *next; m; m = next) {
-				next = m->hash_next;
-				struct ovl_node **bk = bucket_at(s, node_key(m));
-				m->hash_next = *bk;
-				*bk = m;
-			}
-		free(old);
-	}
-	struct ovl_node **bk = bucket_at(s, node_key(n));
-	n->hash_next = *bk;
-	*bk = n;
-	s->count++;
-	return 0;
+	return ovl_chain_add(&s->chain, n, node_chain_key(n), HASH_NEXT, node_chain_key);
 }
 
 static void id_remove(struct id_shard *s, struct ovl_node *n)
 {
-	for (struct ovl_node **p = bucket_at(s, node_key(n)); *p; p = &(*p)->hash_next)
-		if (*p == n) {
-			*p = n->hash_next;
-			s->count--;
-			return;
-		}
+	ovl_chain_del(&s->chain, n, node_chain_key(n), HASH_NEXT);
 }
 
 static bool names(const struct ovl_node *n, const struct ovl_node *parent, const char *name)
@@ -274,13 +253,12 @@ static bool names(const struct ovl_node *n, const struct ovl_node *parent, const
 static struct ovl_node *id_find(struct id_shard *s, dev_t dev, ino_t ino, const struct ovl_node *parent,
 				const char *name)
 {
-	if (s->nbuckets == 0)
-		return NULL;
 	if (parent)
-		for (struct ovl_node *n = *bucket_at(s, name_key(dev, ino, parent, name)); n; n = n->hash_next)
+		for (struct ovl_node *n = ovl_chain_first(&s->chain, chain_key(name_key(dev, ino, parent, name))); n;
+		     n = n->hash_next)
 			if (n->per_name && n->dev == dev && n->ino == ino && names(n, parent, name))
 				return n;
-	for (struct ovl_node *n = *bucket_at(s, id_hash(dev, ino)); n; n = n->hash_next)
+	for (struct ovl_node *n = ovl_chain_first(&s->chain, chain_key(id_hash(dev, ino))); n; n = n->hash_next)
 		if (!n->per_name && n->dev == dev && n->ino == ino && (parent == NULL || names(n, parent, name)))
 			return n;
 	return NULL;
@@ -722,7 +700,7 @@ void ovl_nodes_free(struct ovl_fs *fs)
 		pthread_mutex_destroy(&t->slot_shards[i].lock);
 	for (size_t i = 0; i < ID_SHARDS; i++) {
 		pthread_mutex_destroy(&t->id_shards[i].lock);
-		free(t->id_shards[i].buckets);
+		ovl_chain_free(&t->id_shards[i].chain);
 	}
 	pthread_mutex_destroy(&t->fd_list_lock);
 	munmap(t, sizeof *t);

@@ -14,6 +14,7 @@
 #include <sys/types.h>
 
 #include "../layers/layer.h"
+#include "hash.h"
 
 #define OVL_PROGRAM "fuse-overlayfs"
 
@@ -232,8 +233,7 @@ const char *ovl_override_shown_xattr(const struct ovl_layer *l, const char *stor
 /* aliases.c: one table of the other names of every node */
 struct ovl_aliases {
 	pthread_mutex_t lock;        /* guards every node's aliases and the table */
-	struct ovl_alias **buckets;
-	size_t nbuckets, count;
+	struct ovl_chain chain;
 };
 
 /* notify.c: invalidations sent from threads of their own */
