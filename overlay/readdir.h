@@ -44,7 +44,7 @@ struct ovl_listing {
 	size_t nremoved;   /* under the directory's lock */
 	uint32_t gen;      /* in its offsets, above pos_bits (see pos_to_off); 0: none */
 	uint8_t pos_bits;
-	struct added *added; /* under the directory's lock; NULL: none (merge.c) */
+	struct added *added; /* under the directory's lock; NULL: none (listing.c) */
 	/* The upper part was read and held no whiteout of any spelling, and
 	 * none was made since (a removal may make one): a name absent here
 	 * has nothing in the upper layer to replace.  Under the directory's lock. */

@@ -5,7 +5,7 @@
  *      and that a name one can create, once written as .wh.NAME (when that
  *      fits in NAME_MAX), is recognised as a whiteout of exactly that name;
  *   1: the rest as up to four layers of directory entries ('/' between
- *      entries, each a control byte then a name): merge.c's listing
+ *      entries, each a control byte then a name): listing.c's listing
  *      (whiteouts by name and char 0/0, opaque markers, directories merged
  *      down until a non-directory or whiteout) against a plain model: the
  *      same names, each once, sorted, each from the right layer with the

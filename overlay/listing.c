@@ -1,6 +1,7 @@
-/* The merge of a directory's layers into one listing, and the listing's
- * lookups and changes made through us: pure, apart from I/O, so that unit
- * tests feed it fake layers (readdir.c reads the layers and serves READDIR). */
+/* The merged listing of a directory: the merge of its layers into one
+ * snapshot, its index by name, and the changes made through us noted in it.
+ * Pure, apart from I/O, so that unit tests feed it fake layers (readdir.c
+ * reads the layers and serves READDIR). */
 #include "config.h"
 
 #include <dirent.h>
