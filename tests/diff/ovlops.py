@@ -162,6 +162,18 @@ def op_lock(ctx, e):
             fcntl.flock(fd, (fcntl.LOCK_SH if t == 'rd' else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         else:
             fcntl.fcntl(fd, fcntl.F_SETLK if kind == 'posix' else F_OFD_SETLK, flk(LOCK_TYPES[t]))
+
+    def getlk(fd, cmd):
+        """The lock type F_GETLK/F_OFD_GETLK reports against the second lock, and its pid."""
+        got = struct.unpack('hhqqi4x', fcntl.fcntl(fd, cmd, flk(LOCK_TYPES[types[1]])))
+        return LOCK_NAMES.get(got[0], '?'), got[4]
+
+    def try_second(fd):
+        try:
+            take(fd, types[1])
+            return 'ok'
+        except OSError as exc:
+            return ename(exc)
     with _Fd(ctx, e.path, flags) as fd1:
         take(fd1, types[0])
         try:
@@ -170,27 +182,13 @@ def op_lock(ctx, e):
 
                 def second():
                     fd2 = os.open(path, flags)
-                    got = struct.unpack('hhqqi4x', fcntl.fcntl(fd2, fcntl.F_GETLK, flk(LOCK_TYPES[types[1]])))
-                    getlk = LOCK_NAMES.get(got[0], '?') + (':parent' if got[4] == parent else '')
-                    try:
-                        take(fd2, types[1])
-                        res = 'ok'
-                    except OSError as exc:
-                        res = ename(exc)
-                    return 'second=%s getlk=%s' % (res, getlk)
+                    name, pid = getlk(fd2, fcntl.F_GETLK)
+                    return 'second=%s getlk=%s' % (try_second(fd2), name + (':parent' if pid == parent else ''))
                 return 'ok ' + in_child(second)
             fd2 = os.open(path, flags)
             try:
-                getlk = ''
-                if kind == 'ofd':
-                    got = struct.unpack('hhqqi4x', fcntl.fcntl(fd2, F_OFD_GETLK, flk(LOCK_TYPES[types[1]])))
-                    getlk = ' getlk=' + LOCK_NAMES.get(got[0], '?')
-                try:
-                    take(fd2, types[1])
-                    res = 'ok'
-                except OSError as exc:
-                    res = ename(exc)
-                return 'ok second=%s%s' % (res, getlk)
+                ofd = ' getlk=' + getlk(fd2, F_OFD_GETLK)[0] if kind == 'ofd' else ''
+                return 'ok second=%s%s' % (try_second(fd2), ofd)
             finally:
                 os.close(fd2)
         finally:

@@ -4,6 +4,21 @@
 # Sourced by ../run.sh (its helpers and variables), never run alone: `run.sh
 # NAME` runs the test t_NAME.
 
+# Starts the daemon in the foreground over setup's layers (PID in pid,
+# stderr in $T/err) and waits for the mount.
+start_counted() {
+	"$BIN" -f -o "lowerdir=$T/l1:$T/l2,upperdir=$T/u,workdir=$T/w" "$T/m" 2>"$T/err" &
+	pid=$!
+	wait_mounted "$T/m"
+}
+
+# The daemon's counter NAME, as SIGUSR1 makes it write it.
+counter() {
+	kill -USR1 "$pid"
+	sleep 0.3
+	grep -o " $1=[0-9]*" "$T/err" | tail -1 | cut -d= -f2
+}
+
 t_prefetch_subdirs() {
 	# A listing that shows subdirectories has them read ahead, once each;
 	# what the walk then sees is unchanged.
@@ -13,17 +28,15 @@ t_prefetch_subdirs() {
 		mkdir -p "$T/l2/t/$d"
 		for f in 1 2 3; do echo "$d$f" >"$T/l2/t/$d/f$f"; done
 	done
-	"$BIN" -f -o "lowerdir=$T/l1:$T/l2,upperdir=$T/u,workdir=$T/w" "$T/m" 2>"$T/err" &
-	local pid=$! r=0 got want
-	wait_mounted "$T/m" || return 1
-	counters() { kill -USR1 $pid; sleep 0.3; grep -o "prefetches=[0-9]*" "$T/err" | tail -1; }
+	local pid r=0 got want
+	start_counted || return 1
 	ls -l "$T/m/t" >/dev/null
-	got=$(counters)
+	got=prefetches=$(counter prefetches)
 	[ "$got" = prefetches=3 ] || { fail "after listing t: $got, want prefetches=3 (a, b, c)"; r=1; }
 	# a change makes the kernel read t again: a, b and c are not read ahead again
 	echo x >"$T/m/t/file"
 	ls -l "$T/m/t" >/dev/null
-	got=$(counters)
+	got=prefetches=$(counter prefetches)
 	[ "$got" = prefetches=3 ] || { fail "a directory was read ahead twice: $got"; r=1; }
 	want=$(cd "$T/l2/t" && find . -type f -exec sh -c 'printf "%s %s\n" "$1" "$(cat "$1")"' sh {} \; | sort)
 	got=$(cd "$T/m/t" && find . -path ./file -prune -o -type f -exec sh -c 'printf "%s %s\n" "$1" "$(cat "$1")"' sh {} \; | sort)
@@ -41,10 +54,8 @@ t_readdirplus_known_entries() {
 	local i
 	mkdir -p "$T/l2/t/sub"
 	for i in $(seq 1 50); do echo "$i" >"$T/l2/t/f$i"; done
-	"$BIN" -f -o "lowerdir=$T/l1:$T/l2,upperdir=$T/u,workdir=$T/w" "$T/m" 2>"$T/err" &
-	local pid=$! r=0 a b first second
-	wait_mounted "$T/m" || return 1
-	counter() { kill -USR1 $pid; sleep 0.3; grep -o " $1=[0-9]*" "$T/err" | tail -1 | cut -d= -f2; }
+	local pid r=0 a b first second
+	start_counted || return 1
 	first=$(ls -l --time-style=+%s "$T/m/t")
 	echo new >"$T/m/t/new"
 	a=$(counter lookups)
