@@ -4,6 +4,7 @@
  * and are exercised by tests/integration under a seccomp filter. */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -66,9 +67,8 @@ bool ovl_direct_has_xattrat(void)
 	return have_xattrat;
 }
 
-static int direct_openat(struct ovl_layer *l, int dirfd, const char *name, int flags, mode_t mode)
+static int openat_beneath(int dirfd, const char *name, int flags, mode_t mode)
 {
-	(void)l;
 	if (!name_is_single_component(name) && strcmp(name, ".") != 0) {
 		errno = EINVAL;
 		return -1;
@@ -91,6 +91,42 @@ static int direct_openat(struct ovl_layer *l, int dirfd, const char *name, int f
 	}
 	/* One component with O_NOFOLLOW: nothing else can be traversed. */
 	return openat(dirfd, name, flags, mode);
+}
+
+/* As the kernel overlay: reading through the mount never changes a lower's atime. */
+static int direct_openat(struct ovl_layer *l, int dirfd, const char *name, int flags, mode_t mode)
+{
+	if (!l->is_upper && (flags & O_ACCMODE) == O_RDONLY && !(flags & O_PATH)) {
+		int fd = openat_beneath(dirfd, name, flags | O_NOATIME, mode);
+		/* O_NOATIME needs ownership or CAP_FOWNER: else open as any reader would */
+		if (fd >= 0 || errno != EPERM)
+			return fd;
+	}
+	return openat_beneath(dirfd, name, flags, mode);
+}
+
+static int direct_close(struct ovl_layer *l, int h)
+{
+	(void)l;
+	return close(h);
+}
+
+static int direct_list(struct ovl_layer *l, int h, ovl_list_fn fn, void *arg)
+{
+	(void)l;
+	char buf[32 * 1024]; /* a 100k-entry directory in 100 calls: the same time as in fewer, bigger ones */
+	for (;;) {
+		ssize_t len = getdents64(h, buf, sizeof buf);
+		if (len <= 0)
+			return (int)len;
+		for (ssize_t off = 0; off < len;) {
+			struct dirent64 *d = (struct dirent64 *)(buf + off);
+			off += d->d_reclen;
+			int res = fn(arg, d->d_name, d->d_type, d->d_ino);
+			if (res)
+				return res;
+		}
+	}
 }
 
 static int direct_statat(struct ovl_layer *l, int dirfd, const char *name, struct stat *st)
@@ -209,6 +245,8 @@ int ovl_direct_open_root(const char *path, char **resolved)
 
 const struct ovl_layer_ops ovl_direct_layer_ops = {
 	.openat = direct_openat,
+	.close = direct_close,
+	.list = direct_list,
 	.statat = direct_statat,
 	.readlinkat = direct_readlinkat,
 	.getxattrat = direct_getxattrat,

@@ -1,6 +1,9 @@
-/* The data-source interface every layer implements.  All calls are relative
- * to a directory fd of the layer and act on a single name: no symlink is ever
- * followed below the layer root. */
+/* The data-source interface every layer implements (DESIGN.md §2).  A layer
+ * hands out int handles for the objects it opens; a directory layer's handle
+ * is the fd itself, so the core's "fd"s of a layer are handles.  Calls act on
+ * one name below a directory handle (or, name NULL, on the handle's own
+ * object): no symlink is ever followed below the layer root.  Errors: -1 and
+ * errno, as the syscalls they stand for. */
 #ifndef OVL_LAYER_H
 #define OVL_LAYER_H
 
@@ -13,10 +16,21 @@
 
 struct ovl_layer;
 
+/* One entry of a listing (type: DT_*); nonzero stops the pass. */
+typedef int (*ovl_list_fn)(void *arg, const char *name, uint8_t type, ino_t ino);
+
 struct ovl_layer_ops {
-	/* Opens name below dirfd; never follows a symlink. */
+	/* Opens name below dirfd, "." for dirfd itself; never follows a symlink.
+	 * A handle, to be closed by close. */
 	int (*openat)(struct ovl_layer *l, int dirfd, const char *name, int flags, mode_t mode);
+	int (*close)(struct ovl_layer *l, int h);
+	/* name NULL or "": the object of dirfd itself. */
 	int (*statat)(struct ovl_layer *l, int dirfd, const char *name, struct stat *st);
+	/* Passes each entry of directory h once, in the layer's own order ("."
+	 * and ".." may be among them), with type and inode number as stored, no
+	 * call per entry; h is opened for the pass (its position is its own).
+	 * 0 at the end, fn's nonzero answer, or -1 with errno (as plugin.h). */
+	int (*list)(struct ovl_layer *l, int h, ovl_list_fn fn, void *arg);
 	ssize_t (*readlinkat)(struct ovl_layer *l, int dirfd, const char *name, char *buf, size_t size);
 	/* xattrs of name below dirfd without opening it (it may be a fifo or a symlink);
 	 * name NULL means dirfd itself. */

@@ -43,7 +43,7 @@ static int child_dir_is_opaque(struct ovl_fs *fs, struct ovl_node *parent, uint3
 			res = -errno;
 		} else {
 			res = ovl_layer_dir_is_opaque(layer, fd);
-			close(fd);
+			layer->ops->close(layer, fd);
 		}
 	}
 	ovl_dir_fd_put(parent);
@@ -157,7 +157,7 @@ int ovl_lookup_name(struct ovl_fs *fs, struct ovl_node *parent, const char *name
 	return res;
 }
 
-/* Probing costs two calls a layer for every name; one getdents pass per layer
+/* Probing costs two calls a layer for every name; one listing pass per layer
  * answers them all.  The kernel's lookups list a directory once probes have
  * cost about as much (the daemon's own lookups never do: a directory being
  * changed would be listed again and again). */

@@ -303,7 +303,8 @@ static void close_dir_fds(struct ovl_fs *fs, struct ovl_dir *d)
 {
 	for (uint32_t i = 0; i < d->nlayers; i++)
 		if (d->fds[i] >= 0) {
-			close(d->fds[i]);
+			struct ovl_layer *l = &fs->layers[d->layers[i]];
+			l->ops->close(l, d->fds[i]);
 			d->fds[i] = -1;
 			atomic_fetch_sub(&fs->dir_fds_open, 1);
 		}
@@ -332,25 +333,13 @@ static void evict_dir_fds(struct ovl_fs *fs, long target)
 	pthread_mutex_unlock(&t->fd_list_lock);
 }
 
-/* As the kernel overlay: reading through the mount never changes a lower's atime. */
-static int layer_openat(struct ovl_layer *layer, int dirfd, const char *name, int flags)
-{
-	if (!layer->is_upper && (flags & O_ACCMODE) == O_RDONLY && !(flags & O_PATH)) {
-		int fd = layer->ops->openat(layer, dirfd, name, flags | O_NOATIME, 0);
-		/* O_NOATIME needs ownership or CAP_FOWNER: else open as any reader would */
-		if (fd >= 0 || errno != EPERM)
-			return fd;
-	}
-	return layer->ops->openat(layer, dirfd, name, flags, 0);
-}
-
 int ovl_layer_open(struct ovl_fs *fs, struct ovl_layer *layer, int dirfd, const char *name, int flags)
 {
-	int fd = layer_openat(layer, dirfd, name, flags);
+	int fd = layer->ops->openat(layer, dirfd, name, flags, 0);
 	if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
 		/* out of fds: idle directories give theirs back, then once more */
 		evict_dir_fds(fs, atomic_load(&fs->dir_fds_open) / 2);
-		fd = layer_openat(layer, dirfd, name, flags);
+		fd = layer->ops->openat(layer, dirfd, name, flags, 0);
 	}
 	return fd;
 }

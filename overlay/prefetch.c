@@ -8,38 +8,43 @@
  * queue is the mount's (fs->prefetch); its thread gets fs as its arg. */
 #include "config.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "overlay.h"
 
 /* the entries the first READDIRPLUS batch of a directory looks up */
 #define ENTRIES_WARMED 256
 
+struct warm_pass {
+	struct ovl_layer *layer;
+	int dirfd;
+	unsigned warmed;
+};
+
+static int warm_entry(void *arg, const char *name, uint8_t type, ino_t ino)
+{
+	struct warm_pass *p = arg;
+	struct stat st;
+	(void)type;
+	(void)ino;
+	if (strcmp(name, ".") != 0 && strcmp(name, "..") != 0) {
+		p->layer->ops->statat(p->layer, p->dirfd, name, &st);
+		p->warmed++;
+	}
+	return p->warmed >= ENTRIES_WARMED;
+}
+
 static void warm_layer(struct ovl_fs *fs, struct ovl_layer *layer, int dirfd)
 {
+	struct warm_pass p = { .layer = layer, .dirfd = dirfd };
 	int fd = ovl_layer_open(fs, layer, dirfd, ".", O_RDONLY | O_DIRECTORY);
 	if (fd < 0)
 		return;
-	char buf[32768];
-	unsigned warmed = 0;
-	ssize_t len;
-	while (warmed < ENTRIES_WARMED && (len = getdents64(fd, buf, sizeof buf)) > 0) {
-		for (ssize_t off = 0; off < len && warmed < ENTRIES_WARMED;) {
-			struct dirent64 *d = (struct dirent64 *)(buf + off);
-			off += d->d_reclen;
-			struct stat st;
-			if (strcmp(d->d_name, ".") != 0 && strcmp(d->d_name, "..") != 0) {
-				layer->ops->statat(layer, dirfd, d->d_name, &st);
-				warmed++;
-			}
-		}
-	}
-	close(fd);
+	layer->ops->list(layer, fd, warm_entry, &p);
+	layer->ops->close(layer, fd);
 }
 
 static bool is_listed(struct ovl_node *n)

@@ -1,4 +1,4 @@
-/* A merged directory listing: one getdents pass per layer, top to bottom,
+/* A merged directory listing: one pass per layer (its list op), top to bottom,
  * whiteouts and opaque markers seen in the same pass, then one snapshot
  * sorted by name, with a hash table for lookups.  An offset is an index into
  * the snapshot, so it is stable across opendirs; the snapshot is cached in
@@ -37,41 +37,38 @@ static int raw_push(struct raw_layer *r, const char *name, uint8_t type, ino_t i
 	return 0;
 }
 
-static int read_layer(struct ovl_fs *fs, struct ovl_layer *layer, int dirfd, struct raw_layer *r, char *buf,
-		      size_t bufsize)
+struct layer_pass {
+	struct ovl_layer *layer;
+	int fd;
+	struct raw_layer *r;
+	int err; /* what stopped the pass */
+};
+
+static int take_entry(void *arg, const char *name, uint8_t type, ino_t ino)
 {
-	int fd = ovl_layer_open(fs, layer, dirfd, ".", O_RDONLY | O_DIRECTORY);
-	if (fd < 0)
-		return -errno;
-	int res = 0;
-	r->n = r->pool_len = 0;
-	for (;;) {
-		ssize_t len = getdents64(fd, buf, bufsize);
-		if (len < 0) {
-			res = -errno;
-			break;
-		}
-		if (len == 0)
-			break;
-		for (ssize_t off = 0; off < len && res == 0;) {
-			struct dirent64 *d = (struct dirent64 *)(buf + off);
-			off += d->d_reclen;
-			uint8_t type = d->d_type;
-			bool whiteout = false;
-			/* d_type is trusted; only a char device may be a whiteout. */
-			if (type == DT_CHR || type == DT_UNKNOWN) {
-				struct stat st;
-				if (layer->ops->statat(layer, fd, d->d_name, &st) < 0)
-					continue; /* vanished */
-				type = (uint8_t)IFTODT(st.st_mode);
-				whiteout = ovl_stat_is_whiteout(&st);
-			}
-			res = raw_push(r, d->d_name, type, d->d_ino, whiteout);
-		}
-		if (res)
-			break;
+	struct layer_pass *p = arg;
+	bool whiteout = false;
+	/* d_type is trusted; only a char device may be a whiteout. */
+	if (type == DT_CHR || type == DT_UNKNOWN) {
+		struct stat st;
+		if (p->layer->ops->statat(p->layer, p->fd, name, &st) < 0)
+			return 0; /* vanished */
+		type = (uint8_t)IFTODT(st.st_mode);
+		whiteout = ovl_stat_is_whiteout(&st);
 	}
-	close(fd);
+	p->err = raw_push(p->r, name, type, ino, whiteout);
+	return p->err != 0;
+}
+
+static int read_layer(struct ovl_fs *fs, struct ovl_layer *layer, int dirfd, struct raw_layer *r)
+{
+	struct layer_pass p = { .layer = layer, .r = r };
+	p.fd = ovl_layer_open(fs, layer, dirfd, ".", O_RDONLY | O_DIRECTORY);
+	if (p.fd < 0)
+		return -errno;
+	r->n = r->pool_len = 0;
+	int res = layer->ops->list(layer, p.fd, take_entry, &p) < 0 ? -errno : p.err;
+	layer->ops->close(layer, p.fd);
 	for (size_t i = 0; i < r->n; i++)
 		r->v[i].name = r->pool + (uintptr_t)r->v[i].name;
 	return res;
@@ -133,9 +130,7 @@ static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_li
 	struct ovl_merge *m = ovl_merge_new();
 	struct raw_layer r = { 0 };
 	unsigned version = atomic_load(&d->version);
-	size_t bufsize = 64 * 1024;
-	char *buf = malloc(bufsize);
-	int res = (m && buf) ? 0 : -ENOMEM;
+	int res = m ? 0 : -ENOMEM;
 	bool upper_clean = false;
 	for (uint32_t i = 0; i < d->nlayers && res == 0; i++) {
 		struct ovl_layer *layer = &fs->layers[d->layers[i]];
@@ -144,7 +139,7 @@ static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_li
 			res = fd;
 			break;
 		}
-		res = read_layer(fs, layer, fd, &r, buf, bufsize);
+		res = read_layer(fs, layer, fd, &r);
 		/* (a directory only in the upper layer has nothing below to
 		 * merge: its creates never ask about whiteouts) */
 		if (res == 0 && layer->is_upper && d->nlayers > 1)
@@ -157,7 +152,6 @@ static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_li
 				break;
 		}
 	}
-	free(buf);
 	free(r.v);
 	free(r.pool);
 	if (res < 0) {
