@@ -3,7 +3,7 @@
 # benchmark need.  Idempotent; runs apt-get only when something is missing.
 set -eu
 PKGS="build-essential autoconf automake libtool pkg-config
-libfuse3-dev liburing-dev fuse3 libattr1-dev libacl1-dev libxxhash-dev check libseccomp-dev
+libfuse3-dev liburing-dev fuse3 libacl1-dev libxxhash-dev check libseccomp-dev
 fuse-overlayfs attr acl python3 util-linux e2fsprogs procps psmisc kmod
 hyperfine fio time strace clang libclang-rt-14-dev"
 # rootless podman and buildah end to end (tests/podman), with the daemon as mount_program

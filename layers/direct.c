@@ -222,31 +222,43 @@ static int direct_chmodat(struct ovl_layer *l, int dirfd, const char *name, mode
 	return fchmodat(dirfd, name, mode, 0);
 }
 
+static ssize_t direct_read(struct ovl_layer *l, int h, void *buf, size_t size, off_t off)
+{
+	(void)l;
+	return pread(h, buf, size, off);
+}
+
 static int direct_statfs(struct ovl_layer *l, struct statvfs *st)
 {
 	return fstatvfs(l->root_fd, st);
 }
 
-int ovl_direct_open_root(const char *path, char **resolved)
+int ovl_direct_layer_open(struct ovl_layer *l, const char *path)
 {
 	/* Roots may be symlinks (containers/storage's l/SHORT links): resolve once here. */
+	struct stat st;
 	char *real = realpath(path, NULL);
-	if (real == NULL)
-		return -errno;
-	int fd = open(real, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0) {
+	int fd = real ? open(real, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	if (fd < 0 || fstat(fd, &st) < 0) {
 		int e = errno;
+		if (fd >= 0)
+			close(fd);
 		free(real);
 		return -e;
 	}
-	*resolved = real;
-	return fd;
+	l->ops = &ovl_direct_layer_ops;
+	l->caps = OVL_LAYER_REAL_FDS | OVL_LAYER_STABLE_INO;
+	l->path = real;
+	l->root_fd = fd;
+	l->dev = st.st_dev;
+	return 0;
 }
 
 const struct ovl_layer_ops ovl_direct_layer_ops = {
 	.openat = direct_openat,
 	.close = direct_close,
 	.list = direct_list,
+	.read = direct_read,
 	.statat = direct_statat,
 	.readlinkat = direct_readlinkat,
 	.getxattrat = direct_getxattrat,

@@ -16,6 +16,16 @@
 
 struct ovl_layer;
 
+/* What a layer can do beyond its ops (ovl_layer.caps); the core uses a fast
+ * path only where its layer says so. */
+enum {
+	/* Handles are fds of the objects: passthrough backing files, splice,
+	 * FICLONE, copy_file_range, lseek and ioctl work on them. */
+	OVL_LAYER_REAL_FDS = 1 << 0,
+	/* st_ino names an object across mounts: a copy-up records it as the origin. */
+	OVL_LAYER_STABLE_INO = 1 << 1,
+};
+
 /* One entry of a listing (type: DT_*); nonzero stops the pass. */
 typedef int (*ovl_list_fn)(void *arg, const char *name, uint8_t type, ino_t ino);
 
@@ -31,6 +41,8 @@ struct ovl_layer_ops {
 	 * call per entry; h is opened for the pass (its position is its own).
 	 * 0 at the end, fn's nonzero answer, or -1 with errno (as plugin.h). */
 	int (*list)(struct ovl_layer *l, int h, ovl_list_fn fn, void *arg);
+	/* Up to size bytes of the open file h at off; fewer only at its end. */
+	ssize_t (*read)(struct ovl_layer *l, int h, void *buf, size_t size, off_t off);
 	ssize_t (*readlinkat)(struct ovl_layer *l, int dirfd, const char *name, char *buf, size_t size);
 	/* xattrs of name below dirfd without opening it (it may be a fifo or a symlink);
 	 * name NULL means dirfd itself. */
@@ -48,14 +60,16 @@ struct ovl_layer_ops {
 
 struct ovl_layer {
 	uint32_t index;
-	char *path;          /* resolved root, for messages */
-	int root_fd;
+	char *path;          /* resolved root, for messages (malloc'ed) */
+	int root_fd;         /* handle of the root, closed with the mount */
 	dev_t dev;
+	uint32_t caps;       /* OVL_LAYER_* */
 	uint32_t fsid;       /* index among the distinct st_dev of all layers */
 	bool is_upper;
 	uint8_t override_kind; /* enum ovl_override_kind: where stat overrides are kept */
 	atomic_bool no_clone; /* FICLONE from here to the upper failed for want of support */
 	const struct ovl_layer_ops *ops;
+	void *data;          /* the layer's own */
 };
 
 /* layers/direct.c: layers that are plain directories */
@@ -66,7 +80,7 @@ void ovl_direct_probe_syscalls(void);
 bool ovl_direct_has_openat2(void);
 bool ovl_direct_has_xattrat(void);
 bool ovl_direct_has_fchmodat2(void);
-/* Opens a layer root (which may itself be a symlink) as a directory fd. */
-int ovl_direct_open_root(const char *path, char **resolved);
+/* Makes l the directory at path (which may itself be a symlink); -errno. */
+int ovl_direct_layer_open(struct ovl_layer *l, const char *path);
 
 #endif

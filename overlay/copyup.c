@@ -1,13 +1,13 @@
 /* Copy-up (DESIGN.md §3): an object of a lower layer is rebuilt in
  * <workdir>/work under a temporary name (data by FICLONE, else by
- * copy_file_range keeping holes; xattrs, owner, mode, times last), made
+ * copy_file_range keeping holes, or by the layer's read op where its handles
+ * are no fds; xattrs through the layers' ops, owner, mode, times last), made
  * crash-safe (make_data_crash_safe), then renamed into the upper layer.  A
  * crash leaves the old state or the new one.  Parents are copied up first,
  * top-down.  The data is copied with no namespace lock held; only the rename
  * takes its directory's lock (locks.c). */
 #include "config.h"
 
-#include <attr/libattr.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -28,11 +28,13 @@
 #include "ops.h"
 
 /* ---- building the copy in work ---- */
-static int copy_range_rw(int src, int dst, off_t in, off_t end)
+/* By the layer's read op: for layers without fds, and where no fd call copies. */
+static int copy_range_rw(struct ovl_layer *lower, int src, int dst, off_t in, off_t end)
 {
 	char buf[1 << 16];
 	while (in < end) {
-		ssize_t n = pread(src, buf, (size_t)(end - in) < sizeof buf ? (size_t)(end - in) : sizeof buf, in);
+		size_t want = (size_t)(end - in) < sizeof buf ? (size_t)(end - in) : sizeof buf;
+		ssize_t n = lower->ops->read(lower, src, buf, want, in);
 		if (n < 0)
 			return -errno;
 		if (n == 0)
@@ -55,6 +57,8 @@ static int copy_data(struct ovl_layer *upper, struct ovl_layer *lower, int src, 
 	off_t size = st->st_size;
 	if (size == 0)
 		return 0;
+	if (!(lower->caps & OVL_LAYER_REAL_FDS))
+		return copy_range_rw(lower, src, dst, 0, size);
 	/* a filesystem that cannot clone says so every time: ask once a layer */
 	if (!atomic_load_explicit(&lower->no_clone, memory_order_relaxed)) {
 		if (ioctl(dst, FICLONE, src) == 0)
@@ -80,7 +84,7 @@ static int copy_data(struct ovl_layer *upper, struct ovl_layer *lower, int src, 
 			if (n < 0) {
 				if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
 					return -errno;
-				int res = copy_range_rw(src, dst, in, hole);
+				int res = copy_range_rw(lower, src, dst, in, hole);
 				if (res < 0)
 					return res;
 				break;
@@ -108,33 +112,63 @@ static int copy_owner(struct ovl_fs *fs, int fd, const char *name, const struct 
 	return res == -EINVAL ? -EOVERFLOW : res;
 }
 
-static int xattr_copy_check(const char *name, struct error_context *ctx)
+static ssize_t xattr_call(struct ovl_layer *l, int h, const char *name, const char *xname, char *buf, size_t size)
 {
-	(void)ctx;
-	return !ovl_xattr_is_internal(name);
+	return xname ? l->ops->getxattrat(l, h, name, xname, buf, size) : l->ops->listxattrat(l, h, name, buf, size);
 }
 
-static int copy_xattrs(int src_dirfd, const char *src_name, int src_fd, int dst_dirfd, const char *dst_name,
-		       int dst_fd)
+/* An xattr list (xname NULL) or value of h/name in layer l, NUL-terminated,
+ * in small, or, too big for it, in *big (malloc'ed; free it).  Its length,
+ * with *data, or -1 with errno. */
+static ssize_t read_xattr(struct ovl_layer *l, int h, const char *name, const char *xname, char *small,
+			  size_t small_size, char **big, char **data)
 {
-	char sp[PATH_MAX], dp[PATH_MAX];
-	int res;
-	if (src_fd >= 0 && dst_fd >= 0) {
-		/* most files have none: one call to learn it, not libattr's two */
-		ssize_t len = flistxattr(src_fd, NULL, 0);
-		if (len == 0 || (len < 0 && (errno == ENOTSUP || errno == ENOSYS)))
-			return 0;
-		res = attr_copy_fd(NULL, src_fd, NULL, dst_fd, xattr_copy_check, NULL);
-	} else {
-		/* symlinks and special files cannot be opened: their names, through
-		 * our own directory fds (the l* calls do not follow the last name) */
-		snprintf(sp, sizeof sp, "/proc/self/fd/%d/%s", src_dirfd, src_name);
-		snprintf(dp, sizeof dp, "/proc/self/fd/%d/%s", dst_dirfd, dst_name);
-		res = attr_copy_file(sp, dp, xattr_copy_check, NULL);
+	char *buf = small;
+	size_t size = small_size;
+	ssize_t len;
+	for (int tries = 0;; tries++) {
+		/* a byte kept for the NUL: a list's last name is terminated whatever the layer gave */
+		len = xattr_call(l, h, name, xname, buf, size - 1);
+		if (len >= 0 || errno != ERANGE || tries == 1)
+			break;
+		if ((len = xattr_call(l, h, name, xname, NULL, 0)) < 0)
+			return -1;
+		free(*big);
+		size = (size_t)len + 2; /* never 1: a size of 0 would ask for the length */
+		if ((*big = buf = malloc(size)) == NULL) {
+			errno = ENOMEM;
+			return -1;
+		}
 	}
-	if (res < 0 && (errno == ENOTSUP || errno == ENOSYS))
-		return 0;
-	return res < 0 ? -errno : 0;
+	if (len >= 0)
+		buf[len] = '\0';
+	*data = buf;
+	return len;
+}
+
+/* Copies the xattrs of h/name (name NULL: h) of lower to dst/dst_name of the
+ * upper (NULL: dst), through their ops, but our internal ones.  As libattr's
+ * attr_copy_*: an xattr the upper does not take (ENOTSUP) is left out. */
+static int copy_xattrs(struct ovl_fs *fs, struct ovl_layer *lower, int h, const char *name, int dst,
+		       const char *dst_name)
+{
+	struct ovl_layer *upper = &fs->layers[0];
+	char small_list[1024], small_value[4096], *list, *value, *big_list = NULL, *big_value = NULL;
+	/* most files have none: one call learns it */
+	ssize_t len = read_xattr(lower, h, name, NULL, small_list, sizeof small_list, &big_list, &list);
+	int res = len < 0 && errno != ENOTSUP && errno != ENOSYS ? -errno : 0;
+	for (ssize_t off = 0; off < len && res == 0; off += (ssize_t)strlen(list + off) + 1) {
+		const char *x = list + off;
+		if (x[0] == '\0' || ovl_xattr_is_internal(x))
+			continue;
+		ssize_t vlen = read_xattr(lower, h, name, x, small_value, sizeof small_value, &big_value, &value);
+		res = vlen < 0 ? -errno : ovl_upper_setxattr(upper, dst, dst_name, x, value, (size_t)vlen, 0);
+		if (res == -ENOTSUP)
+			res = 0;
+	}
+	free(big_list);
+	free(big_value);
+	return res;
 }
 
 /* A crash must not leave an empty or zeroed upper file hiding intact lower
@@ -239,10 +273,11 @@ static int build_copy(struct ovl_fs *fs, struct ovl_layer *lower, int pfd, const
 	if (res == 0)
 		res = copy_owner(fs, cfd, cname, st);
 	if (res == 0)
-		res = copy_xattrs(pfd, name, src, wfd, tmp, dst);
+		res = src >= 0 && dst >= 0 ? copy_xattrs(fs, lower, src, NULL, dst, NULL)
+					   : copy_xattrs(fs, lower, pfd, name, wfd, tmp);
 	/* not for a lower hard link: the copy is a new inode (kernel, index=off) */
 	if (res == 0 && st->st_nlink == 1)
-		res = ovl_origin_set(fs, cfd, cname, st);
+		res = ovl_origin_set(fs, cfd, cname, lower, st);
 	if (res == 0 && !S_ISLNK(type))
 		res = ovl_upper_chmod(upper, cfd, cname, st->st_mode & 07777);
 	if (res == 0)
@@ -252,7 +287,7 @@ static int build_copy(struct ovl_fs *fs, struct ovl_layer *lower, int pfd, const
 	if (res == 0 && (dst >= 0 ? fstat(dst, copy) : fstatat(wfd, tmp, copy, AT_SYMLINK_NOFOLLOW)) < 0)
 		res = -errno;
 	if (src >= 0)
-		close(src);
+		lower->ops->close(lower, src);
 	if (dst >= 0)
 		close(dst);
 	if (res < 0)
@@ -300,10 +335,10 @@ static int copy_up_one_dir(struct ovl_fs *fs, struct ovl_node *d)
 		ovl_dir_fd_put(d);
 		return upfd;
 	}
-	struct ovl_layer *upper = &fs->layers[0];
+	struct ovl_layer *upper = &fs->layers[0], *lower = &fs->layers[d->dir->layers[0]];
 	ovl_work_tempname(fs, tmp);
 	int fd = -1;
-	int res = fstat(src, &st) < 0 ? -errno : ovl_upper_mkdir(upper, fs->work_fd, tmp, 0700);
+	int res = lower->ops->statat(lower, src, NULL, &st) < 0 ? -errno : ovl_upper_mkdir(upper, fs->work_fd, tmp, 0700);
 	if (res < 0)
 		goto out;
 	fd = openat(fs->work_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -313,9 +348,9 @@ static int copy_up_one_dir(struct ovl_fs *fs, struct ovl_node *d)
 	else
 		res = copy_owner(fs, fd, NULL, &st);
 	if (res == 0)
-		res = copy_xattrs(-1, NULL, src, -1, NULL, fd);
+		res = copy_xattrs(fs, lower, src, NULL, fd, NULL);
 	if (res == 0)
-		res = ovl_origin_set(fs, fd, NULL, &st);
+		res = ovl_origin_set(fs, fd, NULL, lower, &st);
 	if (res == 0)
 		res = carry_override(fs, d, fd, NULL);
 	if (res == 0)

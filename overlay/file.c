@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -17,13 +18,18 @@
 #include "../fuse/transport.h"
 #include "ops.h"
 
-/* fh = the backing fd, plus this bit when the open holds a passthrough ref. */
+/* fh = the backing handle (an fd in a layer with fds), plus this bit when
+ * the open holds a passthrough ref. */
 #define FH_PASSTHROUGH (UINT64_C(1) << 32)
 /* the fd part of a passthrough read-only open: we hold no fd (the kernel
  * has the file), the few calls that need one reopen the object */
 #define FH_NO_FD UINT64_C(0xffffffff)
-/* bits 40-47: the opener's share of the fds of open files (see fd_share) */
-#define FH_SHARE_SHIFT 40
+/* bits 33-39: the opener's share of the fds of open files (see fd_share) */
+#define FH_SHARE_SHIFT 33
+#define FH_SHARE_MASK UINT64_C(0x7f)
+_Static_assert(OVL_FD_SHARES <= FH_SHARE_MASK + 1, "shares fit in fh");
+/* bits 40-63: the layer the handle is of (no mount has 2^24 layers: each holds an fd) */
+#define FH_LAYER_SHIFT 40
 
 /* Open files hold fds from a budget that leaves lookups, listings and
  * copy-ups theirs; each caller (by uid, in OVL_FD_SHARES shares) may take at
@@ -58,6 +64,22 @@ static int fh_fd(const struct fuse_file_info *fi)
 	return (int)(uint32_t)fi->fh;
 }
 
+static unsigned fh_share(const struct fuse_file_info *fi)
+{
+	return (unsigned)((fi->fh >> FH_SHARE_SHIFT) & FH_SHARE_MASK);
+}
+
+struct ovl_layer *ovl_file_layer(struct ovl_fs *fs, const struct fuse_file_info *fi)
+{
+	return &fs->layers[fi->fh >> FH_LAYER_SHIFT];
+}
+
+/* Whether the file's handle is an fd the fd calls work on. */
+static bool fh_is_fd(struct ovl_fs *fs, const struct fuse_file_info *fi)
+{
+	return ovl_file_layer(fs, fi)->caps & OVL_LAYER_REAL_FDS;
+}
+
 struct reopen_call {
 	struct ovl_fs *fs;
 	int fd;
@@ -66,6 +88,8 @@ struct reopen_call {
 static int reopen_cb(struct ovl_layer *layer, int dirfd, const char *name, void *arg)
 {
 	struct reopen_call *c = arg;
+	if (!(layer->caps & OVL_LAYER_REAL_FDS))
+		return -EXDEV;
 	c->fd = ovl_layer_open(c->fs, layer, dirfd, name, O_RDONLY | O_NONBLOCK);
 	return c->fd < 0 ? -errno : 0;
 }
@@ -74,7 +98,7 @@ int ovl_file_fd_get(struct ovl_fs *fs, fuse_ino_t ino, const struct fuse_file_in
 {
 	*reopened = -1;
 	if (fi && fh_fd(fi) >= 0)
-		return fh_fd(fi);
+		return fh_is_fd(fs, fi) ? fh_fd(fi) : -EXDEV;
 	struct ovl_node *n = ovl_node_get(fs, ino);
 	if (n == NULL)
 		return -ESTALE;
@@ -114,12 +138,14 @@ struct open_call {
 	int flags;
 	int asked_mode; /* O_ACCMODE bits the caller asked for */
 	int fd;
+	struct ovl_layer *layer; /* of fd */
 };
 
 static int open_cb(struct ovl_layer *layer, int dirfd, const char *name, void *arg)
 {
 	struct open_call *c = arg;
 	int flags = ovl_backing_open_flags(c->fs, c->flags);
+	c->layer = layer;
 	c->fd = ovl_layer_open(c->fs, layer, dirfd, name, flags);
 	if (c->fd < 0 && errno == EACCES && (flags & O_ACCMODE) != c->asked_mode) /* a write-only file */
 		c->fd = ovl_layer_open(c->fs, layer, dirfd, name, (flags & ~O_ACCMODE) | c->asked_mode);
@@ -131,18 +157,21 @@ static bool opens_for_writing(int flags)
 	return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
 }
 
-/* Replies to an open (e NULL) or a create of nodeid with the backing fd. */
-static void reply_opened(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi, int fd,
-			 const struct fuse_entry_param *e)
+/* Replies to an open (e NULL) or a create of nodeid with the backing fd
+ * (a handle of layer). */
+static void reply_opened(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi, struct ovl_layer *layer,
+			 int fd, const struct fuse_entry_param *e)
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
 	struct ovl_node *node = ovl_node_get(fs, nodeid);
-	int backing_id = ftr_passthrough_get(fs->transport, nodeid, fd);
+	/* without an fd the kernel has no backing file: we serve the reads */
+	int backing_id = layer->caps & OVL_LAYER_REAL_FDS ? ftr_passthrough_get(fs->transport, nodeid, fd) : 0;
 	unsigned share = fd_share(req);
+	uint64_t fh_of = (uint64_t)share << FH_SHARE_SHIFT | (uint64_t)layer->index << FH_LAYER_SHIFT;
 	int res;
 	if (backing_id < 0) {
 		file_fd_give(fs, share);
-		close(fd);
+		layer->ops->close(layer, fd);
 		if (e)
 			ovl_node_forget(fs, node, 1);
 		fuse_reply_err(req, -backing_id);
@@ -153,19 +182,19 @@ static void reply_opened(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_inf
 		atomic_fetch_add(&node->opens, 1);
 	if (backing_id > 0 && (fi->flags & O_ACCMODE) == O_RDONLY) {
 		/* the kernel reads the file itself: no fd of ours per reader */
-		close(fd);
+		layer->ops->close(layer, fd);
 		file_fd_give(fs, share);
 		fd = -1;
 	}
 	if (backing_id > 0) {
 		/* A writer's fd stays open for fsync, lseek, fallocate and copy_file_range. */
-		uint64_t fh = (fd >= 0 ? (uint64_t)fd : FH_NO_FD) | FH_PASSTHROUGH | (uint64_t)share << FH_SHARE_SHIFT;
+		uint64_t fh = (fd >= 0 ? (uint64_t)fd : FH_NO_FD) | FH_PASSTHROUGH | fh_of;
 		res = e ? ftr_passthrough_reply_create(req, e, fh, backing_id)
 			: ftr_passthrough_reply_open(req, fh, backing_id);
 		if (res == -ENOENT)
 			ftr_passthrough_put(fs->transport, nodeid);
 	} else {
-		fi->fh = (uint64_t)fd | (uint64_t)share << FH_SHARE_SHIFT;
+		fi->fh = (uint64_t)(uint32_t)fd | fh_of;
 		/* Everything reaches the files through us: keep the page cache across opens. */
 		fi->keep_cache = fs->timeout > 0;
 		fi->noflush = 1;
@@ -173,7 +202,7 @@ static void reply_opened(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_inf
 	}
 	if (res == -ENOENT) {
 		if (fd >= 0) {
-			close(fd); /* interrupted: no release will come */
+			layer->ops->close(layer, fd); /* interrupted: no release will come */
 			file_fd_give(fs, share);
 		}
 		if (node)
@@ -185,8 +214,9 @@ static void reply_opened(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_inf
 
 void ovl_file_reply_create(fuse_req_t req, const struct fuse_entry_param *e, struct fuse_file_info *fi, int fd)
 {
-	file_fd_take(ovl_fs_of(req), fd_share(req), false);
-	reply_opened(req, e->ino, fi, fd, e);
+	struct ovl_fs *fs = ovl_fs_of(req);
+	file_fd_take(fs, fd_share(req), false);
+	reply_opened(req, e->ino, fi, &fs->layers[0], fd, e);
 }
 
 /* An O_TRUNC open by a caller without CAP_FSETID: set-id bits go (killpriv.c). */
@@ -232,13 +262,29 @@ void ovl_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (res < 0)
 		fuse_reply_err(req, -res);
 	else
-		reply_opened(req, ino, fi, c.fd, NULL);
+		reply_opened(req, ino, fi, c.layer, c.fd, NULL);
+}
+
+/* A read of a file of a layer without fds: by its read op. */
+static void read_by_op(fuse_req_t req, struct ovl_layer *layer, int h, size_t size, off_t off)
+{
+	char *buf = malloc(size);
+	ssize_t n = buf ? layer->ops->read(layer, h, buf, size, off) : -1;
+	if (n < 0)
+		fuse_reply_err(req, buf ? errno : ENOMEM);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
 }
 
 void ovl_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
 	(void)ino;
+	if (!fh_is_fd(ovl_fs_of(req), fi)) {
+		read_by_op(req, ovl_file_layer(ovl_fs_of(req), fi), fh_fd(fi), size, off);
+		return;
+	}
 	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	buf.buf[0].fd = fh_fd(fi);
 	buf.buf[0].pos = off;
@@ -266,8 +312,9 @@ void ovl_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (n)
 		atomic_fetch_sub(&n->opens, 1);
 	if (fh_fd(fi) >= 0) {
-		close(fh_fd(fi));
-		file_fd_give(ovl_fs_of(req), (unsigned)(fi->fh >> FH_SHARE_SHIFT) & 0xff);
+		struct ovl_layer *layer = ovl_file_layer(ovl_fs_of(req), fi);
+		layer->ops->close(layer, fh_fd(fi));
+		file_fd_give(ovl_fs_of(req), fh_share(fi));
 	}
 	if (fi->fh & FH_PASSTHROUGH)
 		ftr_passthrough_put(ovl_fs_of(req)->transport, ino);
@@ -292,7 +339,8 @@ void ovl_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
 	int reopened, fd = ovl_file_fd_get(fs, ino, fi, &reopened);
-	fuse_reply_err(req, fd < 0 ? -fd : -sync_fd(fs, fd, datasync));
+	/* a layer without fds: a lower file, nothing of ours to sync */
+	fuse_reply_err(req, fd == -EXDEV ? 0 : fd < 0 ? -fd : -sync_fd(fs, fd, datasync));
 	if (reopened >= 0)
 		close(reopened);
 }
@@ -315,6 +363,19 @@ void ovl_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 	fuse_reply_err(req, -res);
 }
 
+/* SEEK_DATA/SEEK_HOLE (the kernel asks for no other) in a file of a layer
+ * without fds: all data, as the kernel's generic llseek has it. */
+static off_t lseek_by_size(struct ovl_fs *fs, const struct fuse_file_info *fi, off_t off, int whence)
+{
+	struct ovl_layer *layer = ovl_file_layer(fs, fi);
+	struct stat st;
+	if (layer->ops->statat(layer, fh_fd(fi), NULL, &st) < 0)
+		return -errno;
+	if (off < 0 || off >= st.st_size)
+		return -ENXIO;
+	return whence == SEEK_DATA ? off : st.st_size;
+}
+
 void ovl_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)
 {
 	struct ovl_fs *fs = ovl_fs_of(req);
@@ -325,7 +386,7 @@ void ovl_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct 
 	if (fs->writeback_cache && (whence == SEEK_DATA || whence == SEEK_HOLE) && fs->se)
 		fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
 	int reopened, fd = ovl_file_fd_get(fs, ino, fi, &reopened);
-	off_t res = fd < 0 ? fd : lseek(fd, off, whence);
+	off_t res = fd == -EXDEV ? lseek_by_size(fs, fi, off, whence) : fd < 0 ? fd : lseek(fd, off, whence);
 	if (res < 0 && fd >= 0)
 		res = -errno;
 	if (res < 0)
@@ -348,7 +409,8 @@ void ovl_op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, str
 {
 	(void)ino_out;
 	/* the handles were opened with their own modes: a destination whose mode
-	 * changed to read-only since stays writable, as on a local filesystem */
+	 * changed to read-only since stays writable, as on a local filesystem;
+	 * from a layer without fds, EXDEV: the kernel copies by splice itself */
 	int reopened, in = ovl_file_fd_get(ovl_fs_of(req), ino_in, fi_in, &reopened);
 	ssize_t res = in < 0 ? in : copy_file_range(in, &off_in, fh_fd(fi_out), &off_out, len, (unsigned)flags);
 	if (res < 0 && in >= 0)
@@ -359,6 +421,28 @@ void ovl_op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, str
 		fuse_reply_write(req, (size_t)res);
 	if (reopened >= 0)
 		close(reopened);
+}
+
+/* A fresh fd of the object n shows, for its flags (an open one may be of the
+ * lower copy, or write-only); *fd -1: its layer has no fds, and no flags. */
+static int flags_fd(struct ovl_fs *fs, struct ovl_node *n, int *fd)
+{
+	int res = 0;
+	*fd = -1;
+	struct ovl_node *dir = ovl_ns_lock_place(fs, n, false);
+	bool has_fds = fs->layers[n->layer].caps & OVL_LAYER_REAL_FDS;
+	if (has_fds && n->dir) {
+		int dfd = ovl_dir_fd_get(fs, n, 0);
+		res = dfd < 0 ? dfd : (*fd = dup(dfd)) < 0 ? -errno : 0;
+		if (dfd >= 0)
+			ovl_dir_fd_put(n);
+	} else if (has_fds) {
+		struct open_call c = { .fs = fs, .flags = O_RDONLY | O_NONBLOCK };
+		res = ovl_node_at(fs, n, open_cb, &c);
+		*fd = res < 0 ? -1 : c.fd;
+	}
+	ovl_ns_unlock(fs, dir);
+	return res;
 }
 
 /* FS_IOC_GETFLAGS/SETFLAGS: read from the object shown; set on its upper copy. */
@@ -389,26 +473,10 @@ void ovl_op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg, s
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	if (res == 0) {
-		/* a fresh fd: the open one may be of the lower copy, or write-only */
-		struct ovl_node *dir = ovl_ns_lock_place(fs, n, false);
-		if (n->dir) {
-			int dfd = ovl_dir_fd_get(fs, n, 0);
-			fd = dfd < 0 ? dfd : dup(dfd);
-			if (dfd >= 0)
-				ovl_dir_fd_put(n);
-			if (dfd >= 0 && fd < 0)
-				fd = -errno;
-		} else {
-			struct open_call c = { .fs = fs, .flags = O_RDONLY | O_NONBLOCK };
-			res = ovl_node_at(fs, n, open_cb, &c);
-			fd = res < 0 ? res : c.fd;
-		}
-		ovl_ns_unlock(fs, dir);
-		res = fd < 0 ? fd : 0;
-	}
+	if (res == 0)
+		res = flags_fd(fs, n, &fd);
 	(void)fi;
-	if (res == 0 && ioctl(fd, cmd, &attr) < 0)
+	if (res == 0 && fd >= 0 && ioctl(fd, cmd, &attr) < 0)
 		res = -errno;
 	if (fd >= 0)
 		close(fd);

@@ -16,17 +16,29 @@
 static int open_layer(struct ovl_fs *fs, uint32_t index, const char *path, bool upper, char *err, size_t errlen)
 {
 	struct ovl_layer *l = &fs->layers[index];
-	struct stat st;
+	int res = ovl_direct_layer_open(l, path);
 	l->index = index;
 	l->is_upper = upper;
-	l->ops = &ovl_direct_layer_ops;
-	l->root_fd = ovl_direct_open_root(path, &l->path);
-	if (l->root_fd < 0 || fstat(l->root_fd, &st) < 0) {
-		snprintf(err, errlen, "%s: %s: %s", path, upper ? "upperdir" : "lowerdir",
-			 strerror(l->root_fd < 0 ? -l->root_fd : errno));
-		return -1;
+	if (res < 0)
+		snprintf(err, errlen, "%s: %s: %s", path, upper ? "upperdir" : "lowerdir", strerror(-res));
+	return res < 0 ? -1 : 0;
+}
+
+/* The lower layers: the directories of cfg->lowerdir, or those given. */
+static int open_lowers(struct ovl_fs *fs, char **paths, const struct ovl_layer *given, size_t n, char *err,
+		       size_t errlen)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint32_t index = (uint32_t)i + fs->has_upper;
+		if (given == NULL) {
+			if (open_layer(fs, index, paths[i], false, err, errlen) < 0)
+				return -1;
+			continue;
+		}
+		fs->layers[index] = given[i];
+		fs->layers[index].index = index;
+		fs->layers[index].is_upper = false;
 	}
-	l->dev = st.st_dev;
 	return 0;
 }
 
@@ -84,10 +96,16 @@ static long raise_nofile(void)
 
 int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t errlen)
 {
-	char **lowers = NULL;
-	size_t nlowers = 0;
+	return ovl_fs_open_with(cfg, NULL, 0, out, err, errlen);
+}
+
+int ovl_fs_open_with(struct ovl_config *cfg, const struct ovl_layer *given, size_t ngiven, struct ovl_fs **out,
+		     char *err, size_t errlen)
+{
+	char **lowers = NULL; /* cfg->lowerdir's, without given */
+	size_t npaths = 0;
 	struct ovl_fs *fs = calloc(1, sizeof *fs);
-	if (fs == NULL || ovl_split_layers(cfg->lowerdir, &lowers, &nlowers) < 0) {
+	if (fs == NULL || (given == NULL && ovl_split_layers(cfg->lowerdir, &lowers, &npaths) < 0)) {
 		snprintf(err, errlen, "lowerdir: cannot parse");
 		free(fs);
 		return -1;
@@ -105,6 +123,7 @@ int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t e
 	read_overflow_id("/proc/sys/kernel/overflowgid", &cfg->gidmap);
 	fs->timeout = cfg->timeout;
 	fs->has_upper = cfg->upperdir != NULL;
+	size_t nlowers = given ? ngiven : npaths;
 	fs->nlayers = (uint32_t)nlowers + fs->has_upper;
 	fs->workdir_fd = fs->work_fd = -1;
 	ovl_locks_init(&fs->tree_lock);
@@ -114,11 +133,9 @@ int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t e
 		goto fail_nomem;
 	for (uint32_t i = 0; i < fs->nlayers; i++)
 		fs->layers[i].root_fd = -1;
-	if (fs->has_upper && open_layer(fs, 0, cfg->upperdir, true, err, errlen) < 0)
+	if ((fs->has_upper && open_layer(fs, 0, cfg->upperdir, true, err, errlen) < 0) ||
+	    open_lowers(fs, lowers, given, nlowers, err, errlen) < 0)
 		goto fail;
-	for (size_t i = 0; i < nlowers; i++)
-		if (open_layer(fs, (uint32_t)i + fs->has_upper, lowers[i], false, err, errlen) < 0)
-			goto fail;
 	if (fs->has_upper) {
 		fs->workdir_fd = open(cfg->workdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (fs->workdir_fd < 0) {
@@ -144,7 +161,8 @@ int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t e
 		fs->file_fd_budget = 8;
 
 	struct stat st;
-	if (fstat(fs->layers[0].root_fd, &st) < 0) {
+	struct ovl_layer *top = &fs->layers[0];
+	if (top->ops->statat(top, top->root_fd, NULL, &st) < 0) {
 		snprintf(err, errlen, "%s: %s", fs->layers[0].path, strerror(errno));
 		goto fail;
 	}
@@ -158,14 +176,14 @@ int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t e
 		goto fail_nomem;
 	ovl_node_load_override(fs, fs->root, fs->layers[0].root_fd, NULL, &st);
 	free(all);
-	ovl_free_strv(lowers, nlowers);
+	ovl_free_strv(lowers, npaths);
 	*out = fs;
 	return 0;
 fail_nomem:
 	snprintf(err, errlen, "%s", strerror(ENOMEM));
 fail:
 	free(all);
-	ovl_free_strv(lowers, nlowers);
+	ovl_free_strv(lowers, npaths);
 	ovl_fs_close(fs);
 	return -1;
 }
@@ -202,8 +220,9 @@ void ovl_fs_close(struct ovl_fs *fs)
 	ovl_nodes_free(fs);
 	ovl_aliases_free(fs);
 	for (uint32_t i = 0; fs->layers && i < fs->nlayers; i++) {
-		if (fs->layers[i].root_fd >= 0)
-			close(fs->layers[i].root_fd);
+		struct ovl_layer *l = &fs->layers[i];
+		if (l->root_fd >= 0)
+			l->ops->close(l, l->root_fd);
 		free(fs->layers[i].path);
 	}
 	if (fs->work_fd >= 0)

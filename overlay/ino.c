@@ -46,8 +46,11 @@ ino_t ovl_st_ino(const struct ovl_fs *fs, uint32_t layer, ino_t ino)
 
 /* ---- origins: a copied-up object keeps its origin's identity ("DEV:INO")
  * in an xattr, so that st_ino stays the same across copy-up and remount ---- */
-int ovl_origin_set(struct ovl_fs *fs, int fd, const char *name, const struct stat *lower)
+int ovl_origin_set(struct ovl_fs *fs, int fd, const char *name, const struct ovl_layer *from,
+		   const struct stat *lower)
 {
+	if (!(from->caps & OVL_LAYER_STABLE_INO))
+		return 0; /* an identity the next mount may give another object */
 	char v[64];
 	int len = snprintf(v, sizeof v, "%" PRIu64 ":%" PRIu64, (uint64_t)lower->st_dev, (uint64_t)lower->st_ino);
 	struct ovl_layer *upper = &fs->layers[0];

@@ -75,10 +75,11 @@ int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 	if (orphan_fd >= 0) {
 		res = fstat(orphan_fd, st) < 0 ? -errno : 0;
 	} else if (node->dir) {
+		struct ovl_layer *top = &fs->layers[node->dir->layers[0]];
 		int fd = ovl_dir_fd_get(fs, node, 0);
 		if (fd < 0)
 			return fd;
-		res = fstat(fd, st) < 0 ? -errno : 0;
+		res = top->ops->statat(top, fd, NULL, st) < 0 ? -errno : 0;
 		ovl_dir_fd_put(node);
 	} else {
 		res = ovl_node_at(fs, node, stat_cb, st);
@@ -99,7 +100,8 @@ static int stat_node_or_file(struct ovl_fs *fs, struct ovl_node *n, struct fuse_
 		ovl_ns_unlock(fs, dir);
 		return res;
 	}
-	if (fstat(ovl_file_fd(fi), st) < 0)
+	struct ovl_layer *layer = ovl_file_layer(fs, fi);
+	if (layer->ops->statat(layer, ovl_file_fd(fi), NULL, st) < 0)
 		return -errno;
 	ovl_node_present(fs, n, st);
 	return 0;
@@ -247,7 +249,8 @@ void ovl_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_se
 				  .chown_may_fail = ovl_squashing(cfg) };
 	int reopened = -1;
 	if (res == 0 && !n->dir && ovl_node_is_upper(fs, n) && !n->detached) {
-		if (fi && ovl_file_fd(fi) >= 0)
+		/* (a file opened before the copy-up holds the lower object) */
+		if (fi && ovl_file_fd(fi) >= 0 && ovl_file_layer(fs, fi)->is_upper)
 			c.fd = ovl_file_fd(fi);
 		else if (n->unlinked) /* no name left: through the object kept while open (fchmod has no fi) */
 			res = (c.fd = ovl_file_fd_get(fs, ino, NULL, &reopened)) < 0 ? c.fd : 0;

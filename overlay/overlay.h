@@ -132,9 +132,11 @@ uint64_t ovl_ino_compose(unsigned width, unsigned bits, uint32_t fsid, uint64_t 
 struct ovl_fs;
 /* The st_ino shown for number ino of layer. */
 ino_t ovl_st_ino(const struct ovl_fs *fs, uint32_t layer, ino_t ino);
-/* Records lower's identity on the copy fd/name (name NULL: fd); 0 where the
- * upper takes no such xattr. */
-int ovl_origin_set(struct ovl_fs *fs, int fd, const char *name, const struct stat *lower);
+/* Records the identity lower of an object of layer from on the copy fd/name
+ * (name NULL: fd); 0 where the upper takes no such xattr, or from's numbers
+ * are not stable (OVL_LAYER_STABLE_INO). */
+int ovl_origin_set(struct ovl_fs *fs, int fd, const char *name, const struct ovl_layer *from,
+		   const struct stat *lower);
 /* The st_ino a copied-up upper object dirfd/name (name NULL: dirfd) shows. */
 bool ovl_origin_ino(struct ovl_fs *fs, int dirfd, const char *name, ino_t *shown);
 
@@ -313,6 +315,11 @@ struct ovl_fs {
 
 /* fs.c: set up and tear down the layer stack */
 int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t errlen);
+/* The same over the lower layers given (ops, caps, root, dev, path and data
+ * set; top first) instead of cfg->lowerdir's directories: a mount that
+ * opens takes them over (ovl_fs_close closes their roots, frees their paths). */
+int ovl_fs_open_with(struct ovl_config *cfg, const struct ovl_layer *given, size_t ngiven, struct ovl_fs **out,
+		     char *err, size_t errlen);
 int ovl_fs_prepare_workdir(struct ovl_fs *fs, char *err, size_t errlen);
 void ovl_fs_close(struct ovl_fs *fs);
 
@@ -473,8 +480,10 @@ void ovl_node_present(struct ovl_fs *fs, struct ovl_node *node, struct stat *st)
 void ovl_present_stat(struct ovl_fs *fs, uint32_t layer, uint32_t nlayers, struct stat *st);
 
 /* file.c */
-/* The backing fd of an open file (-1: a passthrough reader's, we hold none). */
+/* The backing fd of an open file (-1: a passthrough reader's, we hold none),
+ * a handle of the layer it is of. */
 int ovl_file_fd(const struct fuse_file_info *fi);
+struct ovl_layer *ovl_file_layer(struct ovl_fs *fs, const struct fuse_file_info *fi);
 /* The same, or for one we hold none of (or fi NULL) a new read-only fd of
  * node ino's object in *reopened (close it after); -errno. */
 int ovl_file_fd_get(struct ovl_fs *fs, fuse_ino_t ino, const struct fuse_file_info *fi, int *reopened);
