@@ -502,6 +502,8 @@ int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *dir);
  * listing.  Absent, f->upper_wh is OVL_WH_NONE where the listing knows the
  * upper part holds no whiteout. */
 int ovl_listing_find(struct ovl_node *dir, const char *name, struct ovl_found *f);
+/* The d_ino a READDIR gives for the i-th name of listing l. */
+ino_t ovl_listing_ino(const struct ovl_fs *fs, const struct ovl_listing *l, size_t i);
 
 /* whiteout.c */
 bool ovl_name_is_reserved(const char *name);

@@ -393,11 +393,21 @@ static void dot_stat(struct ovl_fs *fs, struct ovl_node *n, struct stat *st)
 	st->st_ino = n->origin_ino ? n->origin_ino : ovl_st_ino(fs, n->layer, n->ino);
 }
 
+static ino_t dirent_ino(const struct ovl_fs *fs, const struct ovl_dirent *d)
+{
+	return d->ino_shown ? d->ino : ovl_st_ino(fs, d->layer, d->ino);
+}
+
+ino_t ovl_listing_ino(const struct ovl_fs *fs, const struct ovl_listing *l, size_t i)
+{
+	return dirent_ino(fs, &l->ents[i]);
+}
+
 /* What a plain listing tells of an entry: its inode number and type. */
 static void dirent_attr(struct ovl_fs *fs, const struct ovl_dirent *d, struct stat *st)
 {
 	memset(st, 0, sizeof *st);
-	st->st_ino = d->ino_shown ? d->ino : ovl_st_ino(fs, d->layer, d->ino);
+	st->st_ino = dirent_ino(fs, d);
 	st->st_mode = (mode_t)DTTOIF(d->type);
 }
 
