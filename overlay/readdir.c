@@ -530,9 +530,12 @@ static void locked_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 		fuse_reply_err(req, n ? ENOTDIR : ESTALE);
 		return;
 	}
+	/* the reply may let the kernel forget the directory before we unlock it */
+	ovl_node_ref(fs, n);
 	ovl_ns_lock(fs, n, false);
 	do_readdir(req, ino, size, off, fi, plus);
 	ovl_ns_unlock(fs, n);
+	ovl_node_unref(fs, n);
 }
 
 void ovl_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
