@@ -1,0 +1,82 @@
+/* The bounds that keep a hostile blob from costing unbounded memory or
+ * time: defaults, and their overrides from the environment (the plugin has
+ * no options of its own: its DATA is the image reference). */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "oci.h"
+
+#define GiB (1ULL << 30)
+
+void oci_limits_default(struct oci_limits *l)
+{
+	l->max_entries = 10 * 1000 * 1000;
+	l->max_index_bytes = 2 * GiB;
+	/* index builds run at the speed of decompression, about 0.3-1 GiB/s: a
+	 * 64 GiB stream is minutes, not hours */
+	l->max_size = 64 * GiB;
+	/* deflate cannot pass 1032:1; zstd can (a gigabyte of zeros is 32 KiB) */
+	l->max_ratio = 200;
+	l->ratio_floor = 1 * GiB;
+}
+
+int oci_parse_size(const char *s, uint64_t *out)
+{
+	if (!s || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno)
+		return -1;
+	unsigned shift = 0;
+	switch (*end) {
+	case 0: break;
+	case 'K': shift = 10; break;
+	case 'M': shift = 20; break;
+	case 'G': shift = 30; break;
+	case 'T': shift = 40; break;
+	default: return -1;
+	}
+	if (shift && end[1])
+		return -1;
+	if (v > (UINT64_MAX >> shift))
+		return -1;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+int oci_limits_get(struct oci_limits *l, char *err, size_t errlen)
+{
+	static const struct {
+		const char *env;
+		size_t off;
+	} vars[] = {
+		{ "FUSE_OVERLAYFS_OCI_MAX_ENTRIES", offsetof(struct oci_limits, max_entries) },
+		{ "FUSE_OVERLAYFS_OCI_MAX_INDEX", offsetof(struct oci_limits, max_index_bytes) },
+		{ "FUSE_OVERLAYFS_OCI_MAX_SIZE", offsetof(struct oci_limits, max_size) },
+		{ "FUSE_OVERLAYFS_OCI_MAX_RATIO", offsetof(struct oci_limits, max_ratio) },
+	};
+	oci_limits_default(l);
+	for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+		const char *v = getenv(vars[i].env);
+		uint64_t n;
+		if (!v)
+			continue;
+		if (oci_parse_size(v, &n) < 0 || n == 0) {
+			oci_err(err, errlen, vars[i].env, "not a positive number (with K, M, G or T): '%s'", v);
+			return -1;
+		}
+		*(uint64_t *)((char *)l + vars[i].off) = n;
+	}
+	return 0;
+}
+
+uint64_t oci_limits_out(const struct oci_limits *l, uint64_t compressed)
+{
+	uint64_t by_ratio = compressed > UINT64_MAX / l->max_ratio ? UINT64_MAX : compressed * l->max_ratio;
+	uint64_t m = by_ratio > l->ratio_floor ? by_ratio : l->ratio_floor;
+	return m < l->max_size ? m : l->max_size;
+}

@@ -1,0 +1,172 @@
+/* The oci plugin's internal interfaces: OCI layer blobs (tar, tar+gzip,
+ * tar+zstd) and image layouts served as lower layers without unpacking.
+ *
+ * A layer is a blob (compressed bytes on disk, read with pread), a stream
+ * (the uncompressed tar, reached at any offset through the access points of
+ * gzip.c or the frames of zstd.c) and an index (index.c: every entry of the
+ * tar with its attributes and where its data lies in the stream), built in one
+ * pass when the layer is opened (build.c).  Everything in a blob is hostile
+ * input: every parser is bounded by struct oci_limits and never trusts a
+ * length it has not checked. */
+#ifndef OCI_OCI_H
+#define OCI_OCI_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "sha256.h"
+
+/* ---- log.c: the one log helper ---- */
+
+/* Where a layer's messages go: "fuse-overlayfs: oci: WHAT: MESSAGE" on
+ * stderr, or to sink (tests, the fuzzer).  At most max lines are written for
+ * one log; the next says the rest are suppressed, so a hostile blob of a
+ * million bad entries cannot flood the journal. */
+struct oci_log {
+	const char *what; /* the blob or layout, for every line */
+	unsigned count;
+	unsigned max;     /* 0: OCI_LOG_MAX */
+	void (*sink)(void *arg, const char *line);
+	void *arg;
+};
+#define OCI_LOG_MAX 50
+
+void oci_log(struct oci_log *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* err (room errlen) = "WHAT: MESSAGE": the one-line reason of a refusal. */
+void oci_err(char *err, size_t errlen, const char *what, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* ---- limits.c: the bounds against hostile blobs ---- */
+
+struct oci_limits {
+	uint64_t max_entries;     /* tar entries (and implied directories) of one layer */
+	uint64_t max_index_bytes; /* memory of one layer's index and access points */
+	uint64_t max_size;        /* absolute bound of the uncompressed stream */
+	uint64_t max_ratio;       /* uncompressed : compressed, beyond ratio_floor */
+	uint64_t ratio_floor;
+};
+
+/* The defaults, overridden by FUSE_OVERLAYFS_OCI_MAX_{ENTRIES,INDEX,SIZE,RATIO}
+ * from the environment; -1 with err on a bad value. */
+int oci_limits_get(struct oci_limits *l, char *err, size_t errlen);
+void oci_limits_default(struct oci_limits *l);
+/* The largest stream a blob of size compressed bytes may expand to. */
+uint64_t oci_limits_out(const struct oci_limits *l, uint64_t compressed);
+/* Parses "123", "4K", "16M", "2G", "1T"; -1 when it is not one. */
+int oci_parse_size(const char *s, uint64_t *out);
+
+/* ---- the blob: compressed bytes, read sequentially (build) or at an
+ * offset of the uncompressed stream (reads) ---- */
+
+enum oci_comp { OCI_TAR, OCI_GZIP, OCI_ZSTD };
+
+struct oci_gz_index; /* gzip.c: access points */
+struct oci_zs_index; /* zstd.c: frames */
+struct oci_cursors;  /* cursor.c */
+
+struct oci_blob {
+	int fd;
+	uint64_t size;          /* of the file: compressed bytes */
+	struct timespec mtime;
+	enum oci_comp comp;
+	uint64_t stream_size;   /* of the uncompressed stream, as far as the build read it */
+	struct oci_gz_index *gz;
+	struct oci_zs_index *zs;
+	struct oci_cursors *cursors;
+};
+
+/* Compression told by the first bytes (n of them in magic); NULL when it
+ * is a tar, else the name of one we do not read in *unsupported. */
+enum oci_comp oci_comp_detect(const unsigned char *magic, size_t n, const char **unsupported);
+const char *oci_comp_name(enum oci_comp c);
+
+/* Sequential input of the compressed bytes for the build: pread in large
+ * chunks, each chunk hashed when a digest is to be verified. */
+struct oci_input {
+	int fd;
+	uint64_t size;   /* of the file when opened: nothing past it is read */
+	uint64_t pos;    /* file offset of buf[len] */
+	unsigned char *buf;
+	size_t len, off; /* bytes in buf, bytes of them consumed */
+	bool hashing;
+	struct sha256 sha;
+};
+#define OCI_INPUT_CHUNK (256 * 1024)
+int oci_input_init(struct oci_input *in, int fd, uint64_t size, bool hashing);
+void oci_input_free(struct oci_input *in);
+/* Drops consumed bytes and reads more: how many, 0 at the end, -1 (errno). */
+ssize_t oci_input_fill(struct oci_input *in);
+/* File offset of the next unconsumed byte. */
+static inline uint64_t oci_input_tell(const struct oci_input *in)
+{
+	return in->pos - (in->len - in->off);
+}
+/* Reads (and hashes) everything left, for the digest: 0 or -1 (errno). */
+int oci_input_drain(struct oci_input *in);
+
+/* The uncompressed stream during the build, pulled by the tar parser. */
+struct oci_seq {
+	/* Up to n bytes: their count, 0 at the end of the stream, -1 with msg set. */
+	ssize_t (*read)(struct oci_seq *s, void *buf, size_t n);
+	/* Skips n bytes: 0, or -1 with msg (a stream shorter than that is truncated). */
+	int (*skip)(struct oci_seq *s, uint64_t n);
+	void (*free)(struct oci_seq *s);
+	uint64_t out;        /* stream offset of the next byte read */
+	uint64_t produced;   /* bytes decompressed so far (>= out) */
+	uint64_t max_out;    /* more is a decompression bomb */
+	/* Memory of access points is charged here (the index's bound): -1 refuses. */
+	int (*charge)(void *arg, uint64_t bytes);
+	void *charge_arg;
+	const char *msg;     /* why read or skip failed */
+	char msgbuf[200];
+};
+
+/* Sets s->msg to a formatted reason; returns -1. */
+int oci_seq_fail(struct oci_seq *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The stream over a plain buffer (tests, the fuzzer). */
+struct oci_seq *oci_seq_mem(const void *data, size_t size);
+/* The blob's stream from in (which the seq does not own), recording the
+ * access points (gzip) or frames (zstd) into blob. */
+struct oci_seq *oci_seq_tar(struct oci_input *in);
+struct oci_seq *oci_seq_gzip(struct oci_input *in, struct oci_blob *blob);
+struct oci_seq *oci_seq_zstd(struct oci_input *in, struct oci_blob *blob);
+
+/* Reads n bytes of the uncompressed stream at off (never past
+ * stream_size): the count, or -1 with errno.  Thread-safe. */
+ssize_t oci_blob_pread(struct oci_blob *b, void *buf, size_t n, uint64_t off);
+void oci_blob_close(struct oci_blob *b);
+
+/* cursor.c: a few decoders of a compressed blob, each left where its last
+ * read ended, so sequential reads (one or several at once) continue instead
+ * of restarting from an access point. */
+struct oci_cursor {
+	uint64_t pos;       /* stream offset the decoder stands at */
+	bool active;        /* pos is meaningful */
+	bool busy;
+	uint64_t used;      /* LRU stamp */
+	void *dec;          /* gzip.c's or zstd.c's decoder state */
+};
+struct oci_cursors *oci_cursors_new(unsigned n, void (*dec_free)(void *dec));
+void oci_cursors_free(struct oci_cursors *cs);
+/* An idle cursor, the one standing in [from, off] if any (else the least
+ * recently used), marked busy; waits while all are busy. */
+struct oci_cursor *oci_cursor_get(struct oci_cursors *cs, uint64_t from, uint64_t off);
+void oci_cursor_put(struct oci_cursors *cs, struct oci_cursor *c);
+
+/* gzip.c and zstd.c: where a decoder may start for a read at off (the
+ * stream offset of the nearest access point or frame at or before it), and a
+ * read through one cursor: 0, or -1 with errno. */
+uint64_t oci_gz_restart(const struct oci_gz_index *gz, uint64_t off);
+int oci_gz_read(struct oci_blob *b, struct oci_cursor *c, void *buf, size_t n, uint64_t off);
+void oci_gz_free(struct oci_gz_index *gz);
+void oci_gz_dec_free(void *dec);
+uint64_t oci_zs_restart(const struct oci_zs_index *zs, uint64_t off);
+int oci_zs_read(struct oci_blob *b, struct oci_cursor *c, void *buf, size_t n, uint64_t off);
+void oci_zs_free(struct oci_zs_index *zs);
+void oci_zs_dec_free(void *dec);
+
+#endif

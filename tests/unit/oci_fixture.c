@@ -1,0 +1,296 @@
+/* The fixture of tests/unit/check_oci.c (see oci_fixture.h). */
+#include "config.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "../../plugins/oci/sha256.h"
+#include "oci_fixture.h"
+
+const struct ovl_plugin *fuse_overlayfs_plugin_v1(void);
+
+char fx_tmp[64];
+
+/* ---- a tar writer ---- */
+
+
+void put(struct tw *t, const void *p, size_t n)
+{
+	if (t->n + n > t->cap) {
+		t->cap = (t->n + n) * 2 + 4096;
+		t->b = realloc(t->b, t->cap);
+		ck_assert_ptr_nonnull(t->b);
+	}
+	memcpy(t->b + t->n, p, n);
+	t->n += n;
+}
+
+void pad(struct tw *t)
+{
+	static const unsigned char z[512];
+	put(t, z, (512 - t->n % 512) % 512);
+}
+
+void octal(unsigned char *f, size_t n, unsigned long long v)
+{
+	char s[32];
+	snprintf(s, sizeof s, "%0*llo", (int)n - 1, v);
+	memcpy(f, s, n - 1);
+}
+
+
+void header(struct tw *t, const struct hdr *h)
+{
+	unsigned char b[512] = { 0 };
+	unsigned sum = 0;
+	memcpy(b, h->name, strnlen(h->name, 100));
+	octal(b + 100, 8, h->mode);
+	octal(b + 108, 8, h->uid);
+	octal(b + 116, 8, h->gid);
+	octal(b + 124, 12, h->size);
+	octal(b + 136, 12, (unsigned long long)h->mtime);
+	b[156] = (unsigned char)h->type;
+	if (h->link)
+		memcpy(b + 157, h->link, strnlen(h->link, 100));
+	memcpy(b + 257, "ustar\0" "00", 8);
+	octal(b + 329, 8, h->maj);
+	octal(b + 337, 8, h->min);
+	if (h->prefix)
+		memcpy(b + 345, h->prefix, strnlen(h->prefix, 155));
+	memset(b + 148, ' ', 8);
+	for (int i = 0; i < 512; i++)
+		sum += b[i];
+	octal(b + 148, 7, sum);
+	put(t, b, 512);
+}
+
+void t_data(struct tw *t, const char *name, char type, unsigned mode, const void *data, size_t len)
+{
+	header(t, &(struct hdr){ .name = name, .type = type, .mode = mode, .size = len, .mtime = 1000 });
+	put(t, data, len);
+	pad(t);
+}
+
+void t_file(struct tw *t, const char *name, const char *data)
+{
+	t_data(t, name, '0', 0644, data, strlen(data));
+}
+
+void t_node(struct tw *t, const char *name, char type, unsigned mode, const char *link)
+{
+	header(t, &(struct hdr){ .name = name, .type = type, .mode = mode, .link = link, .mtime = 1000 });
+}
+
+/* A PAX header of keys and values (len -1: strlen). */
+
+void t_pax(struct tw *t, const struct kv *kv, size_t n)
+{
+	struct tw r = { 0 };
+	for (size_t i = 0; i < n; i++) {
+		size_t vl = kv[i].len < 0 ? strlen(kv[i].v) : (size_t)kv[i].len, base = strlen(kv[i].k) + vl + 3, len = base;
+		char num[24];
+		while (len != base + (size_t)snprintf(num, sizeof num, "%zu", len))
+			len = base + strlen(num);
+		put(&r, num, strlen(num));
+		put(&r, " ", 1);
+		put(&r, kv[i].k, strlen(kv[i].k));
+		put(&r, "=", 1);
+		put(&r, kv[i].v, vl);
+		put(&r, "\n", 1);
+	}
+	t_data(t, "PaxHeaders/x", 'x', 0644, r.b, r.n);
+	free(r.b);
+}
+
+void t_end(struct tw *t)
+{
+	static const unsigned char z[1024];
+	put(t, z, sizeof z);
+}
+
+/* ---- compression ---- */
+
+
+void gzip_into(struct tw *out, const unsigned char *d, size_t n)
+{
+	z_stream zs = { 0 };
+	ck_assert_int_eq(deflateInit2(&zs, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY), Z_OK);
+	size_t cap = deflateBound(&zs, n);
+	unsigned char *buf = malloc(cap);
+	zs.next_in = (unsigned char *)d, zs.avail_in = (uInt)n;
+	zs.next_out = buf, zs.avail_out = (uInt)cap;
+	ck_assert_int_eq(deflate(&zs, Z_FINISH), Z_STREAM_END);
+	put(out, buf, cap - zs.avail_out);
+	deflateEnd(&zs);
+	free(buf);
+}
+
+void zstd_into(struct tw *out, const unsigned char *d, size_t n)
+{
+	size_t cap = ZSTD_compressBound(n);
+	unsigned char *buf = malloc(cap);
+	ZSTD_CCtx *cc = ZSTD_createCCtx();
+	ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1); /* as the zstd tool writes frames */
+	size_t r = ZSTD_compress2(cc, buf, cap, d, n);
+	ck_assert(!ZSTD_isError(r));
+	ZSTD_freeCCtx(cc);
+	put(out, buf, r);
+	free(buf);
+}
+
+/* t's bytes compressed c, in pieces (members, frames) split off-block. */
+struct tw compress_tw(const struct tw *t, enum comp c)
+{
+	struct tw out = { 0 };
+	size_t pieces = c == GZ_MEMBERS || c == ZST_FRAMES ? 4 : 1, step = t->n / pieces + 77;
+	for (size_t off = 0; off < t->n; off += step) {
+		size_t k = t->n - off < step ? t->n - off : step;
+		if (c == RAW)
+			put(&out, t->b + off, k);
+		else if (c == GZ || c == GZ_MEMBERS)
+			gzip_into(&out, t->b + off, k);
+		else
+			zstd_into(&out, t->b + off, k);
+	}
+	return out;
+}
+
+void write_file(const char *path, const void *d, size_t n)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, d, n), (ssize_t)n);
+	close(fd);
+}
+
+/* ---- opening through the plugin, stderr captured ---- */
+
+
+int open_cap(const char *data, const char *path, struct opened *o)
+{
+	char tmpl[] = "/tmp/check_oci_log.XXXXXX";
+	int fd = mkstemp(tmpl), saved = dup(2);
+	ck_assert_int_ge(fd, 0);
+	unlink(tmpl);
+	fflush(stderr);
+	dup2(fd, 2);
+	o->err[0] = 0;
+	o->n = fuse_overlayfs_plugin_v1()->open_layers(data, path, o->l, 8, o->err, sizeof o->err);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	ssize_t k = pread(fd, o->log, sizeof o->log - 1, 0);
+	o->log[k > 0 ? k : 0] = 0;
+	close(fd);
+	o->lines = 0;
+	for (char *p = o->log; *p; p++)
+		o->lines += *p == '\n';
+	return o->n;
+}
+
+void close_all(struct opened *o)
+{
+	for (int i = 0; i < o->n; i++) {
+		o->l[i].ops->release(o->l[i].layer);
+		free(o->l[i].name);
+	}
+	o->n = 0;
+}
+
+/* The tar of t, compressed c, as a blob in fx_tmp, opened. */
+struct ovl_plugin_layer *open_tw(const struct tw *t, enum comp c, struct opened *o)
+{
+	static int seq;
+	char path[128];
+	struct tw z = compress_tw(t, c);
+	snprintf(path, sizeof path, "%s/blob%d", fx_tmp, seq++);
+	write_file(path, z.b, z.n);
+	free(z.b);
+	ck_assert_msg(open_cap("", path, o) == 1, "open %s: %s", path, o->err);
+	return &o->l[0];
+}
+
+/* The parent handle of path (the caller closes it) and its last name. */
+int parent_of(struct ovl_plugin_layer *L, const char *path, char *base)
+{
+	int h = L->root;
+	char comp[4096];
+	for (;;) {
+		size_t n = strcspn(path, "/");
+		memcpy(comp, path, n);
+		comp[n] = 0;
+		if (!path[n]) {
+			strcpy(base, comp);
+			return h;
+		}
+		int nh = L->ops->openat(L->layer, h, comp, O_RDONLY | O_DIRECTORY);
+		if (h != L->root)
+			L->ops->close(L->layer, h);
+		if (nh < 0)
+			return -1;
+		h = nh;
+		path += n + 1;
+	}
+}
+
+int st_path(struct ovl_plugin_layer *L, const char *path, struct stat *st)
+{
+	char base[4096];
+	int d = parent_of(L, path, base);
+	if (d < 0)
+		return -errno;
+	int r = L->ops->statat(L->layer, d, base, st) < 0 ? -errno : 0;
+	if (d != L->root)
+		L->ops->close(L->layer, d);
+	return r;
+}
+
+ssize_t read_path(struct ovl_plugin_layer *L, const char *path, void *buf, size_t size, off_t off)
+{
+	char base[4096];
+	int d = parent_of(L, path, base), h;
+	ck_assert_int_ge(d, 0);
+	h = L->ops->openat(L->layer, d, base, O_RDONLY);
+	ck_assert_int_ge(h, 0);
+	ssize_t r = L->ops->read(L->layer, h, buf, size, off);
+	L->ops->close(L->layer, h);
+	if (d != L->root)
+		L->ops->close(L->layer, d);
+	return r;
+}
+
+void assert_content(struct ovl_plugin_layer *L, const char *path, const char *want)
+{
+	char buf[256];
+	ssize_t r = read_path(L, path, buf, sizeof buf - 1, 0);
+	ck_assert_int_ge(r, 0);
+	buf[r] = 0;
+	ck_assert_str_eq(buf, want);
+}
+
+bool exists(struct ovl_plugin_layer *L, const char *path)
+{
+	struct stat st;
+	return st_path(L, path, &st) == 0;
+}
+
+void sha_hex(const void *d, size_t n, int portable, char hex[65])
+{
+	struct sha256 s;
+	unsigned char out[32];
+	sha256_init(&s);
+	if (portable)
+		sha256_force_portable(&s);
+	for (size_t i = 0; i < n; i += 7) /* odd pieces: the partial-block path too */
+		sha256_update(&s, (const char *)d + i, n - i < 7 ? n - i : 7);
+	sha256_final(&s, out);
+	sha256_hex(out, hex);
+}
+

@@ -1,0 +1,75 @@
+/* The fixture of tests/unit/check_oci.c: a tar writer (ustar headers, PAX
+ * records, GNU long names), compression with zlib and libzstd (one member or
+ * frame, or several), and the plugin's layers opened with stderr captured
+ * and walked by path. */
+#ifndef CHECK_OCI_FIXTURE_H
+#define CHECK_OCI_FIXTURE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "../../plugins/plugin.h"
+
+/* The test's own temporary directory (setup makes it, teardown removes it). */
+extern char fx_tmp[64];
+
+struct tw {
+	unsigned char *b;
+	size_t n, cap;
+};
+
+struct hdr {
+	const char *name, *link, *prefix;
+	char type;
+	unsigned mode, uid, gid, maj, min;
+	unsigned long long size;
+	long mtime;
+};
+
+struct kv {
+	const char *k;
+	const char *v;
+	int len;
+};
+
+enum comp { RAW, GZ, GZ_MEMBERS, ZST, ZST_FRAMES };
+
+struct opened {
+	struct ovl_plugin_layer l[8];
+	int n;
+	char err[1024];
+	char log[16384];
+	int lines;
+};
+
+/* tar bytes: raw, headers, entries (mtime 1000), PAX records, the end */
+void put(struct tw *t, const void *p, size_t n);
+void pad(struct tw *t);
+void octal(unsigned char *f, size_t n, unsigned long long v);
+void header(struct tw *t, const struct hdr *h);
+void t_data(struct tw *t, const char *name, char type, unsigned mode, const void *data, size_t len);
+void t_file(struct tw *t, const char *name, const char *data);
+void t_node(struct tw *t, const char *name, char type, unsigned mode, const char *link);
+void t_pax(struct tw *t, const struct kv *kv, size_t n);
+void t_end(struct tw *t);
+/* compression: t's bytes as c (several members or frames, split off-block) */
+void gzip_into(struct tw *out, const unsigned char *d, size_t n);
+void zstd_into(struct tw *out, const unsigned char *d, size_t n);
+struct tw compress_tw(const struct tw *t, enum comp c);
+void write_file(const char *path, const void *d, size_t n);
+/* the plugin's open_layers, stderr captured into o->log (o->lines lines) */
+int open_cap(const char *data, const char *path, struct opened *o);
+void close_all(struct opened *o);
+/* t compressed c as a blob in fx_tmp, opened: its one layer */
+struct ovl_plugin_layer *open_tw(const struct tw *t, enum comp c, struct opened *o);
+/* by path from the layer's root */
+int parent_of(struct ovl_plugin_layer *L, const char *path, char *base);
+int st_path(struct ovl_plugin_layer *L, const char *path, struct stat *st);
+ssize_t read_path(struct ovl_plugin_layer *L, const char *path, void *buf, size_t size, off_t off);
+void assert_content(struct ovl_plugin_layer *L, const char *path, const char *want);
+bool exists(struct ovl_plugin_layer *L, const char *path);
+void sha_hex(const void *d, size_t n, int portable, char hex[65]);
+
+#endif
