@@ -10,10 +10,12 @@
 void oci_log(struct oci_log *log, const char *fmt, ...)
 {
 	unsigned max = log && log->max ? log->max : OCI_LOG_MAX;
+	/* reads may log from several threads at once */
+	unsigned count = log ? __atomic_fetch_add(&log->count, 1, __ATOMIC_RELAXED) : 0;
 	char line[1024];
 	int n = 0;
-	if (log && log->count++ >= max) {
-		if (log->count != max + 1)
+	if (count >= max) {
+		if (count != max)
 			return;
 		snprintf(line, sizeof line, "%s: further messages suppressed", log->what);
 	} else {

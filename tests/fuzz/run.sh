@@ -18,11 +18,15 @@ declare -A sources=([fuzz_idmap]="overlay/idmap.c overlay/override.c"
 	[fuzz_names]="overlay/whiteout.c layers/upper.c overlay/listing.c overlay/grow.c overlay/xattr.c overlay/override.c
 		overlay/idmap.c overlay/log.c"
 	[fuzz_shim]="contrib/snapshotter/filter.c contrib/snapshotter/idmap.c contrib/snapshotter/labels.c
-		contrib/snapshotter/log.c overlay/idmap.c")
+		contrib/snapshotter/log.c overlay/idmap.c"
+	[fuzz_tar]="plugins/oci/tar.c plugins/oci/index.c plugins/oci/log.c plugins/oci/limits.c plugins/oci/blob.c
+		plugins/oci/gzip.c plugins/oci/zstd.c plugins/oci/cursor.c plugins/oci/build.c plugins/oci/json.c
+		plugins/oci/sha256.c")
 # target: its compiler and linker flags besides fuse3's include path
 declare -A flags=([fuzz_options]="$(pkg-config --libs fuse3)"
 	[fuzz_names]="-DXXH_INLINE_ALL $(pkg-config --libs fuse3)"
-	[fuzz_shim]="$(pkg-config --cflags libprotobuf-c)")
+	[fuzz_shim]="$(pkg-config --cflags libprotobuf-c)"
+	[fuzz_tar]="$(pkg-config --cflags --libs zlib libzstd)")
 names=("$@")
 [ ${#names[@]} = 0 ] && names=("${!sources[@]}")
 passed=0
