@@ -492,16 +492,18 @@ int ovl_backing_open_flags(const struct ovl_fs *fs, int flags);
 /* Replies to a create that made the entry e and opened fd. */
 void ovl_file_reply_create(fuse_req_t req, const struct fuse_entry_param *e, struct fuse_file_info *fi, int fd);
 
-/* readdir.c */
+/* listing.c */
 void ovl_listing_unref(struct ovl_listing *l);
+/* listing_read.c */
 /* Builds and caches dir's merged listing if it has none. */
 int ovl_dir_load_listing(struct ovl_fs *fs, struct ovl_node *dir);
-/* 1 if the merged directory shows no entry, 0 if it does, or -errno. */
-int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *dir);
 /* Finds name in the cached listing of dir (if any): 1 found, 0 absent, -1 no
  * listing.  Absent, f->upper_wh is OVL_WH_NONE where the listing knows the
  * upper part holds no whiteout. */
 int ovl_listing_find(struct ovl_node *dir, const char *name, struct ovl_found *f);
+/* readdir.c */
+/* 1 if the merged directory shows no entry, 0 if it does, or -errno. */
+int ovl_dir_is_empty(struct ovl_fs *fs, struct ovl_node *dir);
 /* The d_ino a READDIR gives for the i-th name of listing l. */
 ino_t ovl_listing_ino(const struct ovl_fs *fs, const struct ovl_listing *l, size_t i);
 

@@ -92,4 +92,14 @@ const char *ovl_listing_name(const struct ovl_listing *l, size_t i);
 void ovl_listing_entry(const struct ovl_listing *l, size_t i, uint32_t *layer, uint8_t *type, uint32_t *nlower);
 void ovl_listing_unref(struct ovl_listing *l);
 
+/* listing_read.c: the node's cached listing, built on first use; the caller
+ * gets a ref.  One that names were removed from since it was read serves
+ * lookups and emptiness checks (with_removed), but a reader gets one read
+ * afresh. */
+int ovl_dir_listing(struct ovl_fs *fs, struct ovl_node *node, bool with_removed, struct ovl_listing **out);
+struct ovl_found;
+/* What a listed entry tells a lookup (its top layer and, for a directory,
+ * the layers it may merge) into f: 1, or -1 out of memory. */
+int ovl_listing_found(const struct ovl_listing *l, const struct ovl_dirent *e, struct ovl_found *f);
+
 #endif
