@@ -18,18 +18,7 @@
 #include "../fuse/transport.h"
 #include "ops.h"
 
-/* fh = the backing handle (an fd in a layer with fds), plus this bit when
- * the open holds a passthrough ref. */
-#define FH_PASSTHROUGH (UINT64_C(1) << 32)
-/* the fd part of a passthrough read-only open: we hold no fd (the kernel
- * has the file), the few calls that need one reopen the object */
-#define FH_NO_FD UINT64_C(0xffffffff)
-/* bits 33-39: the opener's share of the fds of open files (see fd_share) */
-#define FH_SHARE_SHIFT 33
-#define FH_SHARE_MASK UINT64_C(0x7f)
-_Static_assert(OVL_FD_SHARES <= FH_SHARE_MASK + 1, "shares fit in fh");
-/* bits 40-63: the layer the handle is of (no mount has 2^24 layers: each holds an fd) */
-#define FH_LAYER_SHIFT 40
+#include "handles.h"
 
 /* Open files hold fds from a budget that leaves lookups, listings and
  * copy-ups theirs; each caller (by uid, in OVL_FD_SHARES shares) may take at
@@ -59,67 +48,9 @@ static void file_fd_give(struct ovl_fs *fs, unsigned share)
 	atomic_fetch_sub(&fs->file_fds_of[share], 1);
 }
 
-static int fh_fd(const struct fuse_file_info *fi)
-{
-	return (int)(uint32_t)fi->fh;
-}
-
 static unsigned fh_share(const struct fuse_file_info *fi)
 {
 	return (unsigned)((fi->fh >> FH_SHARE_SHIFT) & FH_SHARE_MASK);
-}
-
-struct ovl_layer *ovl_file_layer(struct ovl_fs *fs, const struct fuse_file_info *fi)
-{
-	return &fs->layers[fi->fh >> FH_LAYER_SHIFT];
-}
-
-/* Whether the file's handle is an fd the fd calls work on. */
-static bool fh_is_fd(struct ovl_fs *fs, const struct fuse_file_info *fi)
-{
-	return ovl_file_layer(fs, fi)->caps & OVL_LAYER_REAL_FDS;
-}
-
-struct reopen_call {
-	struct ovl_fs *fs;
-	int fd;
-};
-
-static int reopen_cb(struct ovl_layer *layer, int dirfd, const char *name, void *arg)
-{
-	struct reopen_call *c = arg;
-	if (!(layer->caps & OVL_LAYER_REAL_FDS))
-		return -EXDEV;
-	c->fd = ovl_layer_open(c->fs, layer, dirfd, name, O_RDONLY | O_NONBLOCK);
-	return c->fd < 0 ? -errno : 0;
-}
-
-int ovl_file_fd_get(struct ovl_fs *fs, fuse_ino_t ino, const struct fuse_file_info *fi, int *reopened)
-{
-	*reopened = -1;
-	if (fi && fh_fd(fi) >= 0)
-		return fh_is_fd(fs, fi) ? fh_fd(fi) : -EXDEV;
-	struct ovl_node *n = ovl_node_get(fs, ino);
-	if (n == NULL)
-		return -ESTALE;
-	int orphan = ovl_node_orphan_fd(n), res;
-	if (orphan >= 0) {
-		char path[32];
-		snprintf(path, sizeof path, "/proc/self/fd/%d", orphan);
-		res = (*reopened = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0 ? -errno : 0;
-	} else {
-		struct reopen_call c = { .fs = fs, .fd = -1 };
-		struct ovl_node *dir = ovl_ns_lock_place(fs, n, false);
-		res = ovl_node_at(fs, n, reopen_cb, &c);
-		ovl_ns_unlock(fs, dir);
-		*reopened = c.fd;
-	}
-	return res < 0 ? res : *reopened;
-}
-
-int ovl_file_fd(const struct fuse_file_info *fi)
-{
-	return fh_fd(fi);
 }
 
 int ovl_backing_open_flags(const struct ovl_fs *fs, int flags)
@@ -281,12 +212,12 @@ void ovl_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct 
 {
 	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
 	(void)ino;
-	if (!fh_is_fd(ovl_fs_of(req), fi)) {
-		read_by_op(req, ovl_file_layer(ovl_fs_of(req), fi), fh_fd(fi), size, off);
+	if (!ovl_file_is_fd(ovl_fs_of(req), fi)) {
+		read_by_op(req, ovl_file_layer(ovl_fs_of(req), fi), ovl_file_fd(fi), size, off);
 		return;
 	}
 	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	buf.buf[0].fd = fh_fd(fi);
+	buf.buf[0].fd = ovl_file_fd(fi);
 	buf.buf[0].pos = off;
 	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
@@ -297,7 +228,7 @@ void ovl_op_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bufv, 
 	struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(bufv));
 	(void)ino;
 	out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	out.buf[0].fd = fh_fd(fi);
+	out.buf[0].fd = ovl_file_fd(fi);
 	out.buf[0].pos = off;
 	ssize_t res = fuse_buf_copy(&out, bufv, 0);
 	if (res < 0)
@@ -311,9 +242,9 @@ void ovl_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct ovl_node *n = ovl_node_get(ovl_fs_of(req), ino);
 	if (n)
 		atomic_fetch_sub(&n->opens, 1);
-	if (fh_fd(fi) >= 0) {
+	if (ovl_file_fd(fi) >= 0) {
 		struct ovl_layer *layer = ovl_file_layer(ovl_fs_of(req), fi);
-		layer->ops->close(layer, fh_fd(fi));
+		layer->ops->close(layer, ovl_file_fd(fi));
 		file_fd_give(ovl_fs_of(req), fh_share(fi));
 	}
 	if (fi->fh & FH_PASSTHROUGH)
@@ -369,7 +300,7 @@ static off_t lseek_by_size(struct ovl_fs *fs, const struct fuse_file_info *fi, o
 {
 	struct ovl_layer *layer = ovl_file_layer(fs, fi);
 	struct stat st;
-	if (layer->ops->statat(layer, fh_fd(fi), NULL, &st) < 0)
+	if (layer->ops->statat(layer, ovl_file_fd(fi), NULL, &st) < 0)
 		return -errno;
 	if (off < 0 || off >= st.st_size)
 		return -ENXIO;
@@ -401,7 +332,7 @@ void ovl_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, of
 		      struct fuse_file_info *fi)
 {
 	(void)ino;
-	fuse_reply_err(req, fallocate(fh_fd(fi), mode, offset, length) < 0 ? errno : 0);
+	fuse_reply_err(req, fallocate(ovl_file_fd(fi), mode, offset, length) < 0 ? errno : 0);
 }
 
 void ovl_op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, struct fuse_file_info *fi_in,
@@ -412,7 +343,7 @@ void ovl_op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, str
 	 * changed to read-only since stays writable, as on a local filesystem;
 	 * from a layer without fds, EXDEV: the kernel copies by splice itself */
 	int reopened, in = ovl_file_fd_get(ovl_fs_of(req), ino_in, fi_in, &reopened);
-	ssize_t res = in < 0 ? in : copy_file_range(in, &off_in, fh_fd(fi_out), &off_out, len, (unsigned)flags);
+	ssize_t res = in < 0 ? in : copy_file_range(in, &off_in, ovl_file_fd(fi_out), &off_out, len, (unsigned)flags);
 	if (res < 0 && in >= 0)
 		res = -errno;
 	if (res < 0)

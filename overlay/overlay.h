@@ -470,7 +470,7 @@ int ovl_copy_up_in_place(struct ovl_fs *fs, struct ovl_node *node, bool with_dat
  * the copy's node (an inode keeps one passthrough backing file). */
 int ovl_copy_up_reopen(struct ovl_fs *fs, struct ovl_node *node);
 
-/* inode.c */
+/* backing.c */
 typedef int (*ovl_at_fn)(struct ovl_layer *layer, int dirfd, const char *name, void *arg);
 /* Runs fn on (directory fd, name) of a non-directory node's backing object. */
 int ovl_node_at(struct ovl_fs *fs, struct ovl_node *node, ovl_at_fn fn, void *arg);
@@ -479,14 +479,18 @@ int ovl_node_stat(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
 void ovl_node_present(struct ovl_fs *fs, struct ovl_node *node, struct stat *st);
 void ovl_present_stat(struct ovl_fs *fs, uint32_t layer, uint32_t nlayers, struct stat *st);
 
-/* file.c */
+/* handles.c */
 /* The backing fd of an open file (-1: a passthrough reader's, we hold none),
  * a handle of the layer it is of. */
 int ovl_file_fd(const struct fuse_file_info *fi);
+/* Whether the file's handle is an fd the fd calls work on. */
+bool ovl_file_is_fd(struct ovl_fs *fs, const struct fuse_file_info *fi);
 struct ovl_layer *ovl_file_layer(struct ovl_fs *fs, const struct fuse_file_info *fi);
 /* The same, or for one we hold none of (or fi NULL) a new read-only fd of
  * node ino's object in *reopened (close it after); -errno. */
 int ovl_file_fd_get(struct ovl_fs *fs, fuse_ino_t ino, const struct fuse_file_info *fi, int *reopened);
+
+/* file.c */
 /* The flags a backing file is opened with for an open or create with flags. */
 int ovl_backing_open_flags(const struct ovl_fs *fs, int flags);
 /* Replies to a create that made the entry e and opened fd. */
