@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "build.h"
+#include "cache.h"
 
 /* Cursors a compressed blob keeps: readers at once without restarts. */
 #define OCI_CURSORS 4
@@ -95,24 +96,24 @@ static int check_digest(struct oci_input *in, const char *want_hex, char *err, s
 	return 0;
 }
 
-/* The blob's file: a regular file of the expected size; its compression. */
-static int blob_open(int fd, const struct oci_build_want *want, struct oci_blob *b, char *err, size_t errlen)
+/* The blob's file (st): a regular file of the expected size; its compression. */
+static int blob_open(int fd, const struct oci_build_want *want, struct oci_blob *b, struct stat *st, char *err,
+		     size_t errlen)
 {
-	struct stat st;
 	unsigned char magic[6] = { 0 };
 	const char *unsupported;
 	memset(b, 0, sizeof *b);
 	b->fd = fd;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+	if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode)) {
 		snprintf(err, errlen, "not a regular file");
 		return -1;
 	}
-	if (want->size >= 0 && st.st_size != want->size) {
-		snprintf(err, errlen, "%lld bytes, the manifest says %lld", (long long)st.st_size, (long long)want->size);
+	if (want->size >= 0 && st->st_size != want->size) {
+		snprintf(err, errlen, "%lld bytes, the manifest says %lld", (long long)st->st_size, (long long)want->size);
 		return -1;
 	}
-	b->size = (uint64_t)st.st_size;
-	b->mtime = st.st_mtim;
+	b->size = (uint64_t)st->st_size;
+	b->mtime = st->st_mtim;
 	ssize_t n = pread(fd, magic, sizeof magic, 0);
 	b->comp = oci_comp_detect(magic, n > 0 ? (size_t)n : 0, &unsupported);
 	if (unsupported) {
@@ -130,6 +131,8 @@ int oci_build(int fd, const struct oci_build_want *want, const struct oci_limits
 	struct oci_input in = { .buf = NULL };
 	struct oci_index *ix = NULL;
 	struct oci_seq *s = NULL;
+	struct stat st;
+	bool cache = lim->cache && want->dirfd >= 0;
 	int r = -1;
 	err[0] = 0;
 	if (want->digest && !hex) {
@@ -137,8 +140,10 @@ int oci_build(int fd, const struct oci_build_want *want, const struct oci_limits
 		close(fd);
 		return -1;
 	}
-	if (blob_open(fd, want, blob, err, errlen) < 0)
+	if (blob_open(fd, want, blob, &st, err, errlen) < 0)
 		goto out;
+	if (cache && oci_cache_load(want->dirfd, want->name, &st, want->digest, lim, blob, &ix) == 0)
+		goto built;
 	if (oci_input_init(&in, fd, blob->size, hex != NULL) < 0 ||
 	    !(ix = oci_index_new(lim, log, (int64_t)blob->mtime.tv_sec)) || !(s = make_seq(&in, blob, lim, ix))) {
 		snprintf(err, errlen, "out of memory");
@@ -148,8 +153,12 @@ int oci_build(int fd, const struct oci_build_want *want, const struct oci_limits
 	    (hex && check_digest(&in, hex, err, errlen) < 0))
 		goto out;
 	oci_index_finish(ix);
-	if (blob->comp != OCI_TAR) {
+	if (blob->comp != OCI_TAR)
 		blob->stream_size = s->produced;
+	if (cache)
+		oci_cache_save(want->dirfd, want->name, &st, want->digest, blob, ix);
+built:
+	if (blob->comp != OCI_TAR) {
 		blob->cursors = oci_cursors_new(OCI_CURSORS, blob->comp == OCI_GZIP ? oci_gz_dec_free : oci_zs_dec_free);
 		if (!blob->cursors) {
 			snprintf(err, errlen, "out of memory");

@@ -11,6 +11,8 @@
 struct oci_build_want {
 	const char *digest; /* "sha256:<hex>" to verify, or NULL */
 	int64_t size;       /* the size a manifest gives, or -1 */
+	int dirfd;          /* the blob's directory and name there, for the */
+	const char *name;   /* index cache beside it (dirfd -1: none) */
 };
 
 /* Builds blob (taking fd, which it closes on failure) and its index: 0, or

@@ -368,3 +368,70 @@ eio:
 	errno = EIO;
 	return -1;
 }
+
+/* ---- the cache file (cache.c): the points as saved, checked when read back ---- */
+
+struct gz_rec {
+	uint64_t out, in;
+	uint32_t wlen, clen;
+	uint8_t bits, member, pad[6];
+};
+
+void oci_gz_save(const struct oci_gz_index *gz, struct oci_wbuf *w)
+{
+	uint64_t n = gz->n;
+	oci_wbuf_put(w, &n, sizeof n);
+	for (size_t i = 0; i < gz->n; i++) {
+		const struct gz_point *p = &gz->p[i];
+		struct gz_rec r = { p->out, p->in, p->wlen, p->clen, p->bits, p->member, { 0 } };
+		oci_wbuf_put(w, &r, sizeof r);
+		if (!p->member)
+			oci_wbuf_put(w, p->win, p->clen ? p->clen : p->wlen);
+	}
+}
+
+/* A point as the build makes them: after the one before by SPAN at least. */
+static bool rec_ok(const struct gz_rec *r, const struct gz_point *prev, uint64_t blob, uint64_t stream)
+{
+	if (!prev)
+		return r->out == 0 && r->in == 0 && r->member && !r->bits;
+	if (r->out < prev->out + SPAN || r->out > stream || r->in <= prev->in || r->in > blob || r->bits > 7)
+		return false;
+	if (r->member)
+		return !r->bits && !r->wlen && !r->clen;
+	return r->wlen && r->wlen <= WIN && r->clen < r->wlen && (r->bits == 0 || r->in >= 1);
+}
+
+struct oci_gz_index *oci_gz_load(struct oci_rbuf *rb, uint64_t blob, uint64_t stream, uint64_t *bytes)
+{
+	uint64_t n;
+	struct oci_gz_index *gz = calloc(1, sizeof *gz);
+	if (!gz || oci_rbuf_u64(rb, &n) < 0 || !n || n > stream / SPAN + 1 ||
+	    !(gz->p = calloc((size_t)n, sizeof *gz->p)))
+		goto bad;
+	*bytes = n * sizeof *gz->p;
+	for (size_t i = 0; i < n; i++) {
+		struct gz_rec r;
+		const void *q = oci_rbuf_get(rb, sizeof r);
+		if (!q)
+			goto bad;
+		memcpy(&r, q, sizeof r);
+		if (!rec_ok(&r, i ? &gz->p[i - 1] : NULL, blob, stream))
+			goto bad;
+		struct gz_point *p = &gz->p[gz->n++];
+		*p = (struct gz_point){ r.out, r.in, NULL, r.wlen, r.clen, r.bits, r.member };
+		size_t wl = r.clen ? r.clen : r.wlen;
+		const void *w = r.member ? NULL : oci_rbuf_get(rb, wl);
+		if (!r.member && (!w || !(p->win = malloc(wl))))
+			goto bad;
+		if (w)
+			memcpy(p->win, w, wl), *bytes += wl;
+	}
+	return gz;
+bad:
+	if (gz && gz->p)
+		oci_gz_free(gz);
+	else
+		free(gz);
+	return NULL;
+}

@@ -17,47 +17,7 @@
 #endif
 #include <xxhash.h>
 
-#include "index.h"
-
-#define DETACHED UINT32_MAX /* parent of a node whose directory went away */
-
-struct node {
-	uint32_t parent, name, obj;
-	uint32_t hnext, hash;   /* hash chain */
-	uint32_t child, sibling;
-};
-
-struct obj {
-	uint64_t size, data;    /* regular files: logical size, stream offset */
-	int64_t mtime;
-	uint32_t mtime_nsec, mode, uid, gid, nlink, major, minor;
-	uint32_t target, xattrs, sparse; /* arena offsets; 0: none */
-};
-
-struct oci_index {
-	struct oci_limits lim;
-	struct oci_log *log;
-	struct node *nodes;
-	size_t nnodes, capnodes;
-	struct obj *objs;
-	size_t nobjs, capobjs;
-	unsigned char *arena;
-	size_t alen, acap;
-	uint32_t *buckets;
-	size_t nbuckets, hcount;
-	uint32_t *stack;        /* for detaching a subtree */
-	size_t capstack;
-	uint64_t charged;
-	uint64_t seed;
-	int64_t root_mtime;
-	/* the directory the last entry went into: tars list a directory's
-	 * entries together, so most entries skip the walk from the root */
-	char last_dir[PATH_MAX + 1];
-	size_t last_len;
-	uint32_t last_node;
-	char norm[PATH_MAX + 1], norm2[PATH_MAX + 1];
-	char err[256];
-};
+#include "index_impl.h"
 
 static int fail(struct oci_index *ix, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int fail(struct oci_index *ix, const char *fmt, ...)
@@ -122,16 +82,16 @@ static uint32_t arena_put(struct oci_index *ix, const void *data, size_t n)
 
 /* ---- the hash table of (directory, name) ---- */
 
-static uint32_t name_hash(const struct oci_index *ix, uint32_t dir, const char *name, size_t len)
+uint32_t oci_index_hash(const struct oci_index *ix, uint32_t dir, const char *name, size_t len)
 {
 	return (uint32_t)XXH3_64bits_withSeed(name, len, ix->seed + dir);
 }
 
-static uint32_t find(const struct oci_index *ix, uint32_t dir, const char *name, size_t len)
+uint32_t oci_index_find(const struct oci_index *ix, uint32_t dir, const char *name, size_t len)
 {
 	if (!ix->nbuckets)
 		return OCI_NONE;
-	uint32_t h = name_hash(ix, dir, name, len);
+	uint32_t h = oci_index_hash(ix, dir, name, len);
 	for (uint32_t n = ix->buckets[h & (ix->nbuckets - 1)]; n; n = ix->nodes[n].hnext) {
 		const struct node *nd = &ix->nodes[n];
 		const char *s = (const char *)ix->arena + nd->name;
@@ -163,6 +123,14 @@ static int hash_grow(struct oci_index *ix)
 	}
 	free(old);
 	return 0;
+}
+
+void oci_index_hash_insert(struct oci_index *ix, uint32_t n)
+{
+	struct node *nd = &ix->nodes[n];
+	nd->hnext = ix->buckets[nd->hash & (ix->nbuckets - 1)];
+	ix->buckets[nd->hash & (ix->nbuckets - 1)] = n;
+	ix->hcount++;
 }
 
 static void hash_remove(struct oci_index *ix, uint32_t n)
@@ -210,10 +178,8 @@ static uint32_t new_node(struct oci_index *ix, uint32_t dir, const char *name, s
 	uint32_t n = (uint32_t)ix->nnodes++;
 	struct node *nd = &ix->nodes[n];
 	nd->parent = dir, nd->name = off, nd->obj = obj, nd->child = OCI_NONE;
-	nd->hash = name_hash(ix, dir, name, len);
-	nd->hnext = ix->buckets[nd->hash & (ix->nbuckets - 1)];
-	ix->buckets[nd->hash & (ix->nbuckets - 1)] = n;
-	ix->hcount++;
+	nd->hash = oci_index_hash(ix, dir, name, len);
+	oci_index_hash_insert(ix, n);
 	nd->sibling = ix->nodes[dir].child;
 	ix->nodes[dir].child = n;
 	return n;
@@ -296,7 +262,7 @@ static uint32_t walk(struct oci_index *ix, const char *p, size_t len, bool creat
 		size_t j = i;
 		while (j < len && p[j] != '/')
 			j++;
-		uint32_t n = find(ix, cur, p + i, j - i);
+		uint32_t n = oci_index_find(ix, cur, p + i, j - i);
 		if (n && !obj_is(ix, ix->nodes[n].obj, S_IFDIR)) {
 			*why = obj_is(ix, ix->nodes[n].obj, S_IFLNK) ? "the path goes through a symlink"
 								      : "the path goes through a non-directory";
@@ -412,7 +378,7 @@ static long entry_obj(struct oci_index *ix, const struct tar_entry *e, bool whit
 /* Binds name (in dir) to object o, replacing what the name had. */
 static int bind(struct oci_index *ix, uint32_t dir, const char *name, size_t len, uint32_t o)
 {
-	uint32_t n = find(ix, dir, name, len);
+	uint32_t n = oci_index_find(ix, dir, name, len);
 	if (!n)
 		return new_node(ix, dir, name, len, o) ? 0 : -1;
 	uint32_t old = ix->nodes[n].obj;
@@ -440,7 +406,7 @@ static long link_obj(struct oci_index *ix, const struct tar_entry *e, const char
 	size_t dl = slash ? (size_t)(slash - ix->norm2) : 0;
 	const char *base = slash ? slash + 1 : ix->norm2;
 	uint32_t d = walk(ix, ix->norm2, dl, false, why);
-	uint32_t n = d && *base ? find(ix, d, base, strlen(base)) : OCI_NONE;
+	uint32_t n = d && *base ? oci_index_find(ix, d, base, strlen(base)) : OCI_NONE;
 	if (!n) {
 		*why = "hard link to a missing entry";
 		return -1;
@@ -488,7 +454,7 @@ int oci_index_add(struct oci_index *ix, const struct tar_entry *e)
 	if (!dir)
 		return why ? leave_out(ix, e, why) : -1;
 	bool whiteout = blen > 4 && !memcmp(base, ".wh.", 4);
-	uint32_t cur = find(ix, dir, base, blen);
+	uint32_t cur = oci_index_find(ix, dir, base, blen);
 	if (e->type == '5' && !whiteout && cur && obj_is(ix, ix->nodes[cur].obj, S_IFDIR))
 		return set_attrs(ix, ix->nodes[cur].obj, e, S_IFDIR); /* as mkdir over a directory: keep its entries */
 	long o;
@@ -504,16 +470,24 @@ int oci_index_add(struct oci_index *ix, const struct tar_entry *e)
 	return bind(ix, dir, base, blen, (uint32_t)o);
 }
 
-struct oci_index *oci_index_new(const struct oci_limits *lim, struct oci_log *log, int64_t root_mtime)
+struct oci_index *oci_index_alloc(const struct oci_limits *lim)
 {
 	struct oci_index *ix = calloc(1, sizeof *ix);
 	if (!ix)
 		return NULL;
 	ix->lim = *lim;
-	ix->log = log;
-	ix->root_mtime = root_mtime;
 	if (getrandom(&ix->seed, sizeof ix->seed, 0) != sizeof ix->seed)
 		ix->seed = (uint64_t)(uintptr_t)ix ^ 0x9e3779b97f4a7c15ULL; /* hash flooding needs the seed */
+	return ix;
+}
+
+struct oci_index *oci_index_new(const struct oci_limits *lim, struct oci_log *log, int64_t root_mtime)
+{
+	struct oci_index *ix = oci_index_alloc(lim);
+	if (!ix)
+		return NULL;
+	ix->log = log;
+	ix->root_mtime = root_mtime;
 	/* arena offset 0 and node 0 mean "none" */
 	long o;
 	if (grow(ix, &ix->arena, &ix->acap, 1, 1) < 0 || grow(ix, &ix->nodes, &ix->capnodes, 2, sizeof(struct node)) < 0 ||
@@ -586,7 +560,7 @@ uint32_t oci_lookup(const struct oci_index *ix, uint32_t dir, const char *name)
 		return dir;
 	if (!strcmp(name, ".."))
 		return ix->nodes[dir].parent;
-	return find(ix, dir, name, strlen(name));
+	return oci_index_find(ix, dir, name, strlen(name));
 }
 
 uint32_t oci_lookup_path(const struct oci_index *ix, const char *path)

@@ -40,6 +40,15 @@ uint64_t oci_index_entries(const struct oci_index *ix);
  * 0, or -1 (and oci_index_error) when they pass it.  Fits oci_seq's charge. */
 int oci_index_charge(void *ix, uint64_t bytes);
 
+/* The index into a cache file, and back (index_load.c): what is read back
+ * is checked as hostile input (NULL and why when it fails a check). */
+void oci_index_save(const struct oci_index *ix, struct oci_wbuf *w);
+struct oci_index *oci_index_load(struct oci_rbuf *r, const struct oci_limits *lim, uint64_t stream_size,
+				 const char **why);
+/* The sizes of the saved structures: a cache of another build's differs. */
+size_t oci_index_node_size(void);
+size_t oci_index_obj_size(void);
+
 /* ---- queries (after finish) ---- */
 
 /* The node of name in directory node dir; OCI_NONE when absent (or dir is

@@ -56,7 +56,7 @@ static bool one_of(const char *s, const char *const *list)
 	return false;
 }
 
-int oci_layout_open_blob(int dirfd, const char *digest)
+int oci_layout_open_blob(int dirfd, const char *digest, int *algdir)
 {
 	const char *hex = oci_digest_hex(digest);
 	if (!hex) {
@@ -72,7 +72,10 @@ int oci_layout_open_blob(int dirfd, const char *digest)
 		return -1;
 	int fd = openat(alg, hex, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	int e = errno;
-	close(alg);
+	if (fd >= 0 && algdir)
+		*algdir = alg;
+	else
+		close(alg);
 	errno = e;
 	return fd;
 }
@@ -113,7 +116,7 @@ static int load_json(int dirfd, const char *name, const struct json_node *digest
 {
 	const char *dg = json_str(digest);
 	int64_t want = -1;
-	int fd = name ? openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK) : oci_layout_open_blob(dirfd, dg);
+	int fd = name ? openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK) : oci_layout_open_blob(dirfd, dg, NULL);
 	const char *what = name ? name : dg ? dg : "a descriptor without a digest";
 	char *buf;
 	size_t len;

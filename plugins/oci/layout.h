@@ -21,7 +21,8 @@ struct oci_layout {
 /* Reads the layout at dir: 0, or -1 with a one-line reason in err. */
 int oci_layout_read(const char *dir, const char *ref, struct oci_layout *out, char *err, size_t errlen);
 void oci_layout_free(struct oci_layout *l);
-/* Opens blobs/sha256/<hex> below dirfd, following no symlink: fd or -1. */
-int oci_layout_open_blob(int dirfd, const char *digest);
+/* Opens blobs/sha256/<hex> below dirfd, following no symlink: fd or -1;
+ * *algdir (unless NULL) the directory blobs/sha256, for the caller to close. */
+int oci_layout_open_blob(int dirfd, const char *digest, int *algdir);
 
 #endif

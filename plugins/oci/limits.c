@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "oci.h"
 
@@ -20,6 +21,7 @@ void oci_limits_default(struct oci_limits *l)
 	/* deflate cannot pass 1032:1; zstd can (a gigabyte of zeros is 32 KiB) */
 	l->max_ratio = 200;
 	l->ratio_floor = 1 * GiB;
+	l->cache = true;
 }
 
 int oci_parse_size(const char *s, uint64_t *out)
@@ -71,6 +73,12 @@ int oci_limits_get(struct oci_limits *l, char *err, size_t errlen)
 		}
 		*(uint64_t *)((char *)l + vars[i].off) = n;
 	}
+	const char *c = getenv("FUSE_OVERLAYFS_OCI_CACHE");
+	if (c && strcmp(c, "0") && strcmp(c, "1")) {
+		oci_err(err, errlen, "FUSE_OVERLAYFS_OCI_CACHE", "0 or 1, not '%s'", c);
+		return -1;
+	}
+	l->cache = !c || !strcmp(c, "1");
 	return 0;
 }
 

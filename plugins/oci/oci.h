@@ -48,10 +48,12 @@ struct oci_limits {
 	uint64_t max_size;        /* absolute bound of the uncompressed stream */
 	uint64_t max_ratio;       /* uncompressed : compressed, beyond ratio_floor */
 	uint64_t ratio_floor;
+	bool cache;               /* index cache files beside blobs (cache.c) */
 };
 
 /* The defaults, overridden by FUSE_OVERLAYFS_OCI_MAX_{ENTRIES,INDEX,SIZE,RATIO}
- * from the environment; -1 with err on a bad value. */
+ * from the environment (and FUSE_OVERLAYFS_OCI_CACHE=0: no cache files);
+ * -1 with err on a bad value. */
 int oci_limits_get(struct oci_limits *l, char *err, size_t errlen);
 void oci_limits_default(struct oci_limits *l);
 /* The largest stream a blob of size compressed bytes may expand to. */
@@ -168,5 +170,30 @@ uint64_t oci_zs_restart(const struct oci_zs_index *zs, uint64_t off);
 int oci_zs_read(struct oci_blob *b, struct oci_cursor *c, void *buf, size_t n, uint64_t off);
 void oci_zs_free(struct oci_zs_index *zs);
 void oci_zs_dec_free(void *dec);
+
+/* ---- the cache file's buffers (index_load.c) ---- */
+
+/* A growing buffer to write; failed once a realloc failed. */
+struct oci_wbuf {
+	unsigned char *p;
+	size_t len, cap;
+	bool failed;
+};
+void oci_wbuf_put(struct oci_wbuf *w, const void *d, size_t n);
+/* Bytes to read: n of them (NULL when fewer are left), a uint64 (0 or -1). */
+struct oci_rbuf {
+	const unsigned char *p;
+	size_t len, off;
+};
+const void *oci_rbuf_get(struct oci_rbuf *r, size_t n);
+int oci_rbuf_u64(struct oci_rbuf *r, uint64_t *v);
+
+/* gzip.c's points and zstd.c's frames into and out of a cache file; what
+ * is read back is checked as the build would have made it (NULL if not),
+ * bytes set to the memory it holds. */
+void oci_gz_save(const struct oci_gz_index *gz, struct oci_wbuf *w);
+struct oci_gz_index *oci_gz_load(struct oci_rbuf *r, uint64_t blob_size, uint64_t stream_size, uint64_t *bytes);
+void oci_zs_save(const struct oci_zs_index *zs, struct oci_wbuf *w);
+struct oci_zs_index *oci_zs_load(struct oci_rbuf *r, uint64_t blob_size, uint64_t stream_size, uint64_t *bytes);
 
 #endif

@@ -356,8 +356,18 @@ static int open_blob(const char *path, struct ovl_plugin_layer *out, const struc
 		return -1;
 	}
 	digest_from_path(path, digest);
-	struct oci_build_want want = { digest[0] ? digest : NULL, -1 };
+	/* the index cache goes beside the blob */
+	char *dir = strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
+	int dirfd = -1;
+	if (slash) {
+		*slash = 0;
+		dirfd = open(slash == dir ? "/" : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	}
+	struct oci_build_want want = { digest[0] ? digest : NULL, -1, dirfd, strrchr(path, '/') + 1 };
 	struct oci_layer *l = layer_open(path, fd, &want, lim, err, errlen);
+	if (dirfd >= 0)
+		close(dirfd);
+	free(dir);
 	if (!l)
 		return -1;
 	if (layer_out(l, out) < 0) {
@@ -386,13 +396,14 @@ static void *build_worker(void *arg)
 		const struct oci_layout_layer *x = &j->lay->layers[i];
 		char what[4096];
 		snprintf(what, sizeof what, "%s/blobs/sha256/%s", j->dir, x->digest + 7);
-		int fd = oci_layout_open_blob(j->lay->dirfd, x->digest);
+		int alg = -1, fd = oci_layout_open_blob(j->lay->dirfd, x->digest, &alg);
 		if (fd < 0) {
 			oci_err(j->errs[i], sizeof j->errs[i], what, "%s", strerror(errno));
 			continue;
 		}
-		struct oci_build_want want = { x->digest, x->size };
+		struct oci_build_want want = { x->digest, x->size, alg, x->digest + 7 };
 		j->built[i] = layer_open(what, fd, &want, j->lim, j->errs[i], sizeof j->errs[i]);
+		close(alg);
 	}
 	return NULL;
 }

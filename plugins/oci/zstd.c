@@ -260,3 +260,37 @@ eio:
 	errno = EIO;
 	return -1;
 }
+
+/* ---- the cache file (cache.c): the frames as saved, checked when read back ---- */
+
+void oci_zs_save(const struct oci_zs_index *zs, struct oci_wbuf *w)
+{
+	uint64_t n = zs->n;
+	oci_wbuf_put(w, &n, sizeof n);
+	oci_wbuf_put(w, zs->f, zs->n * sizeof *zs->f);
+}
+
+struct oci_zs_index *oci_zs_load(struct oci_rbuf *rb, uint64_t blob, uint64_t stream, uint64_t *bytes)
+{
+	uint64_t n;
+	struct oci_zs_index *zs = calloc(1, sizeof *zs);
+	const void *q;
+	if (!zs || oci_rbuf_u64(rb, &n) < 0 || !n || n > stream / SPAN + 1 ||
+	    !(q = oci_rbuf_get(rb, (size_t)n * sizeof *zs->f)) || !(zs->f = malloc((size_t)n * sizeof *zs->f)))
+		goto bad;
+	memcpy(zs->f, q, (size_t)n * sizeof *zs->f);
+	zs->n = zs->cap = (size_t)n;
+	*bytes = n * sizeof *zs->f;
+	if (zs->f[0].in || zs->f[0].out)
+		goto bad;
+	for (size_t i = 1; i < n; i++) /* as the build records them: SPAN apart at least */
+		if (zs->f[i].out < zs->f[i - 1].out + SPAN || zs->f[i].out > stream || zs->f[i].in <= zs->f[i - 1].in ||
+		    zs->f[i].in > blob)
+			goto bad;
+	return zs;
+bad:
+	if (zs)
+		free(zs->f);
+	free(zs);
+	return NULL;
+}

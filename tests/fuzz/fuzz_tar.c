@@ -6,7 +6,10 @@
  *      every regular file at a few offsets through the decoders;
  *   2: the rest is a JSON document (json.c, as an image layout's);
  *   3: as 0, with the checksum of every block that looks like a header made
- *      right first, so that mutations of header fields reach the parser.
+ *      right first, so that mutations of header fields reach the parser;
+ *   4: the rest is the body of an index cache file (index_load.c), read
+ *      back as for a 1 MiB blob and stream: the index, then gzip points or
+ *      zstd frames.
  * Beyond not crashing, it checks what must hold for any input: every node
  * of the tree is found again by its name in its parent, no file's data lies
  * past the end of the stream, every read returns what the file's size says,
@@ -119,7 +122,7 @@ static void fuzz_blob(const uint8_t *data, size_t size)
 {
 	struct oci_limits l;
 	struct oci_log log = { .what = "fuzz", .sink = quiet };
-	struct oci_build_want want = { NULL, -1 };
+	struct oci_build_want want = { NULL, -1, -1, NULL };
 	struct oci_blob b;
 	struct oci_index *ix;
 	char err[512];
@@ -153,6 +156,28 @@ static void fuzz_json(const uint8_t *data, size_t size)
 	json_free(&d);
 }
 
+static void fuzz_cache(const uint8_t *data, size_t size)
+{
+	struct oci_limits l;
+	struct oci_rbuf r = { data, size, 0 };
+	const char *why;
+	uint64_t bytes;
+	limits(&l);
+	struct oci_index *ix = oci_index_load(&r, &l, 1 << 20, &why);
+	if (!ix)
+		return;
+	walk(ix, OCI_ROOT, 1 << 20, 0);
+	oci_index_free(ix);
+	size_t at = r.off;
+	struct oci_gz_index *gz = oci_gz_load(&r, 1 << 20, 1 << 20, &bytes);
+	if (gz)
+		oci_gz_free(gz);
+	r.off = at;
+	struct oci_zs_index *zs = oci_zs_load(&r, 1 << 20, 1 << 20, &bytes);
+	if (zs)
+		oci_zs_free(zs);
+}
+
 static void fuzz_tar_summed(const uint8_t *data, size_t size)
 {
 	uint8_t *copy = malloc(size ? size : 1);
@@ -177,11 +202,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
 		return 0;
-	switch (data[0] % 4) {
+	switch (data[0] % 5) {
 	case 0: fuzz_tar(data + 1, size - 1); break;
 	case 1: fuzz_blob(data + 1, size - 1); break;
 	case 2: fuzz_json(data + 1, size - 1); break;
-	default: fuzz_tar_summed(data + 1, size - 1); break;
+	case 3: fuzz_tar_summed(data + 1, size - 1); break;
+	default: fuzz_cache(data + 1, size - 1); break;
 	}
 	return 0;
 }

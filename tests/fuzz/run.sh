@@ -19,7 +19,7 @@ declare -A sources=([fuzz_idmap]="overlay/idmap.c overlay/override.c overlay/xat
 		overlay/idmap.c overlay/log.c"
 	[fuzz_shim]="contrib/snapshotter/filter.c contrib/snapshotter/idmap.c contrib/snapshotter/labels.c
 		contrib/snapshotter/log.c overlay/idmap.c"
-	[fuzz_tar]="plugins/oci/tar.c plugins/oci/index.c plugins/oci/log.c plugins/oci/limits.c plugins/oci/blob.c
+	[fuzz_tar]="plugins/oci/tar.c plugins/oci/index.c plugins/oci/index_load.c plugins/oci/cache.c plugins/oci/log.c plugins/oci/limits.c plugins/oci/blob.c
 		plugins/oci/gzip.c plugins/oci/zstd.c plugins/oci/cursor.c plugins/oci/build.c plugins/oci/json.c
 		plugins/oci/sha256.c")
 # target: its compiler and linker flags besides fuse3's include path

@@ -23,6 +23,7 @@
 
 #include "../../plugins/oci/json.h"
 #include "../../plugins/oci/oci.h"
+#include "../../plugins/oci/sha256.h"
 #include "../../plugins/oci/tar.h"
 #include "../../plugins/plugin.h"
 #include "oci_fixture.h"
@@ -138,25 +139,6 @@ END_TEST
 /* ---- the index ---- */
 
 static const enum comp all_comps[] = { RAW, GZ, GZ_MEMBERS, ZST, ZST_FRAMES };
-
-static void tree_tar(struct tw *t)
-{
-	t_node(t, "./", '5', 0750, NULL);
-	t_node(t, "./etc/", '5', 0755, NULL);
-	header(t, &(struct hdr){ .name = "./etc/passwd", .type = '0', .mode = 04755, .uid = 12, .gid = 34, .size = 5,
-				 .mtime = 1234567 });
-	put(t, "root\n", 5);
-	pad(t);
-	t_file(t, "./etc/hostname", "box\n");
-	t_node(t, "./etc/link", '2', 0777, "hostname");
-	t_node(t, "./etc/hard", '1', 0644, "./etc/hostname");
-	header(t, &(struct hdr){ .name = "dev/null", .type = '3', .mode = 0666, .maj = 1, .min = 3 });
-	header(t, &(struct hdr){ .name = "dev/sda", .type = '4', .mode = 0660, .maj = 8, .min = 0 });
-	t_node(t, "run/fifo", '6', 0600, NULL);
-	t_file(t, "a/b/c/d.txt", "deep");
-	header(t, &(struct hdr){ .name = "name", .prefix = "in/the/prefix", .type = '0', .mode = 0600 });
-	t_end(t);
-}
 
 static int collect(void *arg, const char *name, uint8_t type, ino_t ino)
 {
@@ -429,27 +411,6 @@ END_TEST
 
 /* ---- reads at offsets ---- */
 
-#define BIG (3u << 20)
-
-static unsigned char *big_data(void)
-{
-	unsigned char *d = malloc(BIG);
-	uint32_t x = 12345;
-	for (size_t i = 0; i < BIG; i++) { /* compressible, but not to nothing */
-		x = x * 1103515245 + 12345;
-		d[i] = (unsigned char)"abcdefgh"[(x >> 16) & 7] ^ (unsigned char)((i >> 12) & 1);
-	}
-	return d;
-}
-
-static void big_tar(struct tw *t, const unsigned char *big)
-{
-	t_file(t, "before", "before");
-	t_data(t, "big", '0', 0644, big, BIG);
-	t_file(t, "after", "after");
-	t_end(t);
-}
-
 START_TEST(reads_at_offsets)
 {
 	unsigned char *big = big_data(), *buf = malloc(BIG);
@@ -535,73 +496,6 @@ START_TEST(reads_in_threads)
 END_TEST
 
 /* ---- image layouts, built by hand ---- */
-
-/* Puts d into the layout's blobs; digest gets "sha256:<hex>". */
-static void blob_put(const char *lay, const void *d, size_t n, char digest[72])
-{
-	char hex[65], path[512];
-	sha_hex(d, n, 0, hex);
-	snprintf(digest, 72, "sha256:%s", hex);
-	snprintf(path, sizeof path, "%s/blobs/sha256/%s", lay, hex);
-	write_file(path, d, n);
-}
-
-static void layer_blob(const char *lay, struct tw *t, enum comp c, char digest[72], size_t *size)
-{
-	struct tw z = compress_tw(t, c);
-	blob_put(lay, z.b, z.n, digest);
-	*size = z.n;
-	free(z.b);
-	free(t->b);
-	memset(t, 0, sizeof *t);
-}
-
-/* A layout in fx_tmp/lay: image "v1" of three layers (tar, gzip, zstd), and
- * "multi", an index holding it for linux/amd64 and linux/arm64.  The
- * layers' digests go to dg (bottom first). */
-static void make_layout(char lay[256], char dg[3][72])
-{
-	char path[512], man[2048], idx[1024], cfg[72], mdg[72], ldg[72], doc[2048];
-	size_t sz[3];
-	struct tw t = { 0 };
-	snprintf(lay, 256, "%s/lay", fx_tmp);
-	snprintf(path, sizeof path, "mkdir -p %s/blobs/sha256", lay);
-	ck_assert_int_eq(system(path), 0);
-	snprintf(path, sizeof path, "%s/oci-layout", lay);
-	write_file(path, "{\"imageLayoutVersion\": \"1.0.0\"}", 31);
-	t_file(&t, "a", "1"), t_file(&t, "shared", "bottom"), t_end(&t);
-	layer_blob(lay, &t, RAW, dg[0], &sz[0]);
-	t_file(&t, "b", "2"), t_file(&t, "shared", "middle"), t_end(&t);
-	layer_blob(lay, &t, GZ, dg[1], &sz[1]);
-	t_file(&t, "c", "3"), t_file(&t, "shared", "top"), t_file(&t, ".wh.a", ""), t_end(&t);
-	layer_blob(lay, &t, ZST, dg[2], &sz[2]);
-	blob_put(lay, "{}", 2, cfg);
-	int n = snprintf(man, sizeof man,
-			 "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
-			 "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"%s\",\"size\":2},"
-			 "\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"%s\",\"size\":%zu},"
-			 "{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"%s\",\"size\":%zu},"
-			 "{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+zstd\",\"digest\":\"%s\",\"size\":%zu}]}",
-			 cfg, dg[0], sz[0], dg[1], sz[1], dg[2], sz[2]);
-	blob_put(lay, man, (size_t)n, mdg);
-	int m = snprintf(idx, sizeof idx,
-			 "{\"schemaVersion\":2,\"manifests\":["
-			 "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"%s\",\"size\":%d,"
-			 "\"platform\":{\"os\":\"linux\",\"architecture\":\"arm64\"}},"
-			 "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"%s\",\"size\":%d,"
-			 "\"platform\":{\"os\":\"linux\",\"architecture\":\"amd64\"}}]}",
-			 mdg, n, mdg, n);
-	blob_put(lay, idx, (size_t)m, ldg);
-	int k = snprintf(doc, sizeof doc,
-			 "{\"schemaVersion\":2,\"manifests\":["
-			 "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"%s\",\"size\":%d,"
-			 "\"annotations\":{\"org.opencontainers.image.ref.name\":\"v1\"}},"
-			 "{\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"digest\":\"%s\",\"size\":%d,"
-			 "\"annotations\":{\"org.opencontainers.image.ref.name\":\"multi\"}}]}",
-			 mdg, n, ldg, m);
-	snprintf(path, sizeof path, "%s/index.json", lay);
-	write_file(path, doc, (size_t)k);
-}
 
 static void check_image(struct opened *o)
 {
@@ -869,6 +763,136 @@ START_TEST(hostile_headers)
 }
 END_TEST
 
+/* ---- the index cache ---- */
+
+static void cache_path(const char *blob, char *out, size_t len)
+{
+	const char *slash = strrchr(blob, '/');
+	snprintf(out, len, "%.*s/.%s.ovl-index", (int)(slash - blob), blob, slash + 1);
+}
+
+/* Opens blob: the lines it logged (1 when built, 0 when from the cache),
+ * and the big file checked at offsets through the points or frames. */
+static int open_lines(const char *blob, const unsigned char *big)
+{
+	struct opened o;
+	unsigned char buf[4096];
+	ck_assert_msg(open_cap("", blob, &o) == 1, "%s", o.err);
+	for (size_t k = 7, off; k-- > 0;) { /* backwards: each read from a point or frame */
+		off = k * (BIG / 7);
+		ssize_t r = read_path(&o.l[0], "big", buf, sizeof buf, (off_t)off);
+		ck_assert_msg(r == sizeof buf && !memcmp(buf, big + off, sizeof buf), "%s at %zu: %zd %s", blob, off, r,
+			      strerror(errno));
+	}
+	assert_content(&o.l[0], "after", "after");
+	close_all(&o);
+	return o.lines;
+}
+
+START_TEST(index_cache)
+{
+	unsigned char *big = big_data();
+	struct tw t = { 0 };
+	t_file(&t, "../bad", "x"); /* a line when built, none from the cache */
+	big_tar(&t, big);
+	for (size_t c = 0; c < sizeof all_comps / sizeof all_comps[0]; c++) {
+		char blob[128], cache[160];
+		struct tw z = compress_tw(&t, all_comps[c]);
+		snprintf(blob, sizeof blob, "%s/blob%zu", fx_tmp, c);
+		cache_path(blob, cache, sizeof cache);
+		write_file(blob, z.b, z.n);
+		free(z.b);
+		ck_assert_int_eq(open_lines(blob, big), 1);
+		ck_assert_int_eq(access(cache, F_OK), 0);
+		ck_assert_int_eq(open_lines(blob, big), 0);
+		/* the blob touched: built again */
+		struct timespec ts[2] = { { 0, UTIME_OMIT }, { 12345, 0 } };
+		ck_assert_int_eq(utimensat(AT_FDCWD, blob, ts, 0), 0);
+		ck_assert_int_eq(open_lines(blob, big), 1);
+		ck_assert_int_eq(open_lines(blob, big), 0);
+		/* a damaged cache: built again */
+		int fd = open(cache, O_RDWR);
+		unsigned char b;
+		ck_assert_int_eq(pread(fd, &b, 1, 400), 1);
+		b ^= 0x10;
+		ck_assert_int_eq(pwrite(fd, &b, 1, 400), 1);
+		close(fd);
+		ck_assert_int_eq(open_lines(blob, big), 1);
+		ck_assert_int_eq(open_lines(blob, big), 0);
+		/* a cache copied along with the blob does not match the copy */
+		char copy[160], cmd[1024];
+		snprintf(copy, sizeof copy, "%s/copy%zu", fx_tmp, c);
+		snprintf(cmd, sizeof cmd, "cp -p %s %s && cp -p %s %s/.copy%zu.ovl-index", blob, copy, cache, fx_tmp, c);
+		ck_assert_int_eq(system(cmd), 0);
+		ck_assert_int_eq(open_lines(copy, big), 1);
+	}
+	/* no cache files when told so */
+	setenv("FUSE_OVERLAYFS_OCI_CACHE", "0", 1);
+	char blob[128], cache[160];
+	snprintf(blob, sizeof blob, "%s/nocache", fx_tmp);
+	cache_path(blob, cache, sizeof cache);
+	write_file(blob, t.b, t.n);
+	ck_assert_int_eq(open_lines(blob, big), 1);
+	ck_assert_int_eq(open_lines(blob, big), 1);
+	ck_assert_int_eq(access(cache, F_OK), -1);
+	unsetenv("FUSE_OVERLAYFS_OCI_CACHE");
+	free(t.b);
+	free(big);
+}
+END_TEST
+
+/* A cache whose body is changed, its checksum made right again: hostile
+ * input that passes the header; never a crash, and the layer still opens. */
+START_TEST(index_cache_hostile)
+{
+	struct tw t = { 0 };
+	tree_tar(&t);
+	for (size_t c = 0; c < 2; c++) {
+		char blob[128], cache[160];
+		struct tw z = compress_tw(&t, c ? GZ : RAW);
+		struct opened o;
+		snprintf(blob, sizeof blob, "%s/blob%zu", fx_tmp, c);
+		cache_path(blob, cache, sizeof cache);
+		write_file(blob, z.b, z.n);
+		free(z.b);
+		ck_assert_int_eq(open_cap("", blob, &o), 1);
+		close_all(&o);
+		FILE *f = fopen(cache, "rb");
+		ck_assert_ptr_nonnull(f);
+		static unsigned char good[1 << 20], bad[1 << 20];
+		size_t n = fread(good, 1, sizeof good, f), head;
+		fclose(f);
+		uint64_t body_len;
+		memcpy(&body_len, good + 56, 8); /* struct head: magic, 4 uint32, size, dev, ino, stream, body_len */
+		head = n - (size_t)body_len;
+		uint32_t x = 7;
+		for (int i = 0; i < 600; i++) {
+			memcpy(bad, good, n);
+			for (int k = 0; k < 1 + i % 4; k++) {
+				x = x * 1103515245 + 12345;
+				size_t at = head + (x >> 8) % body_len;
+				if (i % 2) { /* a field of a node or object: a small number, as a wrong index would be */
+					at = head + 24 + ((x >> 8) % ((body_len - 24) / 2)) / 4 * 4;
+					uint32_t v = (x >> 24) % 24;
+					memcpy(bad + at, &v, 4);
+				} else {
+					bad[at] ^= (unsigned char)(1 + (x >> 24) % 255);
+				}
+			}
+			struct sha256 s;
+			sha256_init(&s);
+			sha256_update(&s, bad + head, body_len);
+			sha256_final(&s, bad + head - 32);
+			write_file(cache, bad, n);
+			ck_assert_msg(open_cap("", blob, &o) == 1, "%s", o.err);
+			walk_all(&o.l[0], o.l[0].root, 0);
+			close_all(&o);
+		}
+	}
+	free(t.b);
+}
+END_TEST
+
 /* ---- the ops' errors ---- */
 
 START_TEST(ops_errors)
@@ -946,7 +970,8 @@ static Suite *suite(void)
 		{ "layout", layout_expands, 0 },	{ "layout_digest", layout_digest_mismatch, 0 },
 		{ "layout_manifest", layout_manifest_checked, 0 }, { "left_out", hostile_left_out, 0 },
 		{ "refused", hostile_refused, 60 },	{ "headers", hostile_headers, 0 },
-		{ "ops", ops_errors, 0 },
+		{ "ops", ops_errors, 0 },	       { "cache", index_cache, 60 },
+		{ "cache_hostile", index_cache_hostile, 60 },
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		TCase *tc = tcase_create(cases[i].name);

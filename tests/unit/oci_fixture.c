@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -292,5 +293,145 @@ void sha_hex(const void *d, size_t n, int portable, char hex[65])
 		sha256_update(&s, (const char *)d + i, n - i < 7 ? n - i : 7);
 	sha256_final(&s, out);
 	sha256_hex(out, hex);
+}
+
+
+void tree_tar(struct tw *t)
+{
+	t_node(t, "./", '5', 0750, NULL);
+	t_node(t, "./etc/", '5', 0755, NULL);
+	header(t, &(struct hdr){ .name = "./etc/passwd", .type = '0', .mode = 04755, .uid = 12, .gid = 34, .size = 5,
+				 .mtime = 1234567 });
+	put(t, "root\n", 5);
+	pad(t);
+	t_file(t, "./etc/hostname", "box\n");
+	t_node(t, "./etc/link", '2', 0777, "hostname");
+	t_node(t, "./etc/hard", '1', 0644, "./etc/hostname");
+	header(t, &(struct hdr){ .name = "dev/null", .type = '3', .mode = 0666, .maj = 1, .min = 3 });
+	header(t, &(struct hdr){ .name = "dev/sda", .type = '4', .mode = 0660, .maj = 8, .min = 0 });
+	t_node(t, "run/fifo", '6', 0600, NULL);
+	t_file(t, "a/b/c/d.txt", "deep");
+	header(t, &(struct hdr){ .name = "name", .prefix = "in/the/prefix", .type = '0', .mode = 0600 });
+	t_end(t);
+}
+
+
+unsigned char *big_data(void)
+{
+	unsigned char *d = malloc(BIG);
+	uint32_t x = 12345;
+	for (size_t i = 0; i < BIG; i++) { /* compressible, but not to nothing */
+		x = x * 1103515245 + 12345;
+		d[i] = (unsigned char)"abcdefgh"[(x >> 16) & 7] ^ (unsigned char)((i >> 12) & 1);
+	}
+	return d;
+}
+
+void big_tar(struct tw *t, const unsigned char *big)
+{
+	t_file(t, "before", "before");
+	t_data(t, "big", '0', 0644, big, BIG);
+	t_file(t, "after", "after");
+	t_end(t);
+}
+
+
+/* Puts d into the layout's blobs; digest gets "sha256:<hex>". */
+void blob_put(const char *lay, const void *d, size_t n, char digest[72])
+{
+	char hex[65], path[512];
+	sha_hex(d, n, 0, hex);
+	snprintf(digest, 72, "sha256:%s", hex);
+	snprintf(path, sizeof path, "%s/blobs/sha256/%s", lay, hex);
+	write_file(path, d, n);
+}
+
+static void layer_blob(const char *lay, struct tw *t, enum comp c, char digest[72], size_t *size)
+{
+	struct tw z = compress_tw(t, c);
+	blob_put(lay, z.b, z.n, digest);
+	*size = z.n;
+	free(z.b);
+	free(t->b);
+	memset(t, 0, sizeof *t);
+}
+
+/* A layout in fx_tmp/lay: image "v1" of three layers (tar, gzip, zstd), and
+ * "multi", an index holding it for linux/amd64 and linux/arm64.  The
+ * layers' digests go to dg (bottom first). */
+void make_layout(char lay[256], char dg[3][72])
+{
+	char path[512], man[2048], idx[1024], cfg[72], mdg[72], ldg[72], doc[2048];
+	size_t sz[3];
+	struct tw t = { 0 };
+	snprintf(lay, 256, "%s/lay", fx_tmp);
+	snprintf(path, sizeof path, "mkdir -p %s/blobs/sha256", lay);
+	ck_assert_int_eq(system(path), 0);
+	snprintf(path, sizeof path, "%s/oci-layout", lay);
+	write_file(path, "{\"imageLayoutVersion\": \"1.0.0\"}", 31);
+	t_file(&t, "a", "1"), t_file(&t, "shared", "bottom"), t_end(&t);
+	layer_blob(lay, &t, RAW, dg[0], &sz[0]);
+	t_file(&t, "b", "2"), t_file(&t, "shared", "middle"), t_end(&t);
+	layer_blob(lay, &t, GZ, dg[1], &sz[1]);
+	t_file(&t, "c", "3"), t_file(&t, "shared", "top"), t_file(&t, ".wh.a", ""), t_end(&t);
+	layer_blob(lay, &t, ZST, dg[2], &sz[2]);
+	blob_put(lay, "{}", 2, cfg);
+	int n = snprintf(man, sizeof man,
+			 "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+			 "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"%s\",\"size\":2},"
+			 "\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"%s\",\"size\":%zu},"
+			 "{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"%s\",\"size\":%zu},"
+			 "{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+zstd\",\"digest\":\"%s\",\"size\":%zu}]}",
+			 cfg, dg[0], sz[0], dg[1], sz[1], dg[2], sz[2]);
+	blob_put(lay, man, (size_t)n, mdg);
+	int m = snprintf(idx, sizeof idx,
+			 "{\"schemaVersion\":2,\"manifests\":["
+			 "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"%s\",\"size\":%d,"
+			 "\"platform\":{\"os\":\"linux\",\"architecture\":\"arm64\"}},"
+			 "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"%s\",\"size\":%d,"
+			 "\"platform\":{\"os\":\"linux\",\"architecture\":\"amd64\"}}]}",
+			 mdg, n, mdg, n);
+	blob_put(lay, idx, (size_t)m, ldg);
+	int k = snprintf(doc, sizeof doc,
+			 "{\"schemaVersion\":2,\"manifests\":["
+			 "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"%s\",\"size\":%d,"
+			 "\"annotations\":{\"org.opencontainers.image.ref.name\":\"v1\"}},"
+			 "{\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"digest\":\"%s\",\"size\":%d,"
+			 "\"annotations\":{\"org.opencontainers.image.ref.name\":\"multi\"}}]}",
+			 mdg, n, ldg, m);
+	snprintf(path, sizeof path, "%s/index.json", lay);
+	write_file(path, doc, (size_t)k);
+}
+
+
+struct walk_arg {
+	struct ovl_plugin_layer *L;
+	int dir, depth;
+};
+
+static int walk_one(void *arg, const char *name, uint8_t type, ino_t ino)
+{
+	struct walk_arg *w = arg;
+	struct ovl_plugin_layer *L = w->L;
+	struct stat st;
+	char buf[8192];
+	L->ops->statat(L->layer, w->dir, name, &st);
+	L->ops->readlinkat(L->layer, w->dir, name, buf, sizeof buf);
+	L->ops->listxattrat(L->layer, w->dir, name, buf, sizeof buf);
+	L->ops->getxattrat(L->layer, w->dir, name, "user.x", buf, sizeof buf);
+	int h = L->ops->openat(L->layer, w->dir, name, O_RDONLY);
+	if (h >= 0) {
+		L->ops->read(L->layer, h, buf, sizeof buf, 0);
+		if (type == DT_DIR && w->depth < 64)
+			walk_all(L, h, w->depth + 1);
+		L->ops->close(L->layer, h);
+	}
+	return 0;
+}
+
+void walk_all(struct ovl_plugin_layer *L, int dir, int depth)
+{
+	struct walk_arg w = { L, dir, depth };
+	L->ops->list(L->layer, dir, walk_one, &w);
 }
 

@@ -72,4 +72,17 @@ void assert_content(struct ovl_plugin_layer *L, const char *path, const char *wa
 bool exists(struct ovl_plugin_layer *L, const char *path);
 void sha_hex(const void *d, size_t n, int portable, char hex[65]);
 
+/* the trees of the tests: a small one of every type (tree_tar), a big
+ * file between two small ones (big_tar of big_data, BIG bytes) */
+#define BIG (3u << 20)
+void tree_tar(struct tw *t);
+unsigned char *big_data(void);
+void big_tar(struct tw *t, const unsigned char *big);
+/* a layout in fx_tmp/lay: image "v1" of three layers (tar, gzip, zstd),
+ * "multi" an index of it for linux/amd64 and arm64; dg the layers' digests */
+void blob_put(const char *lay, const void *d, size_t n, char digest[72]);
+void make_layout(char lay[256], char dg[3][72]);
+/* every op on every entry below dir, answers not checked: only that they come */
+void walk_all(struct ovl_plugin_layer *L, int dir, int depth);
+
 #endif
