@@ -6,8 +6,8 @@ PKGS="build-essential autoconf automake libtool pkg-config
 libfuse3-dev liburing-dev fuse3 libacl1-dev libxxhash-dev check libseccomp-dev
 fuse-overlayfs attr acl python3 util-linux e2fsprogs procps psmisc kmod
 hyperfine fio time strace clang libclang-rt-14-dev"
-# the oci plugin: zlib and libzstd, and the zstd tool its tests compress with
-PKGS="$PKGS zlib1g-dev libzstd-dev zstd"
+# the oci plugin: zlib and libzstd; its tests make image layouts with umoci and skopeo
+PKGS="$PKGS zlib1g-dev libzstd-dev zstd umoci skopeo"
 # rootless podman and buildah end to end (tests/podman), with the daemon as mount_program
 PKGS="$PKGS podman buildah uidmap"
 # the containerd snapshotter shim: its libraries, protoc-c, containerd's .proto

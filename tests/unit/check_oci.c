@@ -497,17 +497,6 @@ END_TEST
 
 /* ---- image layouts, built by hand ---- */
 
-static void check_image(struct opened *o)
-{
-	ck_assert_int_eq(o->n, 3);
-	assert_content(&o->l[0], "shared", "top"); /* top first */
-	assert_content(&o->l[0], "c", "3");
-	assert_content(&o->l[1], "shared", "middle");
-	assert_content(&o->l[2], "shared", "bottom");
-	ck_assert(exists(&o->l[0], ".wh.a"));
-	ck_assert(!exists(&o->l[0], "a"));
-}
-
 START_TEST(layout_expands)
 {
 	char lay[256], dg[3][72];
@@ -527,6 +516,43 @@ START_TEST(layout_expands)
 	ck_assert_ptr_nonnull(strstr(o.err, lay));
 	ck_assert_int_eq(open_cap("v1", "relative/layout", &o), -1);
 	ck_assert_int_eq(open_cap("v1", fx_tmp, &o), -1); /* no oci-layout */
+}
+END_TEST
+
+/* Layouts as umoci makes them (gzip layers) and skopeo copies them (through
+ * a docker-archive: plain tar; and with zstd), of an image of two layers. */
+START_TEST(layout_tools)
+{
+	static const char *const refs[][2] = { { "img", "latest" }, { "sk", "v1" }, { "sk", "z" } };
+	char cmd[4096], dir[512];
+	snprintf(cmd, sizeof cmd,
+		 "set -e; cd %s; exec >log 2>&1; umoci init --layout img; umoci new --image img:latest;"
+		 "umoci unpack --rootless --image img:latest b1; mkdir -p b1/rootfs/etc b1/rootfs/usr/bin;"
+		 "echo hello >b1/rootfs/etc/greeting; cp /bin/sh b1/rootfs/usr/bin/sh; ln -s sh b1/rootfs/usr/bin/dash;"
+		 "umoci repack --image img:latest b1; rm -rf b1; umoci unpack --rootless --image img:latest b2;"
+		 "rm b2/rootfs/etc/greeting; echo top >b2/rootfs/etc/motd; umoci repack --image img:latest b2;"
+		 "skopeo copy oci:img:latest docker-archive:$PWD/da.tar:app:latest;"
+		 "skopeo copy docker-archive:$PWD/da.tar oci:$PWD/sk:v1;"
+		 "skopeo copy --dest-compress --dest-compress-format zstd oci:img:latest oci:$PWD/sk:z",
+		 fx_tmp);
+	ck_assert_msg(system(cmd) == 0, "umoci and skopeo are needed (contrib/install-deps.sh): see %s/log", fx_tmp);
+	for (size_t i = 0; i < 3; i++) {
+		struct opened o;
+		struct stat st, sh;
+		char buf[64];
+		snprintf(dir, sizeof dir, "%s/%s", fx_tmp, refs[i][0]);
+		ck_assert_msg(open_cap(refs[i][1], dir, &o) == 2, "%s: %s", refs[i][1], o.err);
+		assert_content(&o.l[0], "etc/motd", "top\n");
+		ck_assert(exists(&o.l[0], "etc/.wh.greeting"));
+		assert_content(&o.l[1], "etc/greeting", "hello\n");
+		ck_assert_int_eq(st_path(&o.l[1], "usr/bin/sh", &st), 0);
+		ck_assert_int_eq(stat("/bin/sh", &sh), 0);
+		ck_assert_int_eq(st.st_size, sh.st_size);
+		ck_assert_int_eq(o.l[1].ops->statat(o.l[1].layer, o.l[1].root, NULL, &st), 0);
+		int d = parent_of(&o.l[1], "usr/bin/dash", buf);
+		ck_assert_int_eq(o.l[1].ops->readlinkat(o.l[1].layer, d, "dash", buf, sizeof buf), 2);
+		close_all(&o);
+	}
 }
 END_TEST
 
@@ -765,12 +791,6 @@ END_TEST
 
 /* ---- the index cache ---- */
 
-static void cache_path(const char *blob, char *out, size_t len)
-{
-	const char *slash = strrchr(blob, '/');
-	snprintf(out, len, "%.*s/.%s.ovl-index", (int)(slash - blob), blob, slash + 1);
-}
-
 /* Opens blob: the lines it logged (1 when built, 0 when from the cache),
  * and the big file checked at offsets through the points or frames. */
 static int open_lines(const char *blob, const unsigned char *big)
@@ -967,7 +987,7 @@ static Suite *suite(void)
 		{ "replacement", index_replacement, 0 }, { "whiteouts", index_whiteouts, 0 },
 		{ "pax_gnu", index_pax_gnu, 0 },	{ "sparse", sparse_formats, 0 },
 		{ "offsets", reads_at_offsets, 60 },	{ "threads", reads_in_threads, 60 },
-		{ "layout", layout_expands, 0 },	{ "layout_digest", layout_digest_mismatch, 0 },
+		{ "layout", layout_expands, 0 },	{ "layout_tools", layout_tools, 60 },	{ "layout_digest", layout_digest_mismatch, 0 },
 		{ "layout_manifest", layout_manifest_checked, 0 }, { "left_out", hostile_left_out, 0 },
 		{ "refused", hostile_refused, 60 },	{ "headers", hostile_headers, 0 },
 		{ "ops", ops_errors, 0 },	       { "cache", index_cache, 60 },

@@ -435,3 +435,21 @@ void walk_all(struct ovl_plugin_layer *L, int dir, int depth)
 	L->ops->list(L->layer, dir, walk_one, &w);
 }
 
+
+void check_image(struct opened *o)
+{
+	ck_assert_int_eq(o->n, 3);
+	assert_content(&o->l[0], "shared", "top"); /* top first */
+	assert_content(&o->l[0], "c", "3");
+	assert_content(&o->l[1], "shared", "middle");
+	assert_content(&o->l[2], "shared", "bottom");
+	ck_assert(exists(&o->l[0], ".wh.a"));
+	ck_assert(!exists(&o->l[0], "a"));
+}
+
+void cache_path(const char *blob, char *out, size_t len)
+{
+	const char *slash = strrchr(blob, '/');
+	snprintf(out, len, "%.*s/.%s.ovl-index", (int)(slash - blob), blob, slash + 1);
+}
+

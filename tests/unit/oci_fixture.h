@@ -84,5 +84,9 @@ void blob_put(const char *lay, const void *d, size_t n, char digest[72]);
 void make_layout(char lay[256], char dg[3][72]);
 /* every op on every entry below dir, answers not checked: only that they come */
 void walk_all(struct ovl_plugin_layer *L, int dir, int depth);
+/* the three layers of make_layout's image, top first */
+void check_image(struct opened *o);
+/* the index cache file of blob */
+void cache_path(const char *blob, char *out, size_t len);
 
 #endif
