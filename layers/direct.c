@@ -111,22 +111,30 @@ static int direct_close(struct ovl_layer *l, int h)
 	return close(h);
 }
 
+/* A big directory in few calls (100k entries in about 60), from a buffer on
+ * the heap: fn may list another directory (the workdir is emptied
+ * recursively) on a thread with a small stack. */
+#define LIST_BUF_SIZE (64 * 1024)
+
 static int direct_list(struct ovl_layer *l, int h, ovl_list_fn fn, void *arg)
 {
 	(void)l;
-	char buf[32 * 1024]; /* a 100k-entry directory in 100 calls: the same time as in fewer, bigger ones */
-	for (;;) {
-		ssize_t len = getdents64(h, buf, sizeof buf);
-		if (len <= 0)
-			return (int)len;
-		for (ssize_t off = 0; off < len;) {
+	char *buf = malloc(LIST_BUF_SIZE);
+	if (buf == NULL)
+		return -1;
+	int res = 0;
+	ssize_t len = 0;
+	while (res == 0 && (len = getdents64(h, buf, LIST_BUF_SIZE)) > 0) {
+		for (ssize_t off = 0; off < len && res == 0;) {
 			struct dirent64 *d = (struct dirent64 *)(buf + off);
 			off += d->d_reclen;
-			int res = fn(arg, d->d_name, d->d_type, d->d_ino);
-			if (res)
-				return res;
+			res = fn(arg, d->d_name, d->d_type, d->d_ino);
 		}
 	}
+	int e = errno;
+	free(buf);
+	errno = e;
+	return res ? res : len < 0 ? -1 : 0;
 }
 
 static int direct_statat(struct ovl_layer *l, int dirfd, const char *name, struct stat *st)
