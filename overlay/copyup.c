@@ -112,40 +112,6 @@ static int copy_owner(struct ovl_fs *fs, int fd, const char *name, const struct 
 	return res == -EINVAL ? -EOVERFLOW : res;
 }
 
-static ssize_t xattr_call(struct ovl_layer *l, int h, const char *name, const char *xname, char *buf, size_t size)
-{
-	return xname ? l->ops->getxattrat(l, h, name, xname, buf, size) : l->ops->listxattrat(l, h, name, buf, size);
-}
-
-/* An xattr list (xname NULL) or value of h/name in layer l, NUL-terminated,
- * in small, or, too big for it, in *big (malloc'ed; free it).  Its length,
- * with *data, or -1 with errno. */
-static ssize_t read_xattr(struct ovl_layer *l, int h, const char *name, const char *xname, char *small,
-			  size_t small_size, char **big, char **data)
-{
-	char *buf = small;
-	size_t size = small_size;
-	ssize_t len;
-	for (int tries = 0;; tries++) {
-		/* a byte kept for the NUL: a list's last name is terminated whatever the layer gave */
-		len = xattr_call(l, h, name, xname, buf, size - 1);
-		if (len >= 0 || errno != ERANGE || tries == 1)
-			break;
-		if ((len = xattr_call(l, h, name, xname, NULL, 0)) < 0)
-			return -1;
-		free(*big);
-		size = (size_t)len + 2; /* never 1: a size of 0 would ask for the length */
-		if ((*big = buf = malloc(size)) == NULL) {
-			errno = ENOMEM;
-			return -1;
-		}
-	}
-	if (len >= 0)
-		buf[len] = '\0';
-	*data = buf;
-	return len;
-}
-
 /* Copies the xattrs of h/name (name NULL: h) of lower to dst/dst_name of the
  * upper (NULL: dst), through their ops, but our internal ones.  As libattr's
  * attr_copy_*: an xattr the upper does not take (ENOTSUP) is left out. */
@@ -155,13 +121,13 @@ static int copy_xattrs(struct ovl_fs *fs, struct ovl_layer *lower, int h, const 
 	struct ovl_layer *upper = &fs->layers[0];
 	char small_list[1024], small_value[4096], *list, *value, *big_list = NULL, *big_value = NULL;
 	/* most files have none: one call learns it */
-	ssize_t len = read_xattr(lower, h, name, NULL, small_list, sizeof small_list, &big_list, &list);
+	ssize_t len = ovl_layer_xattr(lower, h, name, NULL, small_list, sizeof small_list, &big_list, &list);
 	int res = len < 0 && errno != ENOTSUP && errno != ENOSYS ? -errno : 0;
 	for (ssize_t off = 0; off < len && res == 0; off += (ssize_t)strlen(list + off) + 1) {
 		const char *x = list + off;
 		if (x[0] == '\0' || ovl_xattr_is_internal(x))
 			continue;
-		ssize_t vlen = read_xattr(lower, h, name, x, small_value, sizeof small_value, &big_value, &value);
+		ssize_t vlen = ovl_layer_xattr(lower, h, name, x, small_value, sizeof small_value, &big_value, &value);
 		res = vlen < 0 ? -errno : ovl_upper_setxattr(upper, dst, dst_name, x, value, (size_t)vlen, 0);
 		if (res == -ENOTSUP)
 			res = 0;

@@ -56,22 +56,9 @@ bool ovl_opaque_xattr_name(const char *xname)
 /* One listxattr, and a getxattr only for a name that is present. */
 static int opaque_by_xattr(struct ovl_layer *layer, int dirfd)
 {
-	char small[1024], *list = small;
-	ssize_t len = layer->ops->listxattrat(layer, dirfd, NULL, small, sizeof small);
-	if (len < 0 && errno == ERANGE) {
-		len = layer->ops->listxattrat(layer, dirfd, NULL, NULL, 0);
-		if (len > 0 && (list = malloc((size_t)len)) != NULL)
-			len = layer->ops->listxattrat(layer, dirfd, NULL, list, (size_t)len);
-		else if (len > 0)
-			return -ENOMEM;
-	}
-	if (len < 0) {
-		int e = errno;
-		if (list != small)
-			free(list);
-		return (e == ENOTSUP || e == ENODATA) ? 0 : -e;
-	}
-	int res = 0;
+	char small[1024], *list, *big = NULL;
+	ssize_t len = ovl_layer_xattr(layer, dirfd, NULL, NULL, small, sizeof small, &big, &list);
+	int res = len < 0 && errno != ENOTSUP && errno != ENODATA ? -errno : 0;
 	for (ssize_t off = 0; off < len && res == 0; off += (ssize_t)strlen(list + off) + 1) {
 		if (!ovl_opaque_xattr_name(list + off))
 			continue;
@@ -79,8 +66,7 @@ static int opaque_by_xattr(struct ovl_layer *layer, int dirfd)
 		ssize_t vl = layer->ops->getxattrat(layer, dirfd, NULL, list + off, v, sizeof v);
 		res = vl == 1 && v[0] == 'y';
 	}
-	if (list != small)
-		free(list);
+	free(big);
 	return res;
 }
 
