@@ -4,7 +4,6 @@
  * the next mount removes. */
 #include "config.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -15,48 +14,55 @@
 #include "../layers/upper.h"
 #include "overlay.h"
 
+/* Removes the directory dirfd/name and everything below it. */
+static int remove_dir(struct ovl_fs *fs, int dirfd, const char *name)
+{
+	struct ovl_layer *upper = &fs->layers[0];
+	int sub = ovl_layer_open(fs, upper, dirfd, name, O_RDONLY | O_DIRECTORY);
+	int r = sub < 0 ? -errno : 0;
+	if (r == -EACCES && (r = ovl_upper_chmod(upper, dirfd, name, 0700)) == 0) {
+		sub = ovl_layer_open(fs, upper, dirfd, name, O_RDONLY | O_DIRECTORY);
+		r = sub < 0 ? -errno : 0;
+	}
+	if (r < 0)
+		return r;
+	r = ovl_work_empty_dir(fs, sub);
+	upper->ops->close(upper, sub);
+	return r < 0 ? r : ovl_upper_rmdir(upper, dirfd, name);
+}
+
+struct emptying {
+	struct ovl_fs *fs;
+	int dirfd;
+	int res; /* the last failure */
+};
+
+/* Removes one entry of the directory being emptied. */
+static int remove_entry(void *arg, const char *name, uint8_t type, ino_t ino)
+{
+	struct emptying *e = arg;
+	(void)type, (void)ino;
+	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return 0;
+	int r = ovl_upper_unlink(&e->fs->layers[0], e->dirfd, name);
+	if (r == -EISDIR || r == -EPERM)
+		r = remove_dir(e->fs, e->dirfd, name);
+	if (r < 0)
+		e->res = r;
+	return 0;
+}
+
 /* Removes everything below dirfd without following any symlink. */
 int ovl_work_empty_dir(struct ovl_fs *fs, int dirfd)
 {
 	struct ovl_layer *upper = &fs->layers[0];
-	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	int res = 0;
-	if (d == NULL) {
-		if (fd >= 0)
-			close(fd);
+	struct emptying e = { .fs = fs, .dirfd = dirfd };
+	int fd = ovl_layer_open(fs, upper, dirfd, ".", O_RDONLY | O_DIRECTORY);
+	if (fd < 0)
 		return -errno;
-	}
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		int r = ovl_upper_unlink(upper, dirfd, de->d_name);
-		if (r == 0)
-			continue;
-		if (r != -EISDIR && r != -EPERM) {
-			res = r;
-			continue;
-		}
-		int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		r = sub < 0 ? -errno : 0;
-		if (r == -EACCES && (r = ovl_upper_chmod(upper, dirfd, de->d_name, 0700)) == 0) {
-			sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			r = sub < 0 ? -errno : 0;
-		}
-		if (r < 0) {
-			res = r;
-			continue;
-		}
-		r = ovl_work_empty_dir(fs, sub);
-		close(sub);
-		if (r == 0)
-			r = ovl_upper_rmdir(upper, dirfd, de->d_name);
-		if (r < 0)
-			res = r;
-	}
-	closedir(d);
-	return res;
+	int r = upper->ops->list(upper, fd, remove_entry, &e) < 0 ? -errno : e.res;
+	upper->ops->close(upper, fd);
+	return r;
 }
 
 void ovl_work_tempname(struct ovl_fs *fs, char buf[OVL_TEMPNAME_MAX])
@@ -72,13 +78,7 @@ int ovl_work_remove(struct ovl_fs *fs, const char *name)
 		return 0;
 	if (res != -EISDIR && res != -EPERM)
 		return res == -ENOENT ? 0 : res;
-	int fd = openat(fs->work_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	res = ovl_work_empty_dir(fs, fd);
-	close(fd);
-	if (res == 0)
-		res = ovl_upper_rmdir(upper, fs->work_fd, name);
+	res = remove_dir(fs, fs->work_fd, name);
 	if (res < 0)
 		ovl_log(OVL_WARN, "workdir: cannot remove %s: %s", name, strerror(-res));
 	return res;
