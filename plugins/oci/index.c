@@ -32,7 +32,8 @@ static int fail(struct oci_index *ix, const char *fmt, ...)
 uint64_t oci_index_bytes(const struct oci_index *ix)
 {
 	return sizeof *ix + ix->capnodes * sizeof(struct node) + ix->capobjs * sizeof(struct obj) + ix->acap +
-	       ix->nbuckets * sizeof(uint32_t) + ix->capstack * sizeof(uint32_t) + ix->charged;
+	       ix->nbuckets * sizeof(uint32_t) + ix->capstack * sizeof(uint32_t) + ix->capdirs * sizeof(struct dpath) +
+	       ix->charged;
 }
 
 int oci_index_charge(void *arg, uint64_t bytes)
@@ -251,17 +252,117 @@ static const char *normalize(const char *path, size_t len, char *out, size_t *ou
 	return NULL;
 }
 
+/* ---- directories by their whole path ---- */
+
+static uint64_t path_hash(const struct oci_index *ix, const char *p, size_t len)
+{
+	return XXH3_64bits_withSeed(p, len, ix->seed ^ 0x9e3779b97f4a7c15ULL);
+}
+
+static bool live_dir(const struct oci_index *ix, uint32_t n)
+{
+	return ix->nodes[n].parent != DETACHED && obj_is(ix, ix->nodes[n].obj, S_IFDIR);
+}
+
+/* A directory whose path has hash h, or OCI_NONE. */
+static uint32_t dir_find(const struct oci_index *ix, uint64_t h)
+{
+	if (!ix->capdirs)
+		return OCI_NONE;
+	for (size_t i = h & (ix->capdirs - 1);; i = (i + 1) & (ix->capdirs - 1)) {
+		const struct dpath *d = &ix->dirs[i];
+		if (!d->node)
+			return OCI_NONE;
+		if (d->h == h && live_dir(ix, d->node))
+			return d->node;
+	}
+}
+
+static void dir_put(struct dpath *t, size_t cap, uint64_t h, uint32_t node)
+{
+	size_t i = h & (cap - 1);
+	while (t[i].node)
+		i = (i + 1) & (cap - 1);
+	t[i] = (struct dpath){ h, node };
+}
+
+static int dir_add(struct oci_index *ix, const char *p, size_t len, uint32_t node)
+{
+	if (2 * (ix->ndirs + 1) > ix->capdirs) {
+		size_t cap = ix->capdirs ? 2 * ix->capdirs : 1024;
+		if (oci_index_bytes(ix) + cap * sizeof(struct dpath) > ix->lim.max_index_bytes)
+			return fail(ix, "index larger than %llu bytes (FUSE_OVERLAYFS_OCI_MAX_INDEX)",
+				    (unsigned long long)ix->lim.max_index_bytes);
+		struct dpath *t = calloc(cap, sizeof *t);
+		if (!t)
+			return fail(ix, "out of memory for the index");
+		for (size_t i = 0; i < ix->capdirs; i++)
+			if (ix->dirs[i].node)
+				dir_put(t, cap, ix->dirs[i].h, ix->dirs[i].node);
+		free(ix->dirs);
+		ix->dirs = t;
+		ix->capdirs = cap;
+	}
+	dir_put(ix->dirs, ix->capdirs, path_hash(ix, p, len), node);
+	ix->ndirs++;
+	return 0;
+}
+
+/* Whether directory node n is at path p (len bytes), walking up from it. */
+static bool dir_is(const struct oci_index *ix, uint32_t n, const char *p, size_t len)
+{
+	for (size_t end = len; n != OCI_ROOT; n = ix->nodes[n].parent) {
+		if (!live_dir(ix, n) || !end)
+			return false;
+		const char *name = (const char *)ix->arena + ix->nodes[n].name;
+		size_t l = strlen(name);
+		if (l > end || memcmp(p + end - l, name, l) || (l < end && p[end - l - 1] != '/'))
+			return false;
+		end -= l < end ? l + 1 : l;
+		if (!end && ix->nodes[n].parent != OCI_ROOT)
+			return false;
+	}
+	return true;
+}
+
+/* The number of leading components of p (k of them, ending at ix->ends)
+ * that exist as directories, and the deepest of them in *at: a binary
+ * search, as a path's existing directories are always a prefix of it. */
+static size_t known_prefix(struct oci_index *ix, const char *p, size_t k, uint32_t *at)
+{
+	size_t lo = 0, hi = k;
+	uint32_t best = OCI_ROOT;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo + 1) / 2;
+		uint32_t n = dir_find(ix, path_hash(ix, p, ix->ends[mid]));
+		if (n)
+			lo = mid, best = n;
+		else
+			hi = mid - 1;
+	}
+	if (lo && !dir_is(ix, best, p, ix->ends[lo]))
+		lo = 0, best = OCI_ROOT; /* a hash collision: the walk from the root will do */
+	*at = best;
+	return lo;
+}
+
 /* The directory node at normalised path p (len bytes), made (as implied
  * directories) where missing when create.  OCI_NONE with *why when the path
  * is refused (through a symlink or a file, absent), or with ix->err set on
  * a bound. */
 static uint32_t walk(struct oci_index *ix, const char *p, size_t len, bool create, const char **why)
 {
-	uint32_t cur = OCI_ROOT;
-	for (size_t i = 0; i < len;) {
-		size_t j = i;
-		while (j < len && p[j] != '/')
-			j++;
+	size_t k = 0;
+	for (size_t i = 0; i <= len; i++)
+		if (i == len || p[i] == '/')
+			ix->ends[++k] = i;
+	if (!len)
+		k = 0;
+	ix->ends[0] = 0;
+	uint32_t cur;
+	size_t c = known_prefix(ix, p, k, &cur);
+	for (; c < k; c++) {
+		size_t i = c ? ix->ends[c] + 1 : 0, j = ix->ends[c + 1];
 		uint32_t n = oci_index_find(ix, cur, p + i, j - i);
 		if (n && !obj_is(ix, ix->nodes[n].obj, S_IFDIR)) {
 			*why = obj_is(ix, ix->nodes[n].obj, S_IFLNK) ? "the path goes through a symlink"
@@ -274,11 +375,10 @@ static uint32_t walk(struct oci_index *ix, const char *p, size_t len, bool creat
 		}
 		if (!n) {
 			long o = new_obj(ix, S_IFDIR | 0755, 0, 0, ix->root_mtime, 0);
-			if (o < 0 || !(n = new_node(ix, cur, p + i, j - i, (uint32_t)o)))
+			if (o < 0 || !(n = new_node(ix, cur, p + i, j - i, (uint32_t)o)) || dir_add(ix, p, j, n) < 0)
 				return OCI_NONE;
 		}
 		cur = n;
-		i = j + 1;
 	}
 	return cur;
 }
@@ -467,7 +567,11 @@ int oci_index_add(struct oci_index *ix, const struct tar_entry *e)
 		if (o < 0)
 			return -1;
 	}
-	return bind(ix, dir, base, blen, (uint32_t)o);
+	if (bind(ix, dir, base, blen, (uint32_t)o) < 0)
+		return -1;
+	if (!obj_is(ix, (uint32_t)o, S_IFDIR))
+		return 0;
+	return dir_add(ix, ix->norm, len, oci_index_find(ix, dir, base, blen));
 }
 
 struct oci_index *oci_index_alloc(const struct oci_limits *lim)
@@ -514,8 +618,10 @@ void oci_index_finish(struct oci_index *ix)
 		if (ix->nodes[n].parent != DETACHED && obj_is(ix, ix->nodes[n].obj, S_IFDIR))
 			ix->objs[ix->nodes[ix->nodes[n].parent].obj].nlink++;
 	free(ix->stack);
+	free(ix->dirs);
 	ix->stack = NULL;
-	ix->capstack = 0;
+	ix->dirs = NULL;
+	ix->capstack = ix->capdirs = 0;
 }
 
 const char *oci_index_error(const struct oci_index *ix)
@@ -537,6 +643,7 @@ void oci_index_free(struct oci_index *ix)
 	free(ix->arena);
 	free(ix->buckets);
 	free(ix->stack);
+	free(ix->dirs);
 	free(ix);
 }
 

@@ -43,6 +43,16 @@ struct oci_index {
 	char last_dir[PATH_MAX + 1];
 	size_t last_len;
 	uint32_t last_node;
+	/* every directory made, by the hash of its whole path (during the build
+	 * only): the deepest existing directory of a path is found in a few
+	 * probes, so a tar that interleaves entries of deep directories costs
+	 * no lookup a component for each of them */
+	struct dpath {
+		uint64_t h;
+		uint32_t node; /* 0: an empty slot */
+	} *dirs;
+	size_t ndirs, capdirs;
+	size_t ends[OCI_MAX_DEPTH + 1]; /* where the components of a path end */
 	char norm[PATH_MAX + 1], norm2[PATH_MAX + 1];
 	char err[256];
 };

@@ -223,9 +223,23 @@ START_TEST(index_replacement)
 	t_node(&t, "self", '2', 0777, "f");
 	t_node(&t, "f2", '1', 0644, "f");
 	t_node(&t, "f2", '1', 0644, "f");      /* the same link again */
+	/* deep directories in turn, one replaced by a file and made again */
+	t_file(&t, "p/q/r/s/f1", "1");
+	t_file(&t, "x/y/f2", "2");
+	t_file(&t, "p/q/r/s/f3", "3");
+	t_file(&t, "p/q", "file");
+	t_file(&t, "p/q/r/g", "through a file");
+	t_node(&t, "p/q/", '5', 0755, NULL);
+	t_file(&t, "p/q/r/h", "h");
+	t_file(&t, "x/y/f4", "4");
 	t_end(&t);
 	struct ovl_plugin_layer *L = open_tw(&t, GZ, &o);
-	ck_assert_int_eq(o.lines, 0);
+	ck_assert_msg(o.lines == 1 && strstr(o.log, "'p/q/r/g': left out: the path goes through a non-directory"), "%s",
+		      o.log);
+	ck_assert(!exists(L, "p/q/r/s/f1") && !exists(L, "p/q/r/s"));
+	assert_content(L, "p/q/r/h", "h");
+	assert_content(L, "x/y/f2", "2");
+	assert_content(L, "x/y/f4", "4");
 	assert_content(L, "f", "two");
 	ck_assert_int_eq(st_path(L, "d", &st), 0);
 	ck_assert_int_eq(st.st_mode, S_IFDIR | 0700);
