@@ -142,7 +142,9 @@ int main(int argc, char *argv[])
 	}
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
-	if (ftr_stop(transport))
+	if (ftr_stop(transport)) {
 		fuse_session_destroy(se);
+		ovl_fs_unmounted(fs);
+	}
 	return res ? 1 : 0;
 }

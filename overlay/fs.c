@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "../layers/upper.h"
+#include "../plugins/loader.h"
 #include "overlay.h"
 
 static int open_layer(struct ovl_fs *fs, uint32_t index, const char *path, bool upper, char *err, size_t errlen)
@@ -24,22 +25,15 @@ static int open_layer(struct ovl_fs *fs, uint32_t index, const char *path, bool 
 	return res < 0 ? -1 : 0;
 }
 
-/* The lower layers: the directories of cfg->lowerdir, or those given. */
-static int open_lowers(struct ovl_fs *fs, char **paths, const struct ovl_layer *given, size_t n, char *err,
-		       size_t errlen)
+/* Takes the given lower layers over, in their places below the upper. */
+static void place_lowers(struct ovl_fs *fs, const struct ovl_layer *given, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		uint32_t index = (uint32_t)i + fs->has_upper;
-		if (given == NULL) {
-			if (open_layer(fs, index, paths[i], false, err, errlen) < 0)
-				return -1;
-			continue;
-		}
 		fs->layers[index] = given[i];
 		fs->layers[index].index = index;
 		fs->layers[index].is_upper = false;
 	}
-	return 0;
 }
 
 /* Numbers the distinct filesystems; xino needs room for them in st_ino. */
@@ -94,20 +88,116 @@ static long raise_nofile(void)
 	return rl.rlim_cur > (1 << 20) ? (1 << 20) : (long)rl.rlim_cur;
 }
 
+/* Closes l's root handle and frees its path (its layer data is its own). */
+static void close_layer(struct ovl_layer *l)
+{
+	if (l->root_fd >= 0)
+		l->ops->close(l, l->root_fd);
+	l->root_fd = -1;
+	free(l->path);
+	l->path = NULL;
+}
+
+/* The lower layers of cfg->lowerdir, top first: directories, and the layers
+ * of plugin entries //NAME/DATA/PATH (one entry may stand for several). */
+struct lowers {
+	struct ovl_layer *v;
+	size_t n, cap;
+	struct ovl_plugins *plugins;
+};
+
+static void lowers_close(struct lowers *lw)
+{
+	for (size_t i = 0; i < lw->n; i++)
+		close_layer(&lw->v[i]);
+	free(lw->v);
+	ovl_plugins_free(lw->plugins);
+}
+
+static int lowers_room(struct lowers *lw, size_t more, char *err, size_t errlen)
+{
+	if (lw->n + more <= lw->cap)
+		return 0;
+	size_t cap = lw->cap * 2 > lw->n + more ? lw->cap * 2 : lw->n + more;
+	struct ovl_layer *v = realloc(lw->v, cap * sizeof *v);
+	if (v == NULL) {
+		snprintf(err, errlen, "lowerdir: %s", strerror(ENOMEM));
+		return -1;
+	}
+	lw->v = v;
+	lw->cap = cap;
+	return 0;
+}
+
+static int open_lower(struct lowers *lw, const char *entry, char *err, size_t errlen)
+{
+	if (!ovl_plugin_spec_is(entry)) {
+		if (lowers_room(lw, 1, err, errlen) < 0)
+			return -1;
+		memset(&lw->v[lw->n], 0, sizeof lw->v[lw->n]);
+		int res = ovl_direct_layer_open(&lw->v[lw->n], entry);
+		if (res < 0) {
+			snprintf(err, errlen, "%s: lowerdir: %s", entry, strerror(-res));
+			return -1;
+		}
+		lw->n++;
+		return 0;
+	}
+	/* without -o plugins=, those of the plugin directory, as 1.10 */
+	if (lw->plugins == NULL && ovl_plugins_load(NULL, &lw->plugins, err, errlen) < 0)
+		return -1;
+	if (lowers_room(lw, OVL_PLUGIN_MAX_LAYERS, err, errlen) < 0)
+		return -1;
+	int n = ovl_plugins_open_layers(lw->plugins, entry, &lw->v[lw->n], err, errlen);
+	lw->n += n > 0 ? (size_t)n : 0;
+	return n < 0 ? -1 : 0;
+}
+
+static int open_lower_list(const struct ovl_config *cfg, struct lowers *lw, char *err, size_t errlen)
+{
+	char **paths;
+	size_t npaths;
+	if (ovl_split_layers(cfg->lowerdir, &paths, &npaths) < 0) {
+		snprintf(err, errlen, "lowerdir: cannot parse");
+		return -1;
+	}
+	int res = 0;
+	if (cfg->plugins && cfg->plugins[0])
+		res = ovl_plugins_load(cfg->plugins, &lw->plugins, err, errlen);
+	for (size_t i = 0; res == 0 && i < npaths; i++)
+		res = open_lower(lw, paths[i], err, errlen);
+	ovl_free_strv(paths, npaths);
+	return res;
+}
+
 int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t errlen)
 {
-	return ovl_fs_open_with(cfg, NULL, 0, out, err, errlen);
+	struct lowers lw = { 0 };
+	if (open_lower_list(cfg, &lw, err, errlen) < 0) {
+		lowers_close(&lw);
+		return -1;
+	}
+	int res = ovl_fs_open_with(cfg, lw.v, lw.n, out, err, errlen);
+	free(lw.v); /* the layers are the mount's now */
+	if (res < 0)
+		ovl_plugins_free(lw.plugins);
+	else
+		(*out)->plugins = lw.plugins;
+	return res;
 }
 
 int ovl_fs_open_with(struct ovl_config *cfg, const struct ovl_layer *given, size_t ngiven, struct ovl_fs **out,
 		     char *err, size_t errlen)
 {
-	char **lowers = NULL; /* cfg->lowerdir's, without given */
-	size_t npaths = 0;
 	struct ovl_fs *fs = calloc(1, sizeof *fs);
-	if (fs == NULL || (given == NULL && ovl_split_layers(cfg->lowerdir, &lowers, &npaths) < 0)) {
-		snprintf(err, errlen, "lowerdir: cannot parse");
+	uint32_t *all = NULL;
+	if (fs == NULL || (fs->layers = calloc(ngiven + 1, sizeof *fs->layers)) == NULL) {
 		free(fs);
+		for (size_t i = 0; i < ngiven; i++) {
+			struct ovl_layer l = given[i];
+			close_layer(&l);
+		}
+		snprintf(err, errlen, "%s", strerror(ENOMEM));
 		return -1;
 	}
 	ovl_direct_probe_syscalls();
@@ -123,18 +213,15 @@ int ovl_fs_open_with(struct ovl_config *cfg, const struct ovl_layer *given, size
 	read_overflow_id("/proc/sys/kernel/overflowgid", &cfg->gidmap);
 	fs->timeout = cfg->timeout;
 	fs->has_upper = cfg->upperdir != NULL;
-	size_t nlowers = given ? ngiven : npaths;
-	fs->nlayers = (uint32_t)nlowers + fs->has_upper;
+	fs->nlayers = (uint32_t)ngiven + fs->has_upper;
 	fs->workdir_fd = fs->work_fd = -1;
 	ovl_locks_init(&fs->tree_lock);
-	fs->layers = calloc(fs->nlayers, sizeof *fs->layers);
-	uint32_t *all = calloc(fs->nlayers, sizeof *all);
-	if (fs->layers == NULL || all == NULL)
+	fs->layers[0].root_fd = -1;
+	place_lowers(fs, given, ngiven); /* first: from here on ovl_fs_close closes them */
+	all = calloc(fs->nlayers, sizeof *all);
+	if (all == NULL)
 		goto fail_nomem;
-	for (uint32_t i = 0; i < fs->nlayers; i++)
-		fs->layers[i].root_fd = -1;
-	if ((fs->has_upper && open_layer(fs, 0, cfg->upperdir, true, err, errlen) < 0) ||
-	    open_lowers(fs, lowers, given, nlowers, err, errlen) < 0)
+	if (fs->has_upper && open_layer(fs, 0, cfg->upperdir, true, err, errlen) < 0)
 		goto fail;
 	if (fs->has_upper) {
 		fs->workdir_fd = open(cfg->workdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -176,14 +263,12 @@ int ovl_fs_open_with(struct ovl_config *cfg, const struct ovl_layer *given, size
 		goto fail_nomem;
 	ovl_node_load_override(fs, fs->root, fs->layers[0].root_fd, NULL, &st);
 	free(all);
-	ovl_free_strv(lowers, npaths);
 	*out = fs;
 	return 0;
 fail_nomem:
 	snprintf(err, errlen, "%s", strerror(ENOMEM));
 fail:
 	free(all);
-	ovl_free_strv(lowers, npaths);
 	ovl_fs_close(fs);
 	return -1;
 }
@@ -209,6 +294,18 @@ int ovl_fs_prepare_workdir(struct ovl_fs *fs, char *err, size_t errlen)
 	return 0;
 }
 
+void ovl_fs_unmounted(struct ovl_fs *fs)
+{
+	if (fs->plugins == NULL)
+		return; /* the rest goes with the process */
+	ovl_prefetch_stop(fs);
+	ovl_workers_stop(fs);
+	for (uint32_t i = 0; i < fs->nlayers; i++)
+		close_layer(&fs->layers[i]);
+	ovl_plugins_free(fs->plugins);
+	fs->plugins = NULL;
+}
+
 void ovl_fs_close(struct ovl_fs *fs)
 {
 	if (fs == NULL)
@@ -219,12 +316,9 @@ void ovl_fs_close(struct ovl_fs *fs)
 	ovl_notify_drain(fs);
 	ovl_nodes_free(fs);
 	ovl_aliases_free(fs);
-	for (uint32_t i = 0; fs->layers && i < fs->nlayers; i++) {
-		struct ovl_layer *l = &fs->layers[i];
-		if (l->root_fd >= 0)
-			l->ops->close(l, l->root_fd);
-		free(fs->layers[i].path);
-	}
+	for (uint32_t i = 0; fs->layers && i < fs->nlayers; i++)
+		close_layer(&fs->layers[i]);
+	ovl_plugins_free(fs->plugins); /* after their roots: releases plugin layers */
 	if (fs->work_fd >= 0)
 		close(fs->work_fd);
 	if (fs->workdir_fd >= 0)

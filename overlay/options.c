@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../plugins/loader.h"
 #include "overlay.h"
 
 enum opt_kind {
@@ -38,12 +39,6 @@ struct opt_row {
 };
 
 #define F(field) offsetof(struct ovl_config, field)
-
-static int later(const char *name, char *err, size_t errlen)
-{
-	snprintf(err, errlen, "%s: not supported yet", name);
-	return -1;
-}
 
 /* Appends item to the ','-separated list *field (NULL: empty); -1: no memory.
  * A mapping is kept so (several uidmapping= join) and parsed once all options
@@ -131,14 +126,6 @@ static int check_xattr_permissions(struct ovl_config *cfg, const char *v, char *
 	return -1;
 }
 
-static int check_plugins(struct ovl_config *cfg, const char *v, char *err, size_t errlen)
-{
-	(void)cfg;
-	if (v == NULL || v[0] == '\0')
-		return 0;
-	return later("plugins", err, errlen);
-}
-
 static int check_volatile(struct ovl_config *cfg, const char *v, char *err, size_t errlen)
 {
 	(void)v;
@@ -187,7 +174,7 @@ static const struct opt_row opt_table[] = {
 	{ .name = "writeback", .kind = OPT_BOOL, .offset = F(writeback) },
 	{ .name = "fast_ino", .kind = OPT_IGNORED },
 	{ .name = "fast_ino_check", .kind = OPT_UINT, .offset = F(fast_ino_check), .max = UINT_MAX },
-	{ .name = "plugins", .kind = OPT_CUSTOM, .check = check_plugins },
+	{ .name = "plugins", .kind = OPT_STRING, .offset = F(plugins) },
 	{ .name = "redirect_dir", .kind = OPT_CUSTOM, .check = check_redirect_dir },
 	{ .name = "xino", .kind = OPT_CUSTOM, .check = check_xino },
 	{ .name = "ino32_t", .kind = OPT_CUSTOM, .check = check_ino32 },
@@ -433,6 +420,7 @@ void ovl_config_free(struct ovl_config *cfg)
 	free(cfg->lowerdir);
 	free(cfg->upperdir);
 	free(cfg->workdir);
+	free(cfg->plugins);
 	free(cfg->uidmapping);
 	free(cfg->gidmapping);
 	free(cfg->kernel_opts);
@@ -541,9 +529,12 @@ nomem:
 	return -ENOMEM;
 }
 
-/* Whether `inner` is `outer` or lies below it (both resolved). */
+/* Whether `inner` is `outer` or lies below it (both resolved; NULL, a
+ * plugin's layer, is within nothing). */
 static bool path_within(const char *inner, const char *outer)
 {
+	if (inner == NULL || outer == NULL)
+		return false;
 	size_t ol = strlen(outer);
 	if (strcmp(outer, "/") == 0)
 		return true;
@@ -589,14 +580,25 @@ int ovl_options_check_paths(const struct ovl_config *cfg, char *err, size_t errl
 	if (real_lowers == NULL)
 		goto out;
 	for (size_t i = 0; i < nlowers; i++) {
-		if (strncmp(lowers[i], "//", 2) == 0) {
-			snprintf(err, errlen, "%s: lowerdir: plugin layers are not supported yet", lowers[i]);
-			goto out;
+		if (ovl_plugin_spec_is(lowers[i])) {
+			struct ovl_plugin_spec spec; /* its plugin checks the rest (fs.c) */
+			if (ovl_plugin_spec_parse(lowers[i], &spec) < 0) {
+				snprintf(err, errlen, "%s: lowerdir: want //NAME/DATA/PATH (PATH absolute)", lowers[i]);
+				goto out;
+			}
+			ovl_plugin_spec_free(&spec);
+			continue;
 		}
 		if (check_dir("lowerdir", lowers[i], false, &real_lowers[i], &st, err, errlen) < 0)
 			goto out;
 	}
 	if (cfg->upperdir) {
+		if (ovl_plugin_spec_is(cfg->upperdir) || ovl_plugin_spec_is(cfg->workdir)) {
+			bool up = ovl_plugin_spec_is(cfg->upperdir);
+			snprintf(err, errlen, "%s: %s: plugin layers (//NAME/DATA/PATH) are lower layers only",
+				 up ? cfg->upperdir : cfg->workdir, up ? "upperdir" : "workdir");
+			goto out;
+		}
 		if (check_dir("upperdir", cfg->upperdir, true, &upper, &ust, err, errlen) < 0 ||
 		    check_dir("workdir", cfg->workdir, true, &work, &wst, err, errlen) < 0)
 			goto out;

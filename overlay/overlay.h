@@ -279,6 +279,7 @@ struct ovl_fs {
 	struct ftr *transport;
 	struct ovl_config *cfg;
 	struct ovl_layer *layers;    /* [0] is upper when has_upper, then lowers top first */
+	struct ovl_plugins *plugins; /* the loaded plugins (plugins/loader.h), or NULL */
 	uint32_t nlayers;
 	bool has_upper;
 	int workdir_fd;              /* <workdir>, or -1 */
@@ -316,12 +317,15 @@ struct ovl_fs {
 /* fs.c: set up and tear down the layer stack */
 int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t errlen);
 /* The same over the lower layers given (ops, caps, root, dev, path and data
- * set; top first) instead of cfg->lowerdir's directories: a mount that
- * opens takes them over (ovl_fs_close closes their roots, frees their paths). */
+ * set; top first) instead of cfg->lowerdir's: it takes them over, also when
+ * it fails (ovl_fs_close closes their roots, frees their paths). */
 int ovl_fs_open_with(struct ovl_config *cfg, const struct ovl_layer *given, size_t ngiven, struct ovl_fs **out,
 		     char *err, size_t errlen);
 int ovl_fs_prepare_workdir(struct ovl_fs *fs, char *err, size_t errlen);
 void ovl_fs_close(struct ovl_fs *fs);
+/* The mount is gone and no request runs: plugin layers are released (their
+ * plugins may keep state outside the process).  The last call on fs. */
+void ovl_fs_unmounted(struct ovl_fs *fs);
 
 /* nodes.c: the node table of a mount (fs->nodes), with the identity hash
  * and the directory-fd LRU */

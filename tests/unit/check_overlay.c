@@ -123,7 +123,6 @@ static const struct {
 	{ "lowerdir=/a,xattr_permissions=7", "xattr_permissions: want 0, 1 or 2" },
 	{ "lowerdir=/a,xino=maybe", "xino: want off" },
 	{ "lowerdir=/a,ino32_t=1", "ino32_t: takes no value" },
-	{ "lowerdir=/a,plugins=/x.so", "plugins: not supported yet" },
 	{ "lowerdir=/a,static_nlink=1", "static_nlink: takes no value" },
 	{ "lowerdir=/a,lowerdir", "lowerdir: needs a value" },
 };
