@@ -245,3 +245,45 @@ int ovl_listing_find(struct ovl_node *dir, const char *name, struct ovl_found *f
 	pthread_rwlock_unlock(&d->lock);
 	return res;
 }
+
+/* ---- changes made through us, noted in the cached listing ---- */
+enum { NAME_REMOVED = -1, NOTHING_KNOWN = -2 };
+
+/* The cached listing goes, unless name is a name removed (type
+ * NAME_REMOVED) or made (type DT_*) through us, which it can note instead. */
+static void dir_changed(struct ovl_node *dir, const char *name, int type)
+{
+	struct ovl_dir *d = dir->dir;
+	atomic_fetch_add(&d->version, 1);
+	pthread_rwlock_wrlock(&d->lock);
+	struct ovl_listing *l = d->listing;
+	if (l && type == NAME_REMOVED && ovl_listing_remove_name(l, name))
+		l = NULL;
+	else if (l && type >= 0 && ovl_listing_add_name(l, name, (uint8_t)type))
+		l = NULL;
+	else
+		d->listing = NULL;
+	pthread_rwlock_unlock(&d->lock);
+	if (l) {
+		/* listing again must cost no more than the probes it saves, or a
+		 * directory being filled is listed once per new name */
+		atomic_store(&d->probe_cost, 0);
+		atomic_store(&d->list_after, (unsigned)ovl_listing_count(l) * d->nlayers);
+		ovl_listing_unref(l);
+	}
+}
+
+void ovl_dir_changed(struct ovl_node *dir)
+{
+	dir_changed(dir, NULL, NOTHING_KNOWN);
+}
+
+void ovl_dir_name_removed(struct ovl_node *dir, const char *name)
+{
+	dir_changed(dir, name, NAME_REMOVED);
+}
+
+void ovl_dir_name_added(struct ovl_node *dir, const char *name, mode_t mode)
+{
+	dir_changed(dir, name, IFTODT(mode));
+}

@@ -14,55 +14,9 @@
 #include <unistd.h>
 
 #include "hash.h"
+#include "nodes_table.h"
 #include "overlay.h"
 #include "readdir.h"
-
-/* ---- slots: nodeid -> node ---- */
-#define SLOT_SHARD_BITS 4
-#define SLOT_SHARDS (1u << SLOT_SHARD_BITS)
-#define CHUNK_BITS 12
-#define CHUNK_SIZE (1u << CHUNK_BITS)
-#define MAX_CHUNKS 4096
-
-struct slot {
-	_Atomic(struct ovl_node *) node;
-	uint64_t generation;
-	uint64_t next_free; /* index + 1 of the next free slot, 0: none */
-};
-
-struct slot_shard {
-	pthread_mutex_t lock;
-	uint64_t used;      /* slots ever handed out */
-	uint64_t free_head; /* index + 1 */
-};
-
-/* identity hash: (dev, ino) -> node; guards nlookup and refs */
-#define ID_SHARDS 64
-
-struct id_shard {
-	pthread_mutex_t lock;
-	struct ovl_chain chain;
-};
-
-/* The node table of one mount (fs->nodes).  The id shards (one line each),
- * the fd list with its clock, and the chunk pointers every request reads
- * start cache lines of their own: a write to one part does not take the
- * line another part is read from. */
-#define CACHE_LINE 64
-struct ovl_nodes {
-	struct slot_shard slot_shards[SLOT_SHARDS];
-	atomic_uint next_slot_shard;
-	atomic_long nodes_alive, dirs_alive;
-	_Alignas(CACHE_LINE) struct id_shard id_shards[ID_SHARDS];
-	/* directory fds: every directory node holding some, least recently used first */
-	_Alignas(CACHE_LINE) pthread_mutex_t fd_list_lock;
-	struct ovl_node *fd_list_head, *fd_list_tail;
-	atomic_uint_fast64_t fd_clock;
-	/* Chunk-major, so the first chunks of every shard share one page: the
-	 * table is mmap'ed, untouched pages cost no memory, and a small mount
-	 * touches one page here, not one per shard. */
-	_Alignas(CACHE_LINE) struct slot *chunk_dir[MAX_CHUNKS][SLOT_SHARDS];
-};
 
 /* The shard a thread allocates slots from, as an index: the same in every
  * mount's table, so one thread-local serves all mounts of the process (a
@@ -272,169 +226,6 @@ static bool node_per_name(const struct ovl_fs *fs, uint32_t layer, const struct 
 	return fs->has_upper && layer != 0 && !S_ISDIR(st->st_mode) && st->st_nlink > 1;
 }
 
-/* ---- directory fds ---- */
-static void fd_list_unlink(struct ovl_nodes *t, struct ovl_node *n)
-{
-	struct ovl_dir *d = n->dir;
-	if (d->fd_prev)
-		d->fd_prev->dir->fd_next = d->fd_next;
-	else
-		t->fd_list_head = d->fd_next;
-	if (d->fd_next)
-		d->fd_next->dir->fd_prev = d->fd_prev;
-	else
-		t->fd_list_tail = d->fd_prev;
-	d->fd_prev = d->fd_next = NULL;
-}
-
-static void fd_list_append(struct ovl_nodes *t, struct ovl_node *n)
-{
-	struct ovl_dir *d = n->dir;
-	d->fd_prev = t->fd_list_tail;
-	d->fd_next = NULL;
-	if (t->fd_list_tail)
-		t->fd_list_tail->dir->fd_next = n;
-	else
-		t->fd_list_head = n;
-	t->fd_list_tail = n;
-}
-
-static void close_dir_fds(struct ovl_fs *fs, struct ovl_dir *d)
-{
-	for (uint32_t i = 0; i < d->nlayers; i++)
-		if (d->fds[i] >= 0) {
-			struct ovl_layer *l = &fs->layers[d->layers[i]];
-			l->ops->close(l, d->fds[i]);
-			d->fds[i] = -1;
-			atomic_fetch_sub(&fs->dir_fds_open, 1);
-		}
-}
-
-/* Closes the fds of idle directories until down to target.  Locks are only
- * tried: callers of ovl_dir_fd_get hold a node's fd_lock, then this list lock. */
-static void evict_dir_fds(struct ovl_fs *fs, long target)
-{
-	struct ovl_nodes *t = fs->nodes;
-	pthread_mutex_lock(&t->fd_list_lock);
-	struct ovl_node *n = t->fd_list_head;
-	while (n && atomic_load(&fs->dir_fds_open) > target) {
-		struct ovl_node *next = n->dir->fd_next;
-		struct ovl_dir *d = n->dir;
-		if (pthread_mutex_trylock(&d->fd_lock) == 0) {
-			if (atomic_load(&d->fd_users) == 0) {
-				close_dir_fds(fs, d);
-				fd_list_unlink(t, n);
-				d->in_fd_list = false;
-			}
-			pthread_mutex_unlock(&d->fd_lock);
-		}
-		n = next;
-	}
-	pthread_mutex_unlock(&t->fd_list_lock);
-}
-
-int ovl_layer_open(struct ovl_fs *fs, struct ovl_layer *layer, int dirfd, const char *name, int flags)
-{
-	int fd = layer->ops->openat(layer, dirfd, name, flags, 0);
-	if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
-		/* out of fds: idle directories give theirs back, then once more */
-		evict_dir_fds(fs, atomic_load(&fs->dir_fds_open) / 2);
-		fd = layer->ops->openat(layer, dirfd, name, flags, 0);
-	}
-	return fd;
-}
-
-int ovl_dir_layer_pos(const struct ovl_dir *dir, uint32_t layer)
-{
-	/* layers[] is ascending: top first, and layer indexes grow downwards. */
-	uint32_t lo = 0, hi = dir->nlayers;
-	while (lo < hi) {
-		uint32_t mid = (lo + hi) / 2;
-		if (dir->layers[mid] == layer)
-			return (int)mid;
-		if (dir->layers[mid] < layer)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return -1;
-}
-
-static int dir_fd_get_locked(struct ovl_fs *fs, struct ovl_node *node, uint32_t i, bool *opened);
-
-/* The parent's fd in layer: its position there is read under the lock that
- * a copy-up of the parent (ovl_dir_add_upper) shifts it under, since a
- * walk from below holds no lock of the parent's names. */
-static int parent_fd_get(struct ovl_fs *fs, struct ovl_node *parent, uint32_t layer, bool *opened)
-{
-	if (parent == NULL)
-		return -EIO;
-	pthread_mutex_lock(&parent->dir->fd_lock);
-	int pos = ovl_dir_layer_pos(parent->dir, layer);
-	int fd = pos < 0 ? -EIO : dir_fd_get_locked(fs, parent, (uint32_t)pos, opened);
-	pthread_mutex_unlock(&parent->dir->fd_lock);
-	return fd;
-}
-
-/* A use of node's fds: to the LRU tail, only when it has aged, to keep the list lock cold. */
-static void fd_lru_touch(struct ovl_fs *fs, struct ovl_node *node, bool opened)
-{
-	struct ovl_dir *d = node->dir;
-	struct ovl_nodes *t = fs->nodes;
-	uint64_t now = atomic_fetch_add(&t->fd_clock, 1);
-	if (node->parent && (opened || now - atomic_load(&d->fd_stamp) > (uint64_t)fs->dir_fd_budget / 4)) {
-		pthread_mutex_lock(&t->fd_list_lock);
-		if (d->in_fd_list)
-			fd_list_unlink(t, node);
-		fd_list_append(t, node);
-		d->in_fd_list = true;
-		pthread_mutex_unlock(&t->fd_list_lock);
-	}
-	atomic_store(&d->fd_stamp, now);
-}
-
-/* node's fd at position i of its layers, with a user counted (its fd_lock
- * held); *opened: some fd was opened on the way. */
-static int dir_fd_get_locked(struct ovl_fs *fs, struct ovl_node *node, uint32_t i, bool *opened)
-{
-	struct ovl_dir *d = node->dir;
-	int fd = d->fds[i];
-	bool opened_here = false;
-	if (fd < 0) {
-		struct ovl_layer *layer = &fs->layers[d->layers[i]];
-		int pfd = parent_fd_get(fs, node->parent, d->layers[i], opened);
-		if (pfd < 0)
-			return pfd;
-		fd = ovl_layer_open(fs, layer, pfd, node->name, O_RDONLY | O_DIRECTORY);
-		int e = errno;
-		ovl_dir_fd_put(node->parent);
-		if (fd < 0)
-			return -e;
-		d->fds[i] = fd;
-		*opened = opened_here = true;
-		atomic_fetch_add(&fs->dir_fds_open, 1);
-	}
-	atomic_fetch_add(&d->fd_users, 1);
-	fd_lru_touch(fs, node, opened_here);
-	return fd;
-}
-
-int ovl_dir_fd_get(struct ovl_fs *fs, struct ovl_node *node, uint32_t i)
-{
-	bool opened = false;
-	pthread_mutex_lock(&node->dir->fd_lock);
-	int fd = dir_fd_get_locked(fs, node, i, &opened);
-	pthread_mutex_unlock(&node->dir->fd_lock);
-	if (opened && atomic_load(&fs->dir_fds_open) > fs->dir_fd_budget)
-		evict_dir_fds(fs, fs->dir_fd_budget - fs->dir_fd_budget / 8);
-	return fd;
-}
-
-void ovl_dir_fd_put(struct ovl_node *node)
-{
-	atomic_fetch_sub(&node->dir->fd_users, 1);
-}
-
 /* ---- node life ---- */
 static struct ovl_node *node_alloc(struct ovl_fs *fs, struct ovl_node *parent, const char *name, uint32_t layer,
 				   const struct stat *st, const uint32_t *layers, uint32_t nlayers)
@@ -512,14 +303,7 @@ static void node_destroy(struct ovl_fs *fs, struct ovl_node *n)
 		atomic_fetch_sub(&t->nodes_alive, 1);
 	}
 	if (n->dir) {
-		struct ovl_dir *d = n->dir;
-		if (d->in_fd_list) {
-			pthread_mutex_lock(&t->fd_list_lock);
-			fd_list_unlink(t, n);
-			pthread_mutex_unlock(&t->fd_list_lock);
-		}
-		if (n->parent) /* the root's are the layers' root fds */
-			close_dir_fds(fs, d);
+		ovl_dir_fds_drop(fs, n);
 		atomic_fetch_sub(&t->dirs_alive, 1);
 	}
 	if (n->rare)
@@ -680,7 +464,7 @@ void ovl_nodes_free(struct ovl_fs *fs)
 				if (n == NULL)
 					continue;
 				if (n->dir && n->parent)
-					close_dir_fds(fs, n->dir);
+					ovl_dir_fds_close(fs, n->dir);
 				node_free(n);
 			}
 			munmap(chunk, CHUNK_SIZE * sizeof(struct slot));
@@ -833,70 +617,164 @@ void ovl_node_keep_orphan(struct ovl_node *node, int upfd, const char *name)
 		r->orphan_fd = openat(upfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 }
 
-int ovl_dir_add_upper(struct ovl_fs *fs, struct ovl_node *node, int upper_fd)
+/* ---- aliases: the other names of a node that several names share ----
+Other names of a node that several names share: an upper hard link's, and
+ * a lower hard link's on a mount without an upper layer (nodes.c).  Each such
+ * node lists the names it was found under besides its own, so that it can
+ * take one of them when its own goes.  One table over all lists finds
+ * (node, parent, name) at once: a directory of thousands of names of one
+ * inode is listed and emptied in linear time. */
+
+static uint64_t alias_key(const struct ovl_node *node, const struct ovl_node *parent, const char *name)
 {
-	struct ovl_dir *d = node->dir;
-	uint32_t *layers = malloc((d->nlayers + 1) * sizeof *layers);
-	int *fds = malloc((d->nlayers + 1) * sizeof *fds);
-	if (layers == NULL || fds == NULL) {
-		free(layers);
-		free(fds);
-		return -ENOMEM;
+	uint64_t seed = (uint64_t)(uintptr_t)node * 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)parent;
+	return ovl_hash_bytes(name, strlen(name), seed);
+}
+
+static uint64_t key_of(const void *item)
+{
+	const struct ovl_alias *a = item;
+	return alias_key(a->node, a->parent, a->name);
+}
+
+#define ALIAS_NEXT offsetof(struct ovl_alias, hash_next)
+
+static bool is_name(const struct ovl_node *parent, const char *name, const struct ovl_node *p, const char *n)
+{
+	return parent == p && strcmp(name, n) == 0;
+}
+
+static struct ovl_alias *table_find(struct ovl_aliases *t, const struct ovl_node *node,
+				    const struct ovl_node *parent, const char *name)
+{
+	for (struct ovl_alias *a = ovl_chain_first(&t->chain, alias_key(node, parent, name)); a; a = a->hash_next)
+		if (a->node == node && is_name(a->parent, a->name, parent, name))
+			return a;
+	return NULL;
+}
+
+/* Takes a out of its node's list and the table; it goes on *dropped, to be
+ * freed once the lock is let go (freeing unrefs its parent). */
+static void unlink_alias(struct ovl_aliases *t, struct ovl_alias *a, struct ovl_alias **dropped)
+{
+	*a->pprev = a->next;
+	if (a->next)
+		a->next->pprev = a->pprev;
+	ovl_chain_del(&t->chain, a, key_of(a), ALIAS_NEXT);
+	a->next = *dropped;
+	*dropped = a;
+}
+
+static void free_dropped(struct ovl_fs *fs, struct ovl_alias *a)
+{
+	for (struct ovl_alias *next; a; a = next) {
+		next = a->next;
+		ovl_node_unref(fs, a->parent);
+		free(a->name);
+		free(a);
 	}
-	pthread_mutex_lock(&d->fd_lock);
-	layers[0] = 0;
-	fds[0] = upper_fd;
-	memcpy(layers + 1, d->layers, d->nlayers * sizeof *layers);
-	memcpy(fds + 1, d->fds, d->nlayers * sizeof *fds);
-	free(d->layers);
-	free(d->fds);
-	d->layers = layers;
-	d->fds = fds;
-	d->nlayers++;
-	node->layer = 0;
-	if (upper_fd >= 0)
-		atomic_fetch_add(&fs->dir_fds_open, 1);
-	pthread_mutex_unlock(&d->fd_lock);
-	return 0;
 }
 
-enum { NAME_REMOVED = -1, NOTHING_KNOWN = -2 };
-
-/* The cached listing goes, unless name is a name removed (type
- * NAME_REMOVED) or made (type DT_*) through us, which it can note instead. */
-static void dir_changed(struct ovl_node *dir, const char *name, int type)
+int ovl_node_add_alias(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name)
 {
-	struct ovl_dir *d = dir->dir;
-	atomic_fetch_add(&d->version, 1);
-	pthread_rwlock_wrlock(&d->lock);
-	struct ovl_listing *l = d->listing;
-	if (l && type == NAME_REMOVED && ovl_listing_remove_name(l, name))
-		l = NULL;
-	else if (l && type >= 0 && ovl_listing_add_name(l, name, (uint8_t)type))
-		l = NULL;
-	else
-		d->listing = NULL;
-	pthread_rwlock_unlock(&d->lock);
-	if (l) {
-		/* listing again must cost no more than the probes it saves, or a
-		 * directory being filled is listed once per new name */
-		atomic_store(&d->probe_cost, 0);
-		atomic_store(&d->list_after, (unsigned)ovl_listing_count(l) * d->nlayers);
-		ovl_listing_unref(l);
+	struct ovl_aliases *t = &fs->aliases;
+	int res = 0;
+	pthread_mutex_lock(&t->lock);
+	if (is_name(node->parent, node->name, parent, name) || table_find(t, node, parent, name)) {
+		pthread_mutex_unlock(&t->lock);
+		return 0;
+	}
+	struct ovl_node_rare *r = ovl_node_rare(node);
+	struct ovl_alias *a = r ? calloc(1, sizeof *a) : NULL;
+	if (a)
+		*a = (struct ovl_alias){ .node = node, .parent = parent, .name = strdup(name) };
+	if (a == NULL || a->name == NULL || ovl_chain_add(&t->chain, a, key_of(a), ALIAS_NEXT, key_of) < 0) {
+		if (a)
+			free(a->name);
+		free(a);
+		res = -ENOMEM;
+	} else {
+		ovl_node_ref(fs, parent);
+		a->next = r->aliases;
+		if (a->next)
+			a->next->pprev = &a->next;
+		a->pprev = &r->aliases;
+		r->aliases = a;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return res;
+}
+
+/* Whether parent/name (in the upper layer) is still the node's object: an
+ * alias may have been renamed away since it was seen. */
+static bool alias_names_node(struct ovl_fs *fs, const struct ovl_alias *a, const struct ovl_node *node)
+{
+	struct stat st;
+	int fd = a->parent->dir && ovl_node_is_upper(fs, a->parent) ? ovl_dir_fd_get(fs, a->parent, 0) : -1;
+	if (fd < 0)
+		return false;
+	bool same = fstatat(fd, a->name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev == node->dev &&
+		    st.st_ino == node->ino;
+	ovl_dir_fd_put(a->parent);
+	return same;
+}
+
+void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name)
+{
+	struct ovl_aliases *t = &fs->aliases;
+	struct ovl_alias *dropped = NULL, *a;
+	pthread_mutex_lock(&t->lock);
+	bool own = is_name(node->parent, node->name, parent, name);
+	if (!own && (a = table_find(t, node, parent, name)) != NULL)
+		unlink_alias(t, a, &dropped);
+	/* the node loses its own name: it takes the first alias that still
+	 * names its object; those that do not any more go */
+	while (own && node->rare && (a = node->rare->aliases) != NULL) {
+		bool taken = alias_names_node(fs, a, node);
+		unlink_alias(t, a, &dropped);
+		if (taken) {
+			ovl_node_move(fs, node, a->parent, a->name);
+			own = false;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	free_dropped(fs, dropped);
+	if (own) {
+		/* Its last name known to us went: a later lookup of another name
+		 * of the object (never looked up so far) must get a node of its
+		 * own, not this one, whose name is gone; open files keep this. */
+		node->unlinked = true;
+		ovl_node_unhash(fs, node);
 	}
 }
 
-void ovl_dir_changed(struct ovl_node *dir)
+void ovl_node_drop_aliases(struct ovl_fs *fs, struct ovl_node *node)
 {
-	dir_changed(dir, NULL, NOTHING_KNOWN);
+	if (node->rare == NULL || node->rare->aliases == NULL)
+		return;
+	struct ovl_aliases *t = &fs->aliases;
+	struct ovl_alias *dropped = NULL;
+	pthread_mutex_lock(&t->lock);
+	while (node->rare->aliases)
+		unlink_alias(t, node->rare->aliases, &dropped);
+	pthread_mutex_unlock(&t->lock);
+	free_dropped(fs, dropped);
 }
 
-void ovl_dir_name_removed(struct ovl_node *dir, const char *name)
+void ovl_aliases_init(struct ovl_fs *fs)
 {
-	dir_changed(dir, name, NAME_REMOVED);
+	pthread_mutex_init(&fs->aliases.lock, NULL);
 }
 
-void ovl_dir_name_added(struct ovl_node *dir, const char *name, mode_t mode)
+void ovl_aliases_free(struct ovl_fs *fs)
 {
-	dir_changed(dir, name, IFTODT(mode));
+	struct ovl_aliases *t = &fs->aliases;
+	for (size_t i = 0; i < t->chain.nbuckets; i++)
+		for (struct ovl_alias *a = t->chain.buckets[i], *next; a; a = next) {
+			next = a->hash_next;
+			free(a->name);
+			free(a);
+		}
+	ovl_chain_free(&t->chain);
+	pthread_mutex_destroy(&t->lock);
 }

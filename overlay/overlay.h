@@ -166,18 +166,18 @@ struct ovl_dir {
 	struct ovl_node *fd_prev, *fd_next;
 };
 
-/* Another name of a node (aliases.c). */
+/* Another name of a node (nodes.c: aliases). */
 struct ovl_alias {
 	struct ovl_node *node;       /* whose name it is */
 	struct ovl_node *parent;     /* holds a ref */
 	char *name;
 	struct ovl_alias *next, **pprev; /* the node's list */
-	struct ovl_alias *hash_next; /* aliases.c's table */
+	struct ovl_alias *hash_next; /* nodes.c's table of aliases */
 };
 
 /* Things few nodes need, kept apart: every node of a big tree is in memory. */
 struct ovl_node_rare {
-	struct ovl_alias *aliases;   /* other names of an upper hard link (aliases.c's lock) */
+	struct ovl_alias *aliases;   /* other names of an upper hard link (fs->aliases.lock) */
 	int orphan_fd;               /* O_PATH fd of an upper object unlinked while open, or -1 */
 	atomic_bool has_override;    /* override below set (it is guarded by fs->override_lock) */
 	struct ovl_override override;
@@ -232,7 +232,7 @@ const char *ovl_override_stored_xattr(const struct ovl_layer *l, const char *nam
 const char *ovl_override_shown_xattr(const struct ovl_layer *l, const char *stored);
 
 /* ---- the mount ---- */
-/* aliases.c: one table of the other names of every node */
+/* nodes.c: one table of the other names of every node */
 struct ovl_aliases {
 	pthread_mutex_t lock;        /* guards every node's aliases and the table */
 	struct ovl_chain chain;
@@ -349,6 +349,10 @@ void ovl_node_ref(struct ovl_fs *fs, struct ovl_node *node);
 void ovl_node_unref(struct ovl_fs *fs, struct ovl_node *node);
 /* A directory fd of `node` in the i-th of its layers; pair with ovl_dir_fd_put. */
 int ovl_dir_fd_get(struct ovl_fs *fs, struct ovl_node *node, uint32_t i);
+/* dirfds.c: the node's directory fds go (it is freed); ovl_dir_fds_close
+ * closes them only (the mount goes). */
+void ovl_dir_fds_drop(struct ovl_fs *fs, struct ovl_node *node);
+void ovl_dir_fds_close(struct ovl_fs *fs, struct ovl_dir *d);
 void ovl_dir_fd_put(struct ovl_node *node);
 /* layer->ops->openat, and on EMFILE once more after idle directories gave their fds back. */
 int ovl_layer_open(struct ovl_fs *fs, struct ovl_layer *layer, int dirfd, const char *name, int flags);
