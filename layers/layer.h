@@ -83,4 +83,11 @@ bool ovl_direct_has_fchmodat2(void);
 /* Makes l the directory at path (which may itself be a symlink); -errno. */
 int ovl_direct_layer_open(struct ovl_layer *l, const char *path);
 
+/* layer.c */
+/* An xattr list (xname NULL) or value of h/name in layer l (name NULL: h),
+ * NUL-terminated, in small, or, too big for it, in *big (malloc'ed; free
+ * it).  Its length, with *data, or -1 with errno. */
+ssize_t ovl_layer_xattr(struct ovl_layer *l, int h, const char *name, const char *xname, char *small, size_t small_size,
+			char **big, char **data);
+
 #endif

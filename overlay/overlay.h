@@ -548,11 +548,6 @@ int ovl_set_opaque(struct ovl_fs *fs, int dirfd);
 
 /* xattr.c */
 size_t ovl_xattr_filter_list(char *list, size_t len);
-/* An xattr list (xname NULL) or value of h/name in layer l (name NULL: h),
- * NUL-terminated, in small, or, too big for it, in *big (malloc'ed; free
- * it).  Its length, with *data, or -1 with errno. */
-ssize_t ovl_layer_xattr(struct ovl_layer *l, int h, const char *name, const char *xname, char *small, size_t small_size,
-			char **big, char **data);
 
 /* creds.c: the caller's owner and umask for what we create */
 struct ovl_creds {

@@ -14,8 +14,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # target: its sources besides the harness
 declare -A sources=([fuzz_idmap]="overlay/idmap.c overlay/override.c overlay/xattr_names.c"
-	[fuzz_options]="overlay/options.c overlay/idmap.c"
-	[fuzz_names]="overlay/whiteout.c layers/upper.c overlay/listing.c overlay/grow.c overlay/xattr.c overlay/xattr_names.c overlay/locks.c overlay/override.c
+	[fuzz_options]="overlay/options.c overlay/idmap.c plugins/loader.c"
+	[fuzz_names]="overlay/whiteout.c layers/upper.c layers/layer.c overlay/listing.c overlay/grow.c overlay/xattr.c overlay/xattr_names.c overlay/locks.c overlay/override.c
 		overlay/idmap.c overlay/log.c"
 	[fuzz_shim]="contrib/snapshotter/filter.c contrib/snapshotter/idmap.c contrib/snapshotter/labels.c
 		contrib/snapshotter/log.c overlay/idmap.c"
