@@ -18,7 +18,7 @@ failed=0
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 
-for unit in check_overlay check_loader check_snapshotter; do
+for unit in check_overlay check_loader check_snapshotter check_oci; do
 	echo "== unit tests (Check): $unit"
 	./tests/unit/$unit 2>&1 | tee "$logs/$unit"
 	# Check prints "100%: Checks: N, Failures: F, Errors: E"
@@ -45,6 +45,7 @@ suites=(
 	"FUSE requests left out (counted by the kernel's tracepoints; the set-id rule kept):./tests/integration/requests.sh"
 	"a long change in one directory holds back no other (per-directory locks):./tests/integration/locks.sh"
 	"plugins (a plugin built out of the tree against the installed header; //NAME/DATA/PATH lowers, refusals):./tests/integration/plugins.sh"
+	"the oci plugin (image layouts and layer blobs mounted vs the kernel overlay of the layers unpacked; copy-up, refusals):./tests/integration/oci.sh"
 	"owners side by side with 1.10 (uid/gid mappings, squash, ids in ACLs and capabilities):./tests/integration/identity.sh"
 	"fuzz targets (libFuzzer, ASan and UBSan; the parsers of untrusted input):./tests/fuzz/run.sh"
 	"uppers exchanged with 1.10 and the kernel overlay:./tests/integration/roundtrip.sh"
