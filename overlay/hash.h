@@ -31,7 +31,7 @@ struct ovl_index {
 typedef bool (*ovl_index_eq_fn)(const void *ctx, uint32_t i, const void *key);
 /* The hash of entry i; ~0 for one the table leaves out. */
 typedef uint64_t (*ovl_index_hash_fn)(const void *ctx, uint32_t i);
-#define OVL_INDEX_SKIP UINT64_MAX
+#define OVL_INDEX_LEFT_OUT UINT64_MAX
 
 /* The slot holding the index + 1 of the entry eq accepts, or the empty slot
  * where it would go.  The table must have an empty slot (cap > count). */
@@ -50,7 +50,7 @@ static inline uint32_t *ovl_index_build(size_t cap, uint32_t n, ovl_index_hash_f
 	uint32_t *slots = calloc(cap, sizeof *slots);
 	for (uint32_t i = 0; slots && i < n; i++) {
 		uint64_t hash = hash_of(ctx, i);
-		if (hash == OVL_INDEX_SKIP)
+		if (hash == OVL_INDEX_LEFT_OUT)
 			continue;
 		size_t h = hash & (cap - 1);
 		while (slots[h])

@@ -351,7 +351,7 @@ static uint64_t added_hash(const void *ctx, uint32_t i)
 {
 	const struct added *a = ctx;
 	const char *n = a->pool + a->ents[i].name_off;
-	return a->ents[i].removed ? OVL_INDEX_SKIP : name_hash(n, strlen(n));
+	return a->ents[i].removed ? OVL_INDEX_LEFT_OUT : name_hash(n, strlen(n));
 }
 
 static bool added_eq(const void *ctx, uint32_t i, const void *key)

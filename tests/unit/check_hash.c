@@ -16,7 +16,7 @@ struct names {
 static uint64_t names_hash(const void *ctx, uint32_t i)
 {
 	const struct names *n = ctx;
-	return n->gone[i] ? OVL_INDEX_SKIP : ovl_hash_bytes(n->v[i], strlen(n->v[i]), 0);
+	return n->gone[i] ? OVL_INDEX_LEFT_OUT : ovl_hash_bytes(n->v[i], strlen(n->v[i]), 0);
 }
 
 static bool names_eq(const void *ctx, uint32_t i, const void *key)

@@ -356,28 +356,6 @@ END_TEST
 
 /* ---- sparse files, written by GNU tar ---- */
 
-static void sparse_src(const char *dir, unsigned char **want, size_t *len)
-{
-	char path[256];
-	static const struct {
-		off_t off;
-		const char *s;
-	} parts[] = { { 0, "start" }, { 1 << 20, "middle" }, { 3 << 20, "end" } };
-	*len = 4 << 20;
-	*want = calloc(1, *len);
-	snprintf(path, sizeof path, "%s/src", dir);
-	mkdir(path, 0755);
-	snprintf(path, sizeof path, "%s/src/sparse", dir);
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	ck_assert_int_ge(fd, 0);
-	for (size_t i = 0; i < 3; i++) {
-		ck_assert_int_eq(pwrite(fd, parts[i].s, strlen(parts[i].s), parts[i].off), (ssize_t)strlen(parts[i].s));
-		memcpy(*want + parts[i].off, parts[i].s, strlen(parts[i].s));
-	}
-	ck_assert_int_eq(ftruncate(fd, (off_t)*len), 0);
-	close(fd);
-}
-
 START_TEST(sparse_formats)
 {
 	static const struct {
@@ -671,26 +649,6 @@ START_TEST(hostile_left_out)
 	free(t.b);
 }
 END_TEST
-
-/* Opens t's bytes (as they are) as a blob: it must be refused, naming the blob and why. */
-static void refused(const void *d, size_t n, const char *why)
-{
-	static int seq;
-	char path[128];
-	struct opened o;
-	snprintf(path, sizeof path, "%s/bad%d", fx_tmp, seq++);
-	write_file(path, d, n);
-	ck_assert_msg(open_cap("", path, &o) == -1, "accepted, want '%s'", why);
-	ck_assert_msg(!strncmp(o.err, path, strlen(path)) && strstr(o.err, why), "'%s', want '%s'", o.err, why);
-	ck_assert_msg(!strchr(o.err, '\n'), "%s", o.err);
-}
-
-static void refused_tw(const struct tw *t, enum comp c, const char *why)
-{
-	struct tw z = compress_tw(t, c);
-	refused(z.b, z.n, why);
-	free(z.b);
-}
 
 START_TEST(hostile_refused)
 {

@@ -453,3 +453,45 @@ void cache_path(const char *blob, char *out, size_t len)
 	snprintf(out, len, "%.*s/.%s.ovl-index", (int)(slash - blob), blob, slash + 1);
 }
 
+/* A sparse source file of 4 MiB (three pieces of data), and its bytes. */
+void sparse_src(const char *dir, unsigned char **want, size_t *len)
+{
+	char path[256];
+	static const struct {
+		off_t off;
+		const char *s;
+	} parts[] = { { 0, "start" }, { 1 << 20, "middle" }, { 3 << 20, "end" } };
+	*len = 4 << 20;
+	*want = calloc(1, *len);
+	snprintf(path, sizeof path, "%s/src", dir);
+	mkdir(path, 0755);
+	snprintf(path, sizeof path, "%s/src/sparse", dir);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	ck_assert_int_ge(fd, 0);
+	for (size_t i = 0; i < 3; i++) {
+		ck_assert_int_eq(pwrite(fd, parts[i].s, strlen(parts[i].s), parts[i].off), (ssize_t)strlen(parts[i].s));
+		memcpy(*want + parts[i].off, parts[i].s, strlen(parts[i].s));
+	}
+	ck_assert_int_eq(ftruncate(fd, (off_t)*len), 0);
+	close(fd);
+}
+
+/* Opens t's bytes (as they are) as a blob: it must be refused, naming the blob and why. */
+void refused(const void *d, size_t n, const char *why)
+{
+	static int seq;
+	char path[128];
+	struct opened o;
+	snprintf(path, sizeof path, "%s/bad%d", fx_tmp, seq++);
+	write_file(path, d, n);
+	ck_assert_msg(open_cap("", path, &o) == -1, "accepted, want '%s'", why);
+	ck_assert_msg(!strncmp(o.err, path, strlen(path)) && strstr(o.err, why), "'%s', want '%s'", o.err, why);
+	ck_assert_msg(!strchr(o.err, '\n'), "%s", o.err);
+}
+
+void refused_tw(const struct tw *t, enum comp c, const char *why)
+{
+	struct tw z = compress_tw(t, c);
+	refused(z.b, z.n, why);
+	free(z.b);
+}

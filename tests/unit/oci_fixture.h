@@ -89,4 +89,11 @@ void check_image(struct opened *o);
 /* the index cache file of blob */
 void cache_path(const char *blob, char *out, size_t len);
 
+/* dir/src/sparse: 4 MiB with "start", "middle" and "end" at 0, 1 and 3 MiB;
+ * *want its bytes (malloc'ed). */
+void sparse_src(const char *dir, unsigned char **want, size_t *len);
+/* d as a blob must be refused, the one-line reason naming the blob and why. */
+void refused(const void *d, size_t n, const char *why);
+void refused_tw(const struct tw *t, enum comp c, const char *why);
+
 #endif
