@@ -1,9 +1,10 @@
 #!/bin/bash
 # Builds, installs (mount(8) finds helpers only in system paths) and runs every
-# test: Check unit tests, integration tests on real mounts, differential tests
-# against the kernel overlay, crash, power cut, ENOSPC, round-trip and image-layer
-# (tarball) tests of the writable overlay, and the unit, integration and
-# differential suites again under ASan and UBSan.  Ends with "N passed, M failed".
+# test: Check unit tests, the layering check, integration tests on real mounts,
+# differential tests against the kernel overlay, crash, power cut, ENOSPC,
+# round-trip and image-layer (tarball) tests of the writable overlay, and the
+# unit, integration and differential suites again under ASan and UBSan.  Ends
+# with "N passed, M failed".
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -34,6 +35,7 @@ done
 
 # Each suite ends with "N passed, M failed".
 suites=(
+	"layering (every change to upper and work through layers/upper.c):./tests/layering.sh"
 	"integration tests:./tests/integration/run.sh"
 	"differential tests (kernel overlay vs ours):./tests/diff/run.sh"
 	"differential tests, ours over FUSE io_uring:env OVLDIFF_URING=1 ./tests/diff/run.sh"

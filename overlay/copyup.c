@@ -269,7 +269,7 @@ static int carry_override(struct ovl_fs *fs, struct ovl_node *node, int dirfd, c
 	struct ovl_override o;
 	if (fs->layers[0].override_kind == OVL_OVERRIDE_NONE || !ovl_node_get_override(fs, node, &o))
 		return 0;
-	return ovl_override_write(fs, dirfd, name, &o) < 0 ? -errno : 0;
+	return ovl_override_write(fs, dirfd, name, &o);
 }
 
 /* Puts work/tmp at upfd/name.  A copy-up is no change the user made: the

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../layers/upper.h"
 #include "ops.h"
 
 /* Whether this thread has fs attributes of its own (unshare(CLONE_FS)), so
@@ -66,12 +67,12 @@ void ovl_creds_leave(struct ovl_creds *c)
 		umask(0);
 }
 
-int ovl_creds_fix_owner(const struct ovl_creds *c, int dirfd, const char *name)
+int ovl_creds_fix_owner(struct ovl_fs *fs, const struct ovl_creds *c, int dirfd, const char *name)
 {
 	if (c->switched)
 		return 0;
-	int res = (name == NULL ? fchown(dirfd, c->uid, c->gid) : fchownat(dirfd, name, c->uid, c->gid, AT_SYMLINK_NOFOLLOW));
-	return res < 0 && !c->owner_may_fail ? -errno : 0;
+	int res = ovl_upper_chown(&fs->layers[0], dirfd, name, c->uid, c->gid);
+	return c->owner_may_fail ? 0 : res;
 }
 
 /* Inode number of the initial user namespace (the kernel's PROC_USER_INIT_INO). */

@@ -127,7 +127,7 @@ static int make_in_upper(struct ovl_fs *fs, const struct ovl_creds *c, struct ov
 		 * directly and look for one only if the name is taken. */
 		int res = make_at(fs, upfd, name, m);
 		if (res != -EEXIST)
-			return res < 0 ? res : m->source ? 0 : ovl_creds_fix_owner(c, upfd, name);
+			return res < 0 ? res : m->source ? 0 : ovl_creds_fix_owner(fs, c, upfd, name);
 		if ((wh = ovl_upper_whiteout_at(fs, upfd, name)) != OVL_WH_CHAR)
 			return wh < 0 ? wh : -EEXIST;
 	} else if ((wh = known_wh >= 0 ? known_wh : ovl_upper_whiteout_at(fs, upfd, name)) < 0) {
@@ -156,7 +156,7 @@ static int make_in_upper(struct ovl_fs *fs, const struct ovl_creds *c, struct ov
 	int res = make_at(fs, dfd, dname, m);
 	bool made = res == 0;
 	if (res == 0 && m->source == NULL)
-		res = ovl_creds_fix_owner(c, dfd, dname);
+		res = ovl_creds_fix_owner(fs, c, dfd, dname);
 	if (res == 0 && is_dir && wh != OVL_WH_NONE)
 		res = set_opaque_at(fs, dfd, dname);
 	if (res == 0 && !direct) {

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../layers/upper.h"
 #include "nodes_table.h"
 #include "overlay.h"
 
@@ -72,13 +73,25 @@ static void evict_dir_fds(struct ovl_fs *fs, long target)
 	pthread_mutex_unlock(&t->fd_list_lock);
 }
 
+/* An open that may write an upper object changes upper: upper.c's. */
+static int layer_openat(struct ovl_layer *layer, int dirfd, const char *name, int flags)
+{
+	if (!layer->is_upper || ((flags & O_ACCMODE) == O_RDONLY && !(flags & O_TRUNC)))
+		return layer->ops->openat(layer, dirfd, name, flags, 0);
+	int fd = ovl_upper_open(layer, dirfd, name, flags);
+	if (fd >= 0)
+		return fd;
+	errno = -fd; /* as the layer ops: ovl_layer_open's callers look at errno */
+	return -1;
+}
+
 int ovl_layer_open(struct ovl_fs *fs, struct ovl_layer *layer, int dirfd, const char *name, int flags)
 {
-	int fd = layer->ops->openat(layer, dirfd, name, flags, 0);
+	int fd = layer_openat(layer, dirfd, name, flags);
 	if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
 		/* out of fds: idle directories give theirs back, then once more */
 		evict_dir_fds(fs, atomic_load(&fs->dir_fds_open) / 2);
-		fd = layer->ops->openat(layer, dirfd, name, flags, 0);
+		fd = layer_openat(layer, dirfd, name, flags);
 	}
 	return fd;
 }

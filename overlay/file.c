@@ -263,6 +263,7 @@ static int sync_fd(struct ovl_fs *fs, int fd, int datasync)
 {
 	if (!fs->cfg->fsync)
 		return -ENOSYS; /* fsync=0/volatile: the kernel stops asking */
+	/* layering-ok: the caller's own file, lower or upper (the kernel overlay's vfs_fsync on its real file) */
 	return (datasync ? fdatasync(fd) : fsync(fd)) < 0 ? -errno : 0;
 }
 
@@ -332,6 +333,7 @@ void ovl_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, of
 		      struct fuse_file_info *fi)
 {
 	(void)ino;
+	/* layering-ok: data of the caller's open file, as write(2) (the kernel overlay's vfs_fallocate) */
 	fuse_reply_err(req, fallocate(ovl_file_fd(fi), mode, offset, length) < 0 ? errno : 0);
 }
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "../fuse/transport.h"
+#include "../layers/upper.h"
 #include "ops.h"
 
 /* The attributes of node, through its open file if there is one (it may
@@ -73,8 +74,9 @@ static int setattr_override(struct setattr_call *c, int dirfd, const char *name,
 		o.gid = c->attr->st_gid;
 	if (*to_set & FUSE_SET_ATTR_MODE)
 		o.mode = (o.mode & S_IFMT) | (c->attr->st_mode & 07777);
-	if ((c->fd >= 0 ? ovl_override_write(c->fs, c->fd, NULL, &o) : ovl_override_write(c->fs, dirfd, name, &o)) < 0)
-		return -errno;
+	int res = c->fd >= 0 ? ovl_override_write(c->fs, c->fd, NULL, &o) : ovl_override_write(c->fs, dirfd, name, &o);
+	if (res < 0)
+		return res;
 	ovl_node_set_override(c->fs, c->node, &o);
 	*to_set &= ~owner_mode;
 	return 0;
@@ -88,27 +90,19 @@ static int setattr_cb(struct ovl_layer *layer, int dirfd, const char *name, void
 	int res = setattr_override(c, dirfd, name, &to_set);
 	if (res < 0)
 		return res;
-	/* by fd where there is one; else by name, never following a symlink */
+	/* by fd where there is one; else by name */
+	int fd = c->fd >= 0 ? c->fd : dirfd;
+	const char *at = c->fd >= 0 ? NULL : name;
 	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
 		uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? a->st_uid : (uid_t)-1;
 		gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? a->st_gid : (gid_t)-1;
-		if ((c->fd >= 0 ? fchown(c->fd, uid, gid) : fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW)) < 0 &&
-		    !c->chown_may_fail)
-			return -errno;
-	}
-	if (to_set & FUSE_SET_ATTR_MODE) {
-		mode_t mode = a->st_mode & 07777;
-		if ((c->fd >= 0 ? fchmod(c->fd, mode) : layer->ops->chmodat(layer, dirfd, name, mode)) < 0)
-			return -errno;
-	}
-	if (to_set & FUSE_SET_ATTR_SIZE) {
-		int fd = c->fd >= 0 ? c->fd : openat(dirfd, name, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-		int res = fd < 0 || ftruncate(fd, a->st_size) < 0 ? -errno : 0;
-		if (fd >= 0 && fd != c->fd)
-			close(fd);
-		if (res < 0)
+		if ((res = ovl_upper_chown(layer, fd, at, uid, gid)) < 0 && !c->chown_may_fail)
 			return res;
 	}
+	if ((to_set & FUSE_SET_ATTR_MODE) && (res = ovl_upper_chmod(layer, fd, at, a->st_mode & 07777)) < 0)
+		return res;
+	if ((to_set & FUSE_SET_ATTR_SIZE) && (res = ovl_upper_truncate(layer, fd, at, a->st_size)) < 0)
+		return res;
 	if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
 		struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
 		if (to_set & FUSE_SET_ATTR_ATIME_NOW)
@@ -119,8 +113,7 @@ static int setattr_cb(struct ovl_layer *layer, int dirfd, const char *name, void
 			ts[1].tv_nsec = UTIME_NOW;
 		else if (to_set & FUSE_SET_ATTR_MTIME)
 			ts[1] = a->st_mtim;
-		if ((c->fd >= 0 ? futimens(c->fd, ts) : utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW)) < 0)
-			return -errno;
+		return ovl_upper_utimens(layer, fd, at, ts);
 	}
 	return 0;
 }

@@ -216,7 +216,7 @@ int ovl_override_setup(struct ovl_fs *fs, char *err, size_t errlen);
  * 1 read, 0 none (or malformed: logged once). */
 int ovl_override_read(struct ovl_fs *fs, uint32_t layer, int dirfd, const char *name, const struct stat *st,
 		      struct ovl_override *o);
-/* Writes o to the upper object dirfd/name; -1 with errno. */
+/* Writes o to the upper object dirfd/name; -errno. */
 int ovl_override_write(struct ovl_fs *fs, int dirfd, const char *name, const struct ovl_override *o);
 struct ovl_node;
 void ovl_node_set_override(struct ovl_fs *fs, struct ovl_node *node, const struct ovl_override *o);
@@ -562,7 +562,7 @@ void ovl_creds_enter(struct ovl_fs *fs, fuse_req_t req, struct ovl_creds *c);
 void ovl_creds_leave(struct ovl_creds *c);
 /* Gives dirfd/name (or dirfd itself, name NULL) the caller's owner if the
  * thread could not create it as the caller. */
-int ovl_creds_fix_owner(const struct ovl_creds *c, int dirfd, const char *name);
+int ovl_creds_fix_owner(struct ovl_fs *fs, const struct ovl_creds *c, int dirfd, const char *name);
 /* Whether process pid (0: this one) holds capability cap in the initial user
  * namespace, where the kernel's capable() looks; unknown: no. */
 bool ovl_has_initial_cap(pid_t pid, int cap);

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/sysmacros.h>
 
+#include "../layers/upper.h"
 #include "ops.h"
 
 /* ---- the value ---- */
@@ -125,8 +126,9 @@ int ovl_override_setup(struct ovl_fs *fs, char *err, size_t errlen)
 	if (fstat(upper->root_fd, &st) < 0)
 		return -1;
 	struct ovl_override o = { .uid = st.st_uid, .gid = st.st_gid, .mode = st.st_mode };
-	if (ovl_override_write(fs, upper->root_fd, NULL, &o) < 0) {
-		snprintf(err, errlen, "%s: upperdir: cannot set %s: %s", fs->cfg->upperdir, name, strerror(errno));
+	int res = ovl_override_write(fs, upper->root_fd, NULL, &o);
+	if (res < 0) {
+		snprintf(err, errlen, "%s: upperdir: cannot set %s: %s", fs->cfg->upperdir, name, strerror(-res));
 		return -1;
 	}
 	return 0;
@@ -155,7 +157,7 @@ int ovl_override_write(struct ovl_fs *fs, int dirfd, const char *name, const str
 	struct ovl_layer *upper = &fs->layers[0];
 	char v[OVL_OVERRIDE_MAX + 1];
 	int len = ovl_override_format(o, v, sizeof v);
-	return upper->ops->setxattrat(upper, dirfd, name, ovl_override_xattr(upper->override_kind), v, (size_t)len, 0);
+	return ovl_upper_setxattr(upper, dirfd, name, ovl_override_xattr(upper->override_kind), v, (size_t)len, 0);
 }
 
 void ovl_override_apply(const struct ovl_override *o, struct stat *st)

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <linux/limits.h>
 
+#include "../layers/upper.h"
 #include "ops.h"
 
 size_t ovl_xattr_filter_list(char *list, size_t len)
@@ -187,9 +188,8 @@ struct xattr_change {
 static int change_cb(struct ovl_layer *layer, int dirfd, const char *name, void *arg)
 {
 	struct xattr_change *c = arg;
-	int r = c->value ? layer->ops->setxattrat(layer, dirfd, name, c->xname, c->value, c->size, c->flags)
-			 : layer->ops->removexattrat(layer, dirfd, name, c->xname);
-	return r < 0 ? -errno : 0;
+	return c->value ? ovl_upper_setxattr(layer, dirfd, name, c->xname, c->value, c->size, c->flags)
+			: ovl_upper_removexattr(layer, dirfd, name, c->xname);
 }
 
 /* Sets or removes an xattr on the upper copy of the node. */

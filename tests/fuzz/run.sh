@@ -13,7 +13,7 @@ command -v clang >/dev/null || { echo "FATAL: clang is missing (contrib/install-
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # target: its sources besides the harness
-declare -A sources=([fuzz_idmap]="overlay/idmap.c overlay/override.c overlay/xattr_names.c"
+declare -A sources=([fuzz_idmap]="overlay/idmap.c overlay/override.c overlay/xattr_names.c layers/upper.c"
 	[fuzz_options]="overlay/options.c overlay/idmap.c plugins/loader.c"
 	[fuzz_names]="overlay/whiteout.c layers/upper.c layers/layer.c overlay/listing.c overlay/grow.c overlay/xattr.c overlay/xattr_names.c overlay/locks.c overlay/override.c
 		overlay/idmap.c overlay/log.c"
