@@ -35,7 +35,7 @@ done
 
 # Each suite ends with "N passed, M failed".
 suites=(
-	"layering (every change to upper and work through layers/upper.c):./tests/layering.sh"
+	"layering (upper and work changed through layers/upper.c, layers read through their ops):./tests/layering.sh"
 	"integration tests:./tests/integration/run.sh"
 	"differential tests (kernel overlay vs ours):./tests/diff/run.sh"
 	"differential tests, ours over FUSE io_uring:env OVLDIFF_URING=1 ./tests/diff/run.sh"

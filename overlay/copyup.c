@@ -168,6 +168,7 @@ static bool commits_data_before_metadata(int fd, char *dev, size_t devlen)
 		return false;
 	char path[PATH_MAX], target[PATH_MAX];
 	snprintf(path, sizeof path, "/sys/dev/block/%u:%u", major(st.st_dev), minor(st.st_dev));
+	/* layering-ok: /sys, where the upper's block device is named, no layer */
 	ssize_t len = readlink(path, target, sizeof target - 1);
 	if (len <= 0)
 		return false;
@@ -307,7 +308,7 @@ static int copy_up_one_dir(struct ovl_fs *fs, struct ovl_node *d)
 	int res = lower->ops->statat(lower, src, NULL, &st) < 0 ? -errno : ovl_upper_mkdir(upper, fs->work_fd, tmp, 0700);
 	if (res < 0)
 		goto out;
-	fd = openat(fs->work_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	fd = ovl_layer_open(fs, upper, fs->work_fd, tmp, O_RDONLY | O_DIRECTORY);
 	const struct timespec times[2] = { st.st_atim, st.st_mtim };
 	if (fd < 0)
 		res = -errno;

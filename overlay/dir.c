@@ -81,7 +81,7 @@ static int make_at(struct ovl_fs *fs, int dfd, const char *dname, struct make *m
 
 static int set_opaque_at(struct ovl_fs *fs, int dirfd, const char *name)
 {
-	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int fd = ovl_layer_open(fs, &fs->layers[0], dirfd, name, O_RDONLY | O_DIRECTORY);
 	int res = fd < 0 ? -errno : ovl_set_opaque(fs, fd);
 	if (fd >= 0)
 		close(fd);
@@ -97,10 +97,10 @@ static int acl_stage(struct ovl_fs *fs, int upfd, const char *tmp)
 	if (fs->cfg->noacl)
 		return -1;
 	struct ovl_layer *upper = &fs->layers[0];
-	ssize_t len = fgetxattr(upfd, ACL_DEFAULT_XATTR, acl, sizeof acl);
+	ssize_t len = upper->ops->getxattrat(upper, upfd, NULL, ACL_DEFAULT_XATTR, acl, sizeof acl);
 	if (len <= 0 || ovl_upper_mkdir(upper, fs->work_fd, tmp, 0700) < 0)
 		return -1;
-	int fd = openat(fs->work_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int fd = ovl_layer_open(fs, upper, fs->work_fd, tmp, O_RDONLY | O_DIRECTORY);
 	if (fd >= 0 && ovl_upper_setxattr(upper, fd, NULL, ACL_DEFAULT_XATTR, acl, (size_t)len, 0) == 0)
 		return fd;
 	if (fd >= 0)
@@ -382,7 +382,7 @@ static void name_going(struct ovl_fs *fs, struct ovl_node *parent, int upfd, con
 		ovl_node_name_gone(fs, n, parent, name); /* the node takes another name */
 	} else {
 		if (upper && atomic_load(&n->opens) > 0)
-			ovl_node_keep_orphan(n, upfd, name);
+			ovl_node_keep_orphan(fs, n, upfd, name);
 		/* What comes to take the name is another object: a late request
 		 * for this node (the kernel flushes a replaced file's times) must
 		 * not reach it by name. */

@@ -224,6 +224,7 @@ int ovl_fs_open_with(struct ovl_config *cfg, const struct ovl_layer *given, size
 	if (fs->has_upper && open_layer(fs, 0, cfg->upperdir, true, err, errlen) < 0)
 		goto fail;
 	if (fs->has_upper) {
+		/* layering-ok: the workdir's root, opened once as the layers' roots are */
 		fs->workdir_fd = open(cfg->workdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (fs->workdir_fd < 0) {
 			snprintf(err, errlen, "%s: workdir: %s", cfg->workdir, strerror(errno));
@@ -282,7 +283,7 @@ int ovl_fs_prepare_workdir(struct ovl_fs *fs, char *err, size_t errlen)
 		snprintf(err, errlen, "%s/work: workdir: %s", fs->cfg->workdir, strerror(-res));
 		return -1;
 	}
-	fs->work_fd = openat(fs->workdir_fd, "work", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	fs->work_fd = ovl_layer_open(fs, &fs->layers[0], fs->workdir_fd, "work", O_RDONLY | O_DIRECTORY);
 	res = fs->work_fd < 0 ? -errno : ovl_work_empty_dir(fs, fs->work_fd);
 	if (res < 0) {
 		snprintf(err, errlen, "%s/work: workdir: cannot empty: %s", fs->cfg->workdir, strerror(-res));

@@ -52,6 +52,7 @@ int ovl_file_fd_get(struct ovl_fs *fs, fuse_ino_t ino, const struct fuse_file_in
 	if (orphan >= 0) {
 		char path[32];
 		snprintf(path, sizeof path, "/proc/self/fd/%d", orphan);
+		/* layering-ok: our own O_PATH fd of an unlinked upper object, by its magic link */
 		res = (*reopened = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0 ? -errno : 0;
 	} else {
 		struct reopen_call c = { .fs = fs, .fd = -1 };

@@ -609,12 +609,12 @@ int ovl_node_orphan_fd(const struct ovl_node *node)
 	return node->rare ? node->rare->orphan_fd : -1;
 }
 
-void ovl_node_keep_orphan(struct ovl_node *node, int upfd, const char *name)
+void ovl_node_keep_orphan(struct ovl_fs *fs, struct ovl_node *node, int upfd, const char *name)
 {
 	struct ovl_node_rare *r = ovl_node_rare(node);
 	/* without it, the node's getattr answers ENOENT, as before it was kept */
 	if (r && r->orphan_fd < 0)
-		r->orphan_fd = openat(upfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		r->orphan_fd = ovl_layer_open(fs, &fs->layers[0], upfd, name, O_PATH);
 }
 
 /* ---- aliases: the other names of a node that several names share ----

@@ -414,7 +414,7 @@ uint64_t ovl_node_generation(struct ovl_fs *fs, const struct ovl_node *node);
 /* The O_PATH fd that keeps node's unlinked upper object, or -1. */
 int ovl_node_orphan_fd(const struct ovl_node *node);
 /* Keeps node's upper object, upfd/name, reachable while files are open on it. */
-void ovl_node_keep_orphan(struct ovl_node *node, int upfd, const char *name);
+void ovl_node_keep_orphan(struct ovl_fs *fs, struct ovl_node *node, int upfd, const char *name);
 /* parent/name of the node's object goes away: the node takes another of its
  * names if it stood for that one (tree_lock held for writing). */
 void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name);
