@@ -37,6 +37,19 @@ static void add(struct ovl_memory *m, const char *path, mode_t mode, const char 
 	ck_assert_int_eq(ovl_memory_add(m, path, mode, 0, data), 0);
 }
 
+static const char *const opaque_names[] = { "opq_trusted", "opq_user", "opq_marker" };
+
+/* The directories that are opaque in the top layer, each holding a file named name. */
+static void add_opaque_dirs(struct ovl_memory *m, const char *name)
+{
+	for (size_t i = 0; i < 3; i++) {
+		char path[64];
+		add(m, opaque_names[i], S_IFDIR | 0755, NULL);
+		snprintf(path, sizeof path, "%s/%s", opaque_names[i], name);
+		add(m, path, S_IFREG | 0644, name);
+	}
+}
+
 /* The top lower layer: its names, in an order that is not the listing's. */
 static struct ovl_memory *make_top(void)
 {
@@ -50,13 +63,7 @@ static struct ovl_memory *make_top(void)
 	add(m, "d", S_IFDIR | 0750, NULL);
 	add(m, "d/x", S_IFREG | 0644, "top x");
 	add(m, "link", S_IFLNK | 0777, "only_top");
-	const char *opaque[] = { "opq_trusted", "opq_user", "opq_marker" };
-	for (size_t i = 0; i < 3; i++) {
-		char path[64];
-		add(m, opaque[i], S_IFDIR | 0755, NULL);
-		snprintf(path, sizeof path, "%s/mine", opaque[i]);
-		add(m, path, S_IFREG | 0644, "mine");
-	}
+	add_opaque_dirs(m, "mine");
 	ck_assert_int_eq(ovl_memory_set_xattr(m, "opq_trusted", "trusted.overlay.opaque", "y"), 0);
 	ck_assert_int_eq(ovl_memory_set_xattr(m, "opq_user", "user.overlay.opaque", "y"), 0);
 	add(m, "opq_marker/.wh..wh..opq", S_IFREG, "");
@@ -77,13 +84,7 @@ static struct ovl_memory *make_bottom(void)
 	add(m, "d", S_IFDIR | 0755, NULL);
 	add(m, "d/y", S_IFREG | 0644, "bottom y");
 	add(m, "d/x", S_IFREG | 0644, "bottom x");
-	const char *opaque[] = { "opq_trusted", "opq_user", "opq_marker" };
-	for (size_t i = 0; i < 3; i++) {
-		char path[64];
-		add(m, opaque[i], S_IFDIR | 0755, NULL);
-		snprintf(path, sizeof path, "%s/theirs", opaque[i]);
-		add(m, path, S_IFREG | 0644, "theirs");
-	}
+	add_opaque_dirs(m, "theirs");
 	return m;
 }
 
@@ -240,7 +241,6 @@ END_TEST
 
 START_TEST(opaque_dirs)
 {
-	const char *dirs[] = { "opq_trusted", "opq_user", "opq_marker" };
 	struct mnt t;
 	for (int listed = 0; listed < 2; listed++) {
 		/* a lookup probes the layers, or completes what the root's listing told */
@@ -250,8 +250,8 @@ START_TEST(opaque_dirs)
 			listing_of(&t, t.fs->root, names, sizeof names);
 		}
 		for (size_t i = 0; i < 3; i++) {
-			struct ovl_node *d = node_at(&t, t.fs->root, dirs[i]);
-			ck_assert_msg(d->dir->nlayers == 1, "%s merges %u layers", dirs[i], d->dir->nlayers);
+			struct ovl_node *d = node_at(&t, t.fs->root, opaque_names[i]);
+			ck_assert_msg(d->dir->nlayers == 1, "%s merges %u layers", opaque_names[i], d->dir->nlayers);
 			ck_assert_uint_eq(node_at(&t, d, "mine")->layer, TOP);
 			expect_absent(&t, d, "theirs");
 			expect_absent(&t, d, ".wh..wh..opq");
