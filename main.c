@@ -14,6 +14,7 @@
 
 #include "fuse/transport.h"
 #include "overlay/overlay.h"
+#include "plugins/loader.h"
 
 /* SIGUSR1 (blocked in every thread) prints the counters of the mount, fs;
  * a thread of its own so printing is safe. */
@@ -54,6 +55,36 @@ static int fail(const char *msg)
 	return 1;
 }
 
+static bool wants_plugins(const char *lowerdir)
+{
+	char **paths;
+	size_t n;
+	bool any = false;
+	if (lowerdir == NULL || ovl_split_layers(lowerdir, &paths, &n) < 0)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		any = any || ovl_plugin_spec_is(paths[i]);
+	ovl_free_strv(paths, n);
+	return any;
+}
+
+/* A static daemon cannot run plugins: it hands a mount with a plugin lower
+ * to the dynamic build of itself, same arguments, same pid, before anything
+ * is opened.  The variable stops a loop if that one is static too: its
+ * loader then refuses the plugin. */
+#define HANDED_OVER "FUSE_OVERLAYFS_HANDED_TO_PLUGIN_DAEMON"
+static int hand_to_plugin_daemon(char *argv[])
+{
+	const char *daemon = ovl_plugins_daemon();
+	if (setenv(HANDED_OVER, "1", 1) < 0)
+		return fail(strerror(errno));
+	execv(daemon, argv);
+	char err[4200];
+	snprintf(err, sizeof err, "%s: lowerdir: plugins need this dynamically linked fuse-overlayfs: %s", daemon,
+		 strerror(errno));
+	return fail(err);
+}
+
 int main(int argc, char *argv[])
 {
 	static struct ovl_config cfg;
@@ -76,6 +107,10 @@ int main(int argc, char *argv[])
 		printf("%s: version %s\nFUSE library version %s\n", OVL_PROGRAM, PACKAGE_VERSION, fuse_pkgversion());
 		return 0;
 	}
+	bool handed_over = getenv(HANDED_OVER) != NULL;
+	unsetenv(HANDED_OVER);
+	if (!handed_over && !ovl_plugins_runnable() && wants_plugins(cfg.lowerdir))
+		return hand_to_plugin_daemon(argv);
 	ovl_log_init(cfg.debug);
 	if (ovl_options_check_paths(&cfg, err, sizeof err) < 0)
 		return fail(err);

@@ -12,7 +12,10 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <elf.h>
+#include <link.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/sysmacros.h>
 
 #include "loader.h"
@@ -86,6 +89,22 @@ const char *ovl_plugins_dir(void)
 	return env && env[0] ? env : OVL_PLUGIN_DIR;
 }
 
+bool ovl_plugins_runnable(void)
+{
+	const ElfW(Phdr) *ph = (const ElfW(Phdr) *)getauxval(AT_PHDR);
+	unsigned long n = getauxval(AT_PHNUM);
+	for (unsigned long i = 0; ph != NULL && i < n; i++)
+		if (ph[i].p_type == PT_INTERP)
+			return true;
+	return false;
+}
+
+const char *ovl_plugins_daemon(void)
+{
+	const char *env = getenv("FUSE_OVERLAYFS_PLUGIN_DAEMON");
+	return env && env[0] ? env : OVL_PLUGIN_DAEMON;
+}
+
 /* A plugin of ours runs on our libc: in a static daemon dlopen brings a
  * second one, whose errno (and malloc) the daemon never sees. */
 static bool shares_libc(void *dl)
@@ -106,9 +125,12 @@ static const char *find_plugin(const struct ovl_plugins *ps, const char *name)
 static const char *check_plugin(const struct ovl_plugins *ps, void *dl, const struct ovl_plugin **out, char *why,
 				size_t whylen)
 {
-	if (!shares_libc(dl))
-		return "this fuse-overlayfs is linked statically and cannot run plugins (configure it with "
-		       "--disable-static-daemon)";
+	if (!shares_libc(dl)) {
+		snprintf(why, whylen,
+			 "this fuse-overlayfs is linked statically and cannot run plugins; neither can its plugin daemon %s",
+			 ovl_plugins_daemon());
+		return why;
+	}
 	ovl_plugin_entry_fn entry = (ovl_plugin_entry_fn)dlsym(dl, OVL_PLUGIN_ENTRY_SYMBOL);
 	if (entry == NULL)
 		return "no symbol " OVL_PLUGIN_ENTRY_SYMBOL " (not a fuse-overlayfs plugin)";

@@ -30,6 +30,13 @@ void ovl_plugin_spec_free(struct ovl_plugin_spec *spec);
 /* Where plugins are without -o plugins=: $FUSE_OVERLAYFS_PLUGIN_DIR, else
  * the installed directory. */
 const char *ovl_plugins_dir(void);
+/* Whether plugins can run in this process: not in a static daemon (no
+ * program interpreter), where dlopen brings a second libc whose errno,
+ * heap and thread state the daemon's never see. */
+bool ovl_plugins_runnable(void);
+/* The dynamic build of the daemon a static one hands plugin mounts to:
+ * $FUSE_OVERLAYFS_PLUGIN_DAEMON, else the installed one. */
+const char *ovl_plugins_daemon(void);
 /* Loads the plugins of list ("A.so:B.so"; a name without '/' is in the
  * plugin directory), or with list NULL every *.so of the plugin directory
  * (none if it is missing).  0, or -1 with one line naming the plugin in err. */

@@ -16,6 +16,8 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 top=$(cd "$here/../.." && pwd)
 BIN=${FUSE_OVERLAYFS:-$top/fuse-overlayfs}
+# a static daemon hands plugin mounts to its dynamic build: the tree's daemon to the tree's
+[ -n "${FUSE_OVERLAYFS:-}" ] || export FUSE_OVERLAYFS_PLUGIN_DAEMON=${FUSE_OVERLAYFS_PLUGIN_DAEMON:-$top/fuse-overlayfs-plugins}
 TEMP_REGEX=${OVL_TEMP_REGEX:-'^#ovl\.'}
 CHECK=$top/tests/check-upper.py
 TEST_STYLE=${TEST_STYLE:-plain}

@@ -17,8 +17,8 @@
 #   refuse_*          a layer blob with a changed byte, a truncated gzip
 #                     blob, a ref the layout lacks: exit 1, one line naming
 #                     the blob or layout, nothing mounted
-# A statically linked daemon cannot run plugins: the tree's
-# tests/integration/fuse-overlayfs-dynamic is mounted then (as plugins.sh).
+# A statically linked daemon hands these mounts to its dynamic build (as in
+# plugins.sh).
 # Environment: FUSE_OVERLAYFS (the daemon, default the tree's), OVL_TEST_TMPDIR.
 TEST_NAME=oci
 # shellcheck source=lib.sh
@@ -30,11 +30,6 @@ PLUGIN=$top/oci.so
 [ -f "$PLUGIN" ] || die "$PLUGIN not built"
 make_work
 
-DBIN=$BIN
-if ! readelf -l "$BIN" 2>/dev/null | grep -q 'Requesting program interpreter'; then
-	DBIN=$top/tests/integration/fuse-overlayfs-dynamic
-	make -C "$top" tests/integration/fuse-overlayfs-dynamic >"$WORK/make.log" 2>&1 || die "cannot build $DBIN"
-fi
 IMG=$WORK/img
 python3 "$here/oci_image.py" make "$IMG" >"$WORK/make-image.log" 2>&1 ||
 	die "oci_image.py make failed: $(tail -3 "$WORK/make-image.log")"
@@ -52,7 +47,7 @@ same() {
 
 # ---- layout_vs_kernel ----
 mount -t overlay overlay -o "lowerdir=$LOWERS,upperdir=$WORK/ku,workdir=$WORK/kw" "$K" || die "kernel overlay mount failed"
-if ! start_fuse "$DBIN" "//oci/v1$IMG/layout" "$WORK/u" "$WORK/w" "$M" "$WORK/err" "plugins=$PLUGIN"; then
+if ! start_fuse "$BIN" "//oci/v1$IMG/layout" "$WORK/u" "$WORK/w" "$M" "$WORK/err" "plugins=$PLUGIN"; then
 	die "mount of //oci/v1$IMG/layout failed: $(cat "$WORK/err")"
 fi
 view "$K" >"$WORK/view.k"
@@ -79,7 +74,7 @@ else
 	view "$M" >"$WORK/view.m2"
 	stop_fuse "$M" "$FPID" || fail copy_up "$STOP_ERR"
 	cached=$(find "$IMG/layout/blobs/sha256" -name '.*.ovl-index' | wc -l)
-	if ! start_fuse "$DBIN" "//oci/v1$IMG/layout" "$WORK/u" "$WORK/w" "$M" "$WORK/err" "plugins=$PLUGIN"; then
+	if ! start_fuse "$BIN" "//oci/v1$IMG/layout" "$WORK/u" "$WORK/w" "$M" "$WORK/err" "plugins=$PLUGIN"; then
 		fail copy_up "remount failed: $(tail -1 "$WORK/err")"
 	elif ! d=$(same "$WORK/view.k2" "$WORK/view.m2"); then
 		fail copy_up "views differ after the changes (- kernel, + ours)" "$d"
@@ -100,7 +95,7 @@ below=("$WORK/empty" "$IMG/unpacked/1" "$IMG/unpacked/2:$IMG/unpacked/1")
 for n in 1 2 3; do
 	rm -rf "$WORK/u" "$WORK/w" && mkdir "$WORK/u" "$WORK/w"
 	mount -t overlay overlay -o "lowerdir=$IMG/unpacked/$n:${below[n - 1]}" "$K" || die "kernel overlay mount failed"
-	if ! start_fuse "$DBIN" "//oci/$IMG/blob.$n:${below[n - 1]}" "$WORK/u" "$WORK/w" "$M" "$WORK/err" "plugins=$PLUGIN"; then
+	if ! start_fuse "$BIN" "//oci/$IMG/blob.$n:${below[n - 1]}" "$WORK/u" "$WORK/w" "$M" "$WORK/err" "plugins=$PLUGIN"; then
 		errs+=("blob.$n: no mount: $(tail -1 "$WORK/err")")
 	else
 		d=$(same <(view "$K") <(view "$M")) || errs+=("blob.$n: views differ (- kernel, + ours)" "$d")
@@ -120,7 +115,7 @@ with tarfile.open(sys.argv[1], "w", format=tarfile.USTAR_FORMAT) as t:
         t.addfile(ti, io.BytesIO(b"hi\n"))
 EOF
 rm -rf "$WORK/u" "$WORK/w" "$WORK/err" && mkdir "$WORK/u" "$WORK/w"
-if ! start_fuse "$DBIN" "//oci/$WORK/hostile.tar" "$WORK/u" "$WORK/w" "$M" "$WORK/err" "plugins=$PLUGIN"; then
+if ! start_fuse "$BIN" "//oci/$WORK/hostile.tar" "$WORK/u" "$WORK/w" "$M" "$WORK/err" "plugins=$PLUGIN"; then
 	fail hostile_entry "no mount: $(tail -1 "$WORK/err")"
 else
 	got=$(ls -A "$M" | tr '\n' ' ')
@@ -138,7 +133,7 @@ fi
 # ---- refusals: exit 1, one line naming it, nothing mounted ----
 refuse() { # NAME WANT-IN-THE-LINE LOWER
 	local name=$1 what=$2 rc
-	timeout 20 "$DBIN" -o "plugins=$PLUGIN,lowerdir=$3,upperdir=$WORK/u,workdir=$WORK/w" "$M" >"$WORK/out" 2>"$WORK/err"
+	timeout 20 "$BIN" -o "plugins=$PLUGIN,lowerdir=$3,upperdir=$WORK/u,workdir=$WORK/w" "$M" >"$WORK/out" 2>"$WORK/err"
 	rc=$?
 	if is_mounted "$M"; then
 		fail "$name" "it mounted (exit $rc)"

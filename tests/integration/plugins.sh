@@ -6,8 +6,8 @@
 # PKG_CONFIG_SYSROOT_DIR point into the DESTDIR), and mounts
 # `-o plugins=mem.so,lowerdir=//mem/x/two:DIR` (one entry, two layers, over a
 # directory layer).  A statically linked daemon cannot run plugins (dlopen
-# brings it a second libc): the tree's tests/integration/fuse-overlayfs-dynamic
-# is mounted then, and the static one must refuse in one line.
+# brings it a second libc): it hands the mount to its dynamic build,
+# FUSE_OVERLAYFS_PLUGIN_DAEMON (the tree's fuse-overlayfs-plugins).
 #   pkg_config           cflags and plugindir of fuse-overlayfs-plugin.pc; the
 #                        plugin builds with -Wall -Wextra -Werror
 #   merged_view          listing, contents through the read op, stat,
@@ -18,10 +18,15 @@
 #   copy_up_append       an append to a plugin file: upper gets all of it
 #   release_at_unmount   each plugin layer is released once at unmount
 #   plugin_dir           without plugins=, the .so in FUSE_OVERLAYFS_PLUGIN_DIR
+#   plugin_daemon_installed  make install puts the dynamic
+#                        libexec/fuse-overlayfs/fuse-overlayfs-plugins
+#   handed_to_plugin_daemon  (a static daemon) the mount's daemon runs as
+#                        FUSE_OVERLAYFS_PLUGIN_DAEMON
 #   refuse_*             no plugin of that name, a .so that is not there, one
 #                        without the entry symbol, interface version 2, a PATH
 #                        the plugin refuses, // as upperdir, (a static
-#                        daemon): exit 1, one line naming it, nothing mounted
+#                        daemon) a plugin daemon that is missing or static
+#                        too: exit 1, one line naming it, nothing mounted
 # Environment: FUSE_OVERLAYFS (the daemon, default the tree's), OVL_TEST_TMPDIR.
 TEST_NAME=plugins
 # shellcheck source=lib.sh
@@ -35,15 +40,11 @@ make -C "$top" install DESTDIR="$DEST" >"$WORK/install.log" 2>&1 || die "make in
 PKG_CONFIG_PATH=$(find "$DEST" -name fuse-overlayfs-plugin.pc -printf '%h\n' | head -1)
 [ -n "$PKG_CONFIG_PATH" ] || die "make install put no fuse-overlayfs-plugin.pc into $DEST"
 export PKG_CONFIG_PATH PKG_CONFIG_SYSROOT_DIR=$DEST
-DBIN=$BIN
 if readelf -l "$BIN" 2>/dev/null | grep -q 'Requesting program interpreter'; then
 	static=0
 else
 	static=1
-	DBIN=$top/tests/integration/fuse-overlayfs-dynamic
-	make -C "$top" tests/integration/fuse-overlayfs-dynamic >"$WORK/make.log" 2>&1 || die "cannot build $DBIN"
 fi
-
 # ---- pkg_config: the plugin built out of the tree ----
 src=$here/plugins/mem.c
 cflags=$(pkg-config --cflags fuse-overlayfs-plugin 2>&1)
@@ -69,8 +70,9 @@ echo "lower hidden" >"$WORK/low/hidden"
 echo "lower file" >"$WORK/low/dirfile.txt"
 M=$WORK/m
 export MEM_RELEASE_FILE=$WORK/released
-start_fuse "$DBIN" "//mem/x/two:$WORK/low" "$WORK/u" "$WORK/w" "$M" "$WORK/err" "plugins=$WORK/mem.so" ||
+start_fuse "$BIN" "//mem/x/two:$WORK/low" "$WORK/u" "$WORK/w" "$M" "$WORK/err" "plugins=$WORK/mem.so" ||
 	die "mount with the plugin failed: $(cat "$WORK/err")"
+first_exe=$(readlink "/proc/$FPID/exe")
 
 # ---- merged_view ----
 errs=()
@@ -130,7 +132,7 @@ unset MEM_RELEASE_FILE
 # ---- plugin_dir ----
 cp "$WORK/mem.so" "$WORK/pdir/"
 rm -rf "$WORK/u" "$WORK/w" && mkdir "$WORK/u" "$WORK/w"
-if ! FUSE_OVERLAYFS_PLUGIN_DIR=$WORK/pdir start_fuse "$DBIN" "//mem/dir/two:$WORK/low" "$WORK/u" "$WORK/w" "$M" "$WORK/err"; then
+if ! FUSE_OVERLAYFS_PLUGIN_DIR=$WORK/pdir start_fuse "$BIN" "//mem/dir/two:$WORK/low" "$WORK/u" "$WORK/w" "$M" "$WORK/err"; then
 	fail plugin_dir "no mount: $(tail -1 "$WORK/err")"
 else
 	got=$(cat "$M/f.txt")
@@ -158,18 +160,35 @@ refuse() { # NAME WANT-IN-THE-LINE BIN OPTIONS [ENV...]
 	fi
 }
 uw="upperdir=$WORK/u,workdir=$WORK/w"
-refuse refuse_missing_name "no plugin named 'nope'" "$DBIN" "plugins=$WORK/mem.so,lowerdir=//nope/x/two:$WORK/low,$uw"
-refuse refuse_missing_name_dir "no plugin named 'nope'" "$DBIN" "lowerdir=//nope/x/two,$uw" FUSE_OVERLAYFS_PLUGIN_DIR="$WORK/pdir"
-refuse refuse_no_such_so "$WORK/none.so" "$DBIN" "plugins=$WORK/none.so,lowerdir=//mem/x/two,$uw"
-refuse refuse_no_symbol "$WORK/mem_nosym.so: plugins: no symbol fuse_overlayfs_plugin_v1" "$DBIN" \
+refuse refuse_missing_name "no plugin named 'nope'" "$BIN" "plugins=$WORK/mem.so,lowerdir=//nope/x/two:$WORK/low,$uw"
+refuse refuse_missing_name_dir "no plugin named 'nope'" "$BIN" "lowerdir=//nope/x/two,$uw" FUSE_OVERLAYFS_PLUGIN_DIR="$WORK/pdir"
+refuse refuse_no_such_so "$WORK/none.so" "$BIN" "plugins=$WORK/none.so,lowerdir=//mem/x/two,$uw"
+refuse refuse_no_symbol "$WORK/mem_nosym.so: plugins: no symbol fuse_overlayfs_plugin_v1" "$BIN" \
 	"plugins=$WORK/mem_nosym.so,lowerdir=//mem/x/two,$uw"
-refuse refuse_api_version "$WORK/mem_v2.so: plugins: plugin interface version 2" "$DBIN" \
+refuse refuse_api_version "$WORK/mem_v2.so: plugins: plugin interface version 2" "$BIN" \
 	"plugins=$WORK/mem_v2.so,lowerdir=//mem/x/two,$uw"
-refuse refuse_path "//mem/x/bad: lowerdir: plugin mem: mem: no tree at /bad" "$DBIN" \
+refuse refuse_path "//mem/x/bad: lowerdir: plugin mem: mem: no tree at /bad" "$BIN" \
 	"plugins=$WORK/mem.so,lowerdir=//mem/x/bad:$WORK/low,$uw"
-refuse refuse_plugin_upper "//mem/x/two: upperdir" "$DBIN" \
+refuse refuse_plugin_upper "//mem/x/two: upperdir" "$BIN" \
 	"plugins=$WORK/mem.so,lowerdir=$WORK/low,upperdir=//mem/x/two,workdir=$WORK/w"
+# ---- the static daemon hands plugin mounts to its dynamic build ----
+installed=$(find "$DEST" -path '*/libexec/fuse-overlayfs/fuse-overlayfs-plugins' -type f | head -1)
+if [ -z "$installed" ]; then
+	fail plugin_daemon_installed "make install put no libexec/fuse-overlayfs/fuse-overlayfs-plugins into $DEST"
+elif ! readelf -l "$installed" | grep -q 'Requesting program interpreter'; then
+	fail plugin_daemon_installed "$installed is not linked dynamically"
+else
+	pass plugin_daemon_installed
+fi
 if [ "$static" = 1 ]; then
-	refuse refuse_static_daemon "linked statically" "$BIN" "plugins=$WORK/mem.so,lowerdir=//mem/x/two,$uw"
+	if [ "$first_exe" = "$FUSE_OVERLAYFS_PLUGIN_DAEMON" ]; then
+		pass handed_to_plugin_daemon
+	else
+		fail handed_to_plugin_daemon "the daemon mounted by $BIN runs $first_exe, want $FUSE_OVERLAYFS_PLUGIN_DAEMON"
+	fi
+	refuse refuse_no_plugin_daemon "$WORK/none: lowerdir: plugins need" "$BIN" \
+		"plugins=$WORK/mem.so,lowerdir=//mem/x/two,$uw" FUSE_OVERLAYFS_PLUGIN_DAEMON="$WORK/none"
+	refuse refuse_static_plugin_daemon "linked statically and cannot run plugins; neither can its plugin daemon $BIN" \
+		"$BIN" "plugins=$WORK/mem.so,lowerdir=//mem/x/two,$uw" FUSE_OVERLAYFS_PLUGIN_DAEMON="$BIN"
 fi
 finish
