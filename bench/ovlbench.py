@@ -4,8 +4,8 @@ and ours: the read path on read-only mounts, the write path on read-write
 mounts.  Run through bench/run.sh (needs root)."""
 import argparse, errno, json, os, random, select, shutil, signal, statistics, subprocess, sys, time
 
-FS = ('kernel', 'ref', 'ours')
-LABEL = {'kernel': 'kernel', 'ref': 'ref 1.10', 'ours': 'ours'}
+FS = ('kernel', 'ref', 'ours', 'base')   # base: ours at another commit, when BASE_FUSE_OVERLAYFS is set
+LABEL = {'kernel': 'kernel', 'ref': 'ref 1.10', 'ours': 'ours', 'base': 'base'}
 NLAYERS = 50
 
 
@@ -165,7 +165,7 @@ class Mounts:
         if fs == 'kernel':
             cmd = ['mount', '-t', 'overlay', 'overlay', '-o', opts, mnt]
         else:
-            extra = self.ours_opts if fs == 'ours' and self.ours_opts else ''
+            extra = self.ours_opts if fs in ('ours', 'base') and self.ours_opts else ''
             cmd = [self.bins[fs], '-o', opts + (',' + extra if extra else ''), mnt]
         with open(os.path.join(self.mntdir, 'mount.err'), 'w+') as err:   # a file, not a pipe:
             p = subprocess.run(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stderr=err)   # the daemon inherits it
@@ -728,22 +728,27 @@ def uring_param():
         return None
 
 
-def report(a, fss, res, rss, fails, bins, kopts):
+def report(a, fss, res, rss, fails, bins, kopts, raw):
     g = lambda d, fs: d.get(fs)
     print(f'\nfuse-overlayfs bench: size {a.size}, median of {a.reps} reps, seconds\n')
-    print(f'ref = {bins["ref"]}  \nours = {bins["ours"]}' + (f' with `-o ..,{a.ours_opts}`' if a.ours_opts else '') + '\n')
+    print(f'ref = {bins["ref"]}  \nours = {bins["ours"]}' + (f' with `-o ..,{a.ours_opts}`' if a.ours_opts else '')
+          + (f'  \nbase = {bins["base"]}' if 'base' in fss else '') + '\n')
     print(f'fuse module `enable_uring={uring_param() or "absent"}` (ours takes requests through io_uring '
           f'when Y; 1.10 never does)\n')
     if kopts is not None:
         print(f'kernel read-write mounts: `-o lowerdir=..,upperdir=..,workdir=..` only; mountinfo shows '
               f'`{kopts}`; module defaults: `{kernel_defaults()}`\n')
-    print('| workload | kernel | ref 1.10 | ours | ours/ref | ours/kernel |')
-    print('|---|---:|---:|---:|---:|---:|')
+    base = 'base' in fss
+    print('| workload | kernel | ref 1.10 | ours | ours/ref | ours/kernel |' + (' base | ours/base |' if base else ''))
+    print('|---|---:|---:|---:|---:|---:|' + ('---:|---:|' if base else ''))
     fmt = lambda v: f'{v:.4g}' if v is not None else '-'
     for w, r in res.items():
         cell = lambda fs: f'FAIL: {fails[w][fs]}' if fs in fails.get(w, {}) else fmt(g(r, fs))
         print(f'| {w} | {cell("kernel")} | {cell("ref")} | {cell("ours")} '
-              f'| {ratio(g(r, "ours"), g(r, "ref"))} | {ratio(g(r, "ours"), g(r, "kernel"))} |')
+              f'| {ratio(g(r, "ours"), g(r, "ref"))} | {ratio(g(r, "ours"), g(r, "kernel"))} |'
+              + (f' {cell("base")} | {ratio(g(r, "ours"), g(r, "base"))} |' if base else ''))
+    if base:
+        spread_report(raw)
     if any(fs != 'kernel' for fs in fss):
         print('\nDaemon peak RSS (VmHWM before unmount, max over mounts), MiB\n')
         print('| workload | ref 1.10 | ours | ours/ref |')
@@ -751,6 +756,23 @@ def report(a, fss, res, rss, fails, bins, kopts):
         mib = lambda v: f'{v / 1024:.1f}' if v is not None else '-'
         for w, r in rss.items():
             print(f'| {w} | {mib(g(r, "ref"))} | {mib(g(r, "ours"))} | {ratio(g(r, "ours"), g(r, "ref"))} |')
+
+
+def spread_report(raw):
+    """Ours against base, each with its run-to-run spread (max - min of its
+    reps): ours is slower only if its median exceeds base's by more than the
+    larger spread."""
+    print('\nOurs against base: medians and run-to-run spreads (max - min), seconds\n')
+    print('| workload | base | base spread | ours | ours spread | ours - base | slower than the spread? |')
+    print('|---|---:|---:|---:|---:|---:|---|')
+    for w, r in raw.items():
+        t = r['times']
+        if not t.get('base') or not t.get('ours'):
+            continue
+        mb, mo = statistics.median(t['base']), statistics.median(t['ours'])
+        sb, so = max(t['base']) - min(t['base']), max(t['ours']) - min(t['ours'])
+        slower = 'yes' if mo - mb > max(sb, so) else 'no'
+        print(f'| {w} | {mb:.4g} | {sb:.3g} | {mo:.4g} | {so:.3g} | {mo - mb:+.3g} | {slower} |')
 
 
 def main():
@@ -761,7 +783,8 @@ def main():
     ap.add_argument('--only', action='append', default=[],
                     help='workload name or prefix (comma list, repeatable), e.g. find,seqread-warm; '
                          '"read" or "write" selects a whole group')
-    ap.add_argument('--fs', default=','.join(FS), help='subset of kernel,ref,ours')
+    ap.add_argument('--fs', default=','.join(FS),
+                    help='subset of kernel,ref,ours,base (base only with BASE_FUSE_OVERLAYFS)')
     ap.add_argument('--dir', default='/var/tmp/ovlbench', help='work dir (data sets are kept here)')
     ap.add_argument('--json', help='also write raw per-rep results to this file')
     ap.add_argument('--timeout', type=float, default=600,
@@ -774,6 +797,8 @@ def main():
     a.dir = os.path.abspath(a.dir)
     bins = {'ref': os.environ.get('REF_FUSE_OVERLAYFS', '/usr/bin/fuse-overlayfs'),
             'ours': os.environ.get('FUSE_OVERLAYFS', os.path.join(here, '..', 'fuse-overlayfs'))}
+    if os.environ.get('BASE_FUSE_OVERLAYFS'):
+        bins['base'] = os.environ['BASE_FUSE_OVERLAYFS']
     bins = {k: os.path.abspath(v) for k, v in bins.items()}
     wl = workloads(a)
     if a.list:
@@ -784,7 +809,7 @@ def main():
     sel = [w for w in wl if not only or any(w == o or w.startswith(o) or o == group(w) for o in only)]
     if not sel:
         sys.exit(f'no workload matches {only}; try --list')
-    fss = [fs for fs in FS if fs in a.fs.split(',')]
+    fss = [fs for fs in FS if fs in a.fs.split(',') and (fs == 'kernel' or fs in bins)]
     for fs in fss[:]:
         if fs != 'kernel' and not os.access(bins[fs], os.X_OK):
             log(f'# WARNING: {fs} binary {bins[fs]} not found, skipping it')
@@ -813,7 +838,7 @@ def main():
     finally:
         mounts.umount_all()
         if res:
-            report(a, fss, res, rss, fails, bins, mounts.kernel_rw_opts)
+            report(a, fss, res, rss, fails, bins, mounts.kernel_rw_opts, raw)
         if a.uring:
             with open(URING_PARAM, 'w') as f:
                 f.write(uring_saved)
