@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../../overlay/hash.h"
+#include "check_main.h"
 
 struct names {
 	char v[2000][8];
@@ -101,16 +102,14 @@ START_TEST(chain_grows_and_deletes)
 }
 END_TEST
 
-int main(void)
+static Suite *suite(void)
 {
 	Suite *s = suite_create("hash");
 	TCase *tc = tcase_create("hash");
 	tcase_add_test(tc, index_finds_every_entry_and_leaves_skipped_out);
 	tcase_add_test(tc, chain_grows_and_deletes);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return s;
 }
+
+CHECK_MAIN(suite)

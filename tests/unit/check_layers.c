@@ -22,6 +22,7 @@
 #include "../../layers/memory.h"
 #include "../../overlay/overlay.h"
 #include "../../overlay/readdir.h"
+#include "check_main.h"
 
 /* the layers' indexes in a mount: 0 is the upper */
 enum { UPPER, TOP, BOTTOM, NLOWERS = 2 };
@@ -435,11 +436,4 @@ static Suite *suite(void)
 	return s;
 }
 
-int main(void)
-{
-	SRunner *r = srunner_create(suite());
-	srunner_run_all(r, CK_NORMAL);
-	int failed = srunner_ntests_failed(r);
-	srunner_free(r);
-	return failed ? 1 : 0;
-}
+CHECK_MAIN(suite)

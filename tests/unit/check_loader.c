@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../../plugins/loader.h"
+#include "check_main.h"
 
 static void parses(const char *entry, const char *name, const char *data, const char *path)
 {
@@ -71,7 +72,7 @@ START_TEST(missing_dir_is_no_error_but_no_plugin)
 }
 END_TEST
 
-int main(void)
+static Suite *suite(void)
 {
 	Suite *s = suite_create("loader");
 	TCase *tc = tcase_create("loader");
@@ -80,9 +81,7 @@ int main(void)
 	tcase_add_test(tc, load_missing_file_names_it);
 	tcase_add_test(tc, missing_dir_is_no_error_but_no_plugin);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return s;
 }
+
+CHECK_MAIN(suite)

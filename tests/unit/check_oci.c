@@ -26,6 +26,7 @@
 #include "../../plugins/oci/sha256.h"
 #include "../../plugins/oci/tar.h"
 #include "../../plugins/plugin.h"
+#include "check_main.h"
 #include "oci_fixture.h"
 
 static void setup(void)
@@ -976,11 +977,4 @@ static Suite *suite(void)
 	return s;
 }
 
-int main(void)
-{
-	SRunner *r = srunner_create(suite());
-	srunner_run_all(r, CK_NORMAL);
-	int failed = srunner_ntests_failed(r);
-	srunner_free(r);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+CHECK_MAIN(suite)

@@ -18,6 +18,7 @@
 
 #include "../../overlay/overlay.h"
 #include "../../overlay/readdir.h"
+#include "check_main.h"
 
 /* ---- options ---- */
 static int parse(struct ovl_config *cfg, char *err, int argc, char **argv)
@@ -905,11 +906,4 @@ static Suite *suite(void)
 	return s;
 }
 
-int main(void)
-{
-	SRunner *r = srunner_create(suite());
-	srunner_run_all(r, CK_NORMAL);
-	int failed = srunner_ntests_failed(r);
-	srunner_free(r);
-	return failed ? 1 : 0;
-}
+CHECK_MAIN(suite)

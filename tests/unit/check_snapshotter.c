@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../../contrib/snapshotter/shim.h"
+#include "check_main.h"
 
 static struct snap_info make_info(const char *name, const char *parent, enum snap_kind kind)
 {
@@ -191,11 +192,4 @@ static Suite *suite(void)
 	return s;
 }
 
-int main(void)
-{
-	SRunner *r = srunner_create(suite());
-	srunner_run_all(r, CK_NORMAL);
-	int failed = srunner_ntests_failed(r);
-	srunner_free(r);
-	return failed ? 1 : 0;
-}
+CHECK_MAIN(suite)
