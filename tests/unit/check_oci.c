@@ -739,26 +739,30 @@ START_TEST(hostile_headers)
 	t_end(&t);
 	refused_tw(&t, RAW, "malformed number");
 	free(t.b), memset(&t, 0, sizeof t);
-	/* more entries than the bound */
-	setenv("FUSE_OVERLAYFS_OCI_MAX_ENTRIES", "10", 1);
-	for (int i = 0; i < 20; i++) {
-		snprintf(name, sizeof name, "f%d", i);
-		t_file(&t, name, "");
+	/* bounds passed: count empty files named PREFIX and the number (of
+	 * at least width digits) under the bound env=value */
+	static const struct {
+		const char *env, *value;
+		int count;
+		const char *prefix;
+		int width;
+		enum comp comp;
+		const char *why;
+	} bounds[] = {
+		{ "FUSE_OVERLAYFS_OCI_MAX_ENTRIES", "10", 20, "f", 0, ZST, "more than 10 entries" },
+		{ "FUSE_OVERLAYFS_OCI_MAX_INDEX", "256K", 3000, "", 99, RAW, "index larger than 262144 bytes" },
+	};
+	for (size_t k = 0; k < sizeof bounds / sizeof bounds[0]; k++) {
+		setenv(bounds[k].env, bounds[k].value, 1);
+		for (int i = 0; i < bounds[k].count; i++) {
+			snprintf(name, sizeof name, "%s%0*d", bounds[k].prefix, bounds[k].width, i);
+			t_file(&t, name, "");
+		}
+		t_end(&t);
+		refused_tw(&t, bounds[k].comp, bounds[k].why);
+		unsetenv(bounds[k].env);
+		free(t.b), memset(&t, 0, sizeof t);
 	}
-	t_end(&t);
-	refused_tw(&t, ZST, "more than 10 entries");
-	unsetenv("FUSE_OVERLAYFS_OCI_MAX_ENTRIES");
-	free(t.b), memset(&t, 0, sizeof t);
-	/* an index larger than the bound */
-	setenv("FUSE_OVERLAYFS_OCI_MAX_INDEX", "256K", 1);
-	for (int i = 0; i < 3000; i++) {
-		snprintf(name, sizeof name, "%099d", i);
-		t_file(&t, name, "");
-	}
-	t_end(&t);
-	refused_tw(&t, RAW, "index larger than 262144 bytes");
-	unsetenv("FUSE_OVERLAYFS_OCI_MAX_INDEX");
-	free(t.b);
 }
 END_TEST
 
