@@ -239,12 +239,7 @@ ssize_t oci_blob_pread(struct oci_blob *b, void *buf, size_t n, uint64_t off)
 		return 0;
 	if (b->comp == OCI_TAR)
 		return pread_full(b->fd, buf, n, off);
-	bool gz = b->comp == OCI_GZIP;
-	uint64_t from = gz ? oci_gz_restart(b->gz, off) : oci_zs_restart(b->zs, off);
-	struct oci_cursor *c = oci_cursor_get(b->cursors, from, off);
-	int r = gz ? oci_gz_read(b, c, buf, n, off) : oci_zs_read(b, c, buf, n, off);
-	oci_cursor_put(b->cursors, c);
-	return r < 0 ? -1 : (ssize_t)n;
+	return oci_cursors_read(b->cursors, b, buf, n, off) < 0 ? -1 : (ssize_t)n;
 }
 
 void oci_blob_close(struct oci_blob *b)

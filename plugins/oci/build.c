@@ -159,7 +159,7 @@ int oci_build(int fd, const struct oci_build_want *want, const struct oci_limits
 		oci_cache_save(want->dirfd, want->name, &st, want->digest, blob, ix);
 built:
 	if (blob->comp != OCI_TAR) {
-		blob->cursors = oci_cursors_new(OCI_CURSORS, blob->comp == OCI_GZIP ? oci_gz_dec_free : oci_zs_dec_free);
+		blob->cursors = oci_cursors_new(OCI_CURSORS, blob->comp == OCI_GZIP ? &oci_gz_codec : &oci_zs_codec);
 		if (!blob->cursors) {
 			snprintf(err, errlen, "out of memory");
 			goto out;

@@ -47,11 +47,6 @@ static const struct gz_point *point_for(const struct oci_gz_index *gz, uint64_t 
 	return &gz->p[lo];
 }
 
-uint64_t oci_gz_restart(const struct oci_gz_index *gz, uint64_t off)
-{
-	return point_for(gz, off)->out;
-}
-
 void oci_gz_free(struct oci_gz_index *gz)
 {
 	for (size_t i = 0; i < gz->n; i++)
@@ -249,26 +244,42 @@ struct oci_seq *oci_seq_gzip(struct oci_input *in, struct oci_blob *blob)
 	return &g->s;
 }
 
-/* ---- reads ---- */
+/* ---- reads (through cursor.c's cursors) ---- */
 
 struct gz_dec {
 	z_stream zs;
 	bool raw;        /* inflating raw deflate from a point inside a member */
 	uint64_t in;     /* blob offset of the next byte to read into inbuf */
 	unsigned char inbuf[64 * 1024];
-	unsigned char scratch[32 * 1024]; /* output on the way to the read's offset */
 	unsigned char win[WIN];
 };
 
-void oci_gz_dec_free(void *dec)
+static void *dec_new(void)
+{
+	struct gz_dec *d = calloc(1, sizeof *d);
+	if (d && inflateInit2(&d->zs, -15) != Z_OK) {
+		free(d);
+		return NULL;
+	}
+	return d;
+}
+
+static void dec_free(void *dec)
 {
 	struct gz_dec *d = dec;
 	inflateEnd(&d->zs);
 	free(d);
 }
 
-static int restart(struct oci_blob *b, struct gz_dec *d, const struct gz_point *p)
+static uint64_t restart_at(const struct oci_blob *b, uint64_t off)
 {
+	return point_for(b->gz, off)->out;
+}
+
+static int restart(struct oci_blob *b, void *dec, uint64_t off)
+{
+	struct gz_dec *d = dec;
+	const struct gz_point *p = point_for(b->gz, off);
 	d->zs.avail_in = 0;
 	d->raw = !p->member;
 	if (p->member) {
@@ -297,26 +308,18 @@ static int restart(struct oci_blob *b, struct gz_dec *d, const struct gz_point *
 }
 
 /* Exactly n bytes of output into out. */
-static int decode(struct oci_blob *b, struct gz_dec *d, unsigned char *out, size_t n)
+static int decode(struct oci_blob *b, void *dec, unsigned char *out, size_t n)
 {
+	struct gz_dec *d = dec;
 	d->zs.next_out = out;
 	d->zs.avail_out = (uInt)n;
 	while (d->zs.avail_out) {
 		if (!d->zs.avail_in) {
-			size_t want = sizeof d->inbuf;
-			if (d->in >= b->size)
-				return -1; /* the blob changed since its index was built */
-			if (want > b->size - d->in)
-				want = (size_t)(b->size - d->in);
-			ssize_t r;
-			do
-				r = pread(b->fd, d->inbuf, want, (off_t)d->in);
-			while (r < 0 && errno == EINTR);
-			if (r <= 0)
+			ssize_t r = oci_blob_input(b, d->inbuf, sizeof d->inbuf, &d->in);
+			if (r < 0)
 				return -1;
 			d->zs.next_in = d->inbuf;
 			d->zs.avail_in = (uInt)r;
-			d->in += (uint64_t)r;
 		}
 		int ret = inflate(&d->zs, Z_NO_FLUSH);
 		if (ret == Z_STREAM_END) {
@@ -333,41 +336,14 @@ static int decode(struct oci_blob *b, struct gz_dec *d, unsigned char *out, size
 	return 0;
 }
 
-int oci_gz_read(struct oci_blob *b, struct oci_cursor *c, void *buf, size_t n, uint64_t off)
-{
-	struct gz_dec *d = c->dec;
-	if (!d) {
-		d = calloc(1, sizeof *d);
-		if (!d || inflateInit2(&d->zs, -15) != Z_OK) {
-			free(d);
-			errno = ENOMEM;
-			return -1;
-		}
-		c->dec = d;
-	}
-	const struct gz_point *p = point_for(b->gz, off);
-	if (!c->active || c->pos > off || c->pos < p->out) {
-		c->active = false;
-		if (restart(b, d, p) < 0)
-			goto eio;
-		c->pos = p->out;
-		c->active = true;
-	}
-	while (c->pos < off) {
-		size_t k = off - c->pos < sizeof d->scratch ? (size_t)(off - c->pos) : sizeof d->scratch;
-		if (decode(b, d, d->scratch, k) < 0)
-			goto eio;
-		c->pos += k;
-	}
-	if (decode(b, d, buf, n) < 0)
-		goto eio;
-	c->pos += n;
-	return 0;
-eio:
-	c->active = false;
-	errno = EIO;
-	return -1;
-}
+const struct oci_codec oci_gz_codec = {
+	.dec_new = dec_new,
+	.dec_free = dec_free,
+	.restart_at = restart_at,
+	.restart = restart,
+	.decode = decode,
+	.scratch = 32 * 1024,
+};
 
 /* ---- the cache file (cache.c): the points as saved, checked when read back ---- */
 

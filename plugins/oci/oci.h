@@ -144,32 +144,36 @@ void oci_blob_close(struct oci_blob *b);
 
 /* cursor.c: a few decoders of a compressed blob, each left where its last
  * read ended, so sequential reads (one or several at once) continue instead
- * of restarting from an access point. */
-struct oci_cursor {
-	uint64_t pos;       /* stream offset the decoder stands at */
-	bool active;        /* pos is meaningful */
-	bool busy;
-	uint64_t used;      /* LRU stamp */
-	void *dec;          /* gzip.c's or zstd.c's decoder state */
+ * of restarting from an access point.  The format's part is its codec. */
+struct oci_codec {
+	/* A decoder's state (NULL: out of memory), and its end. */
+	void *(*dec_new)(void);
+	void (*dec_free)(void *dec);
+	/* Where a decoder may start for a read at off: the stream offset of
+	 * the nearest access point (gzip) or frame start (zstd) at or before it. */
+	uint64_t (*restart_at)(const struct oci_blob *b, uint64_t off);
+	/* Sets dec to decode from restart_at(b, off): 0, or -1. */
+	int (*restart)(struct oci_blob *b, void *dec, uint64_t off);
+	/* Exactly n bytes of output into out: 0, or -1. */
+	int (*decode)(struct oci_blob *b, void *dec, unsigned char *out, size_t n);
+	size_t scratch; /* bytes decoded at once on the way to a read's offset */
 };
-struct oci_cursors *oci_cursors_new(unsigned n, void (*dec_free)(void *dec));
-void oci_cursors_free(struct oci_cursors *cs);
-/* An idle cursor, the one standing in [from, off] if any (else the least
- * recently used), marked busy; waits while all are busy. */
-struct oci_cursor *oci_cursor_get(struct oci_cursors *cs, uint64_t from, uint64_t off);
-void oci_cursor_put(struct oci_cursors *cs, struct oci_cursor *c);
+extern const struct oci_codec oci_gz_codec, oci_zs_codec;
 
-/* gzip.c and zstd.c: where a decoder may start for a read at off (the
- * stream offset of the nearest access point or frame at or before it), and a
- * read through one cursor: 0, or -1 with errno. */
-uint64_t oci_gz_restart(const struct oci_gz_index *gz, uint64_t off);
-int oci_gz_read(struct oci_blob *b, struct oci_cursor *c, void *buf, size_t n, uint64_t off);
+struct oci_cursors *oci_cursors_new(unsigned n, const struct oci_codec *codec);
+void oci_cursors_free(struct oci_cursors *cs);
+/* Reads n bytes of b's stream at off through the idle cursor standing
+ * nearest before off (else the least recently used; waits while all are
+ * busy): 0, or -1 with errno (EIO, ENOMEM). */
+int oci_cursors_read(struct oci_cursors *cs, struct oci_blob *b, void *buf, size_t n, uint64_t off);
+/* A decoder's input: up to cap compressed bytes at *at (no further than
+ * the blob's size), *at moved past them: their count, or -1 at the blob's
+ * end (it changed since its index was built) or on an error. */
+ssize_t oci_blob_input(struct oci_blob *b, void *buf, size_t cap, uint64_t *at);
+
+/* gzip.c and zstd.c: their indexes' ends. */
 void oci_gz_free(struct oci_gz_index *gz);
-void oci_gz_dec_free(void *dec);
-uint64_t oci_zs_restart(const struct oci_zs_index *zs, uint64_t off);
-int oci_zs_read(struct oci_blob *b, struct oci_cursor *c, void *buf, size_t n, uint64_t off);
 void oci_zs_free(struct oci_zs_index *zs);
-void oci_zs_dec_free(void *dec);
 
 /* ---- the cache file's buffers (index_load.c) ---- */
 

@@ -42,11 +42,6 @@ static const struct zs_frame *frame_for(const struct oci_zs_index *zs, uint64_t 
 	return &zs->f[lo];
 }
 
-uint64_t oci_zs_restart(const struct oci_zs_index *zs, uint64_t off)
-{
-	return frame_for(zs, off)->out;
-}
-
 void oci_zs_free(struct oci_zs_index *zs)
 {
 	free(zs->f);
@@ -178,42 +173,57 @@ struct oci_seq *oci_seq_zstd(struct oci_input *in, struct oci_blob *blob)
 	return &z->s;
 }
 
-/* ---- reads ---- */
+/* ---- reads (through cursor.c's cursors) ---- */
 
 struct zs_dec {
 	ZSTD_DCtx *dc;
 	uint64_t in;      /* blob offset of the next byte to read into inbuf */
 	size_t ilen, ipos;
 	unsigned char inbuf[128 * 1024];
-	unsigned char scratch[64 * 1024];
 };
 
-void oci_zs_dec_free(void *dec)
+static void *dec_new(void)
+{
+	struct zs_dec *d = calloc(1, sizeof *d);
+	if (d && !(d->dc = ZSTD_createDCtx())) {
+		free(d);
+		return NULL;
+	}
+	return d;
+}
+
+static void dec_free(void *dec)
 {
 	struct zs_dec *d = dec;
 	ZSTD_freeDCtx(d->dc);
 	free(d);
 }
 
-/* Exactly n bytes of output into out; frames follow one another. */
-static int decode(struct oci_blob *b, struct zs_dec *d, unsigned char *out, size_t n)
+static uint64_t restart_at(const struct oci_blob *b, uint64_t off)
 {
+	return frame_for(b->zs, off)->out;
+}
+
+static int restart(struct oci_blob *b, void *dec, uint64_t off)
+{
+	struct zs_dec *d = dec;
+	ZSTD_DCtx_reset(d->dc, ZSTD_reset_session_only);
+	d->in = frame_for(b->zs, off)->in;
+	d->ilen = d->ipos = 0;
+	return 0;
+}
+
+/* Exactly n bytes of output into out; frames follow one another. */
+static int decode(struct oci_blob *b, void *dec, unsigned char *out, size_t n)
+{
+	struct zs_dec *d = dec;
 	ZSTD_outBuffer ob = { out, n, 0 };
 	while (ob.pos < ob.size) {
 		if (d->ipos == d->ilen) {
-			size_t want = sizeof d->inbuf;
-			if (d->in >= b->size)
-				return -1; /* the blob changed since its index was built */
-			if (want > b->size - d->in)
-				want = (size_t)(b->size - d->in);
-			ssize_t r;
-			do
-				r = pread(b->fd, d->inbuf, want, (off_t)d->in);
-			while (r < 0 && errno == EINTR);
-			if (r <= 0)
+			ssize_t r = oci_blob_input(b, d->inbuf, sizeof d->inbuf, &d->in);
+			if (r < 0)
 				return -1;
 			d->ilen = (size_t)r, d->ipos = 0;
-			d->in += (uint64_t)r;
 		}
 		ZSTD_inBuffer ib = { d->inbuf, d->ilen, d->ipos };
 		size_t before = ob.pos;
@@ -225,41 +235,14 @@ static int decode(struct oci_blob *b, struct zs_dec *d, unsigned char *out, size
 	return 0;
 }
 
-int oci_zs_read(struct oci_blob *b, struct oci_cursor *c, void *buf, size_t n, uint64_t off)
-{
-	struct zs_dec *d = c->dec;
-	if (!d) {
-		d = calloc(1, sizeof *d);
-		if (!d || !(d->dc = ZSTD_createDCtx())) {
-			free(d);
-			errno = ENOMEM;
-			return -1;
-		}
-		c->dec = d;
-	}
-	const struct zs_frame *f = frame_for(b->zs, off);
-	if (!c->active || c->pos > off || c->pos < f->out) {
-		ZSTD_DCtx_reset(d->dc, ZSTD_reset_session_only);
-		d->in = f->in;
-		d->ilen = d->ipos = 0;
-		c->pos = f->out;
-		c->active = true;
-	}
-	while (c->pos < off) {
-		size_t k = off - c->pos < sizeof d->scratch ? (size_t)(off - c->pos) : sizeof d->scratch;
-		if (decode(b, d, d->scratch, k) < 0)
-			goto eio;
-		c->pos += k;
-	}
-	if (decode(b, d, buf, n) < 0)
-		goto eio;
-	c->pos += n;
-	return 0;
-eio:
-	c->active = false;
-	errno = EIO;
-	return -1;
-}
+const struct oci_codec oci_zs_codec = {
+	.dec_new = dec_new,
+	.dec_free = dec_free,
+	.restart_at = restart_at,
+	.restart = restart,
+	.decode = decode,
+	.scratch = 64 * 1024,
+};
 
 /* ---- the cache file (cache.c): the frames as saved, checked when read back ---- */
 
