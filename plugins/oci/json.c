@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "oci.h"
 
 struct parser {
 	const char *p, *start, *end;
@@ -341,18 +342,7 @@ const char *json_str(const struct json_node *n)
 
 int json_int(const struct json_node *n, int64_t *out)
 {
-	if (!n || n->type != JSON_NUM || n->len > 20)
+	if (!n || n->type != JSON_NUM)
 		return -1;
-	char buf[24];
-	memcpy(buf, n->str, n->len);
-	buf[n->len] = 0;
-	if (strpbrk(buf, ".eE"))
-		return -1;
-	errno = 0;
-	char *end;
-	long long v = strtoll(buf, &end, 10);
-	if (errno || *end)
-		return -1;
-	*out = v;
-	return 0;
+	return oci_parse_i64(n->str, n->len, out);
 }

@@ -24,15 +24,42 @@ void oci_limits_default(struct oci_limits *l)
 	l->cache = true;
 }
 
+int oci_parse_u64(const char *s, size_t n, uint64_t *out)
+{
+	uint64_t x = 0;
+	if (!n)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		unsigned d = (unsigned)(s[i] - '0');
+		if (x > (UINT64_MAX - d) / 10)
+			return -1;
+		x = x * 10 + d;
+	}
+	*out = x;
+	return 0;
+}
+
+int oci_parse_i64(const char *s, size_t n, int64_t *out)
+{
+	bool neg = n && s[0] == '-';
+	uint64_t x;
+	if (oci_parse_u64(s + neg, n - neg, &x) < 0 || x > (uint64_t)INT64_MAX)
+		return -1;
+	*out = neg ? -(int64_t)x : (int64_t)x;
+	return 0;
+}
+
 int oci_parse_size(const char *s, uint64_t *out)
 {
-	if (!s || *s < '0' || *s > '9')
+	if (!s)
 		return -1;
-	errno = 0;
-	char *end;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno)
+	size_t digits = strspn(s, "0123456789");
+	uint64_t v;
+	if (oci_parse_u64(s, digits, &v) < 0)
 		return -1;
+	const char *end = s + digits;
 	unsigned shift = 0;
 	switch (*end) {
 	case 0: break;
@@ -46,7 +73,7 @@ int oci_parse_size(const char *s, uint64_t *out)
 		return -1;
 	if (v > (UINT64_MAX >> shift))
 		return -1;
-	*out = (uint64_t)v << shift;
+	*out = v << shift;
 	return 0;
 }
 

@@ -60,6 +60,11 @@ void oci_limits_default(struct oci_limits *l);
 uint64_t oci_limits_out(const struct oci_limits *l, uint64_t compressed);
 /* Parses "123", "4K", "16M", "2G", "1T"; -1 when it is not one. */
 int oci_parse_size(const char *s, uint64_t *out);
+/* The one strict parser of decimals in untrusted text: the n bytes of s
+ * (no NUL needed) are digits only (oci_parse_i64: after an optional '-')
+ * and the value fits (int64: -INT64_MAX..INT64_MAX); 0, or -1. */
+int oci_parse_u64(const char *s, size_t n, uint64_t *out);
+int oci_parse_i64(const char *s, size_t n, int64_t *out);
 
 /* ---- the blob: compressed bytes, read sequentially (build) or at an
  * offset of the uncompressed stream (reads) ---- */

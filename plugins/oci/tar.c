@@ -128,32 +128,13 @@ int tar_parse_numeric(const unsigned char *f, size_t n, int64_t *out)
 	return 0;
 }
 
-/* A decimal of a PAX record: optional '-', digits, fitting int64. */
-static int parse_decimal(const char *s, size_t n, int64_t *out)
-{
-	bool neg = n && s[0] == '-';
-	size_t i = neg;
-	uint64_t x = 0;
-	if (i == n)
-		return -1;
-	for (; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9' || x > (UINT64_MAX - 9) / 10)
-			return -1;
-		x = x * 10 + (uint64_t)(s[i] - '0');
-	}
-	if (x > (uint64_t)INT64_MAX)
-		return -1;
-	*out = neg ? -(int64_t)x : (int64_t)x;
-	return 0;
-}
-
 int tar_parse_pax_time(const char *s, size_t n, int64_t *sec, uint32_t *nsec)
 {
 	const char *dot = memchr(s, '.', n);
 	size_t il = dot ? (size_t)(dot - s) : n;
 	int64_t secs;
 	uint32_t ns = 0;
-	if (parse_decimal(s, il, &secs) < 0)
+	if (oci_parse_i64(s, il, &secs) < 0)
 		return -1;
 	if (dot) {
 		size_t fl = n - il - 1;
@@ -221,7 +202,7 @@ static int sparse_add(struct tar_parser *p, uint64_t off, uint64_t len)
 
 static int pax_value_u(struct tar_parser *p, const char *k, const char *v, size_t vl, int64_t *out)
 {
-	if (parse_decimal(v, vl, out) < 0)
+	if (oci_parse_i64(v, vl, out) < 0)
 		return fail(p, "PAX record %s: not a number", k);
 	return 0;
 }
@@ -365,7 +346,7 @@ static int pax_parse(struct tar_parser *p)
 static int sparse_from_list(struct tar_parser *p, const char *list, const char *numblocks)
 {
 	int64_t want = -1, v[2];
-	if (numblocks && (parse_decimal(numblocks, strlen(numblocks), &want) < 0 || want < 0))
+	if (numblocks && (oci_parse_i64(numblocks, strlen(numblocks), &want) < 0 || want < 0))
 		return fail(p, "GNU sparse: bad numblocks");
 	const char *s = list;
 	while (*s) {
@@ -373,7 +354,7 @@ static int sparse_from_list(struct tar_parser *p, const char *list, const char *
 			const char *c = s;
 			while (*c && *c != ',')
 				c++;
-			if (parse_decimal(s, (size_t)(c - s), &v[i]) < 0 || v[i] < 0 || (i == 0 && *c != ','))
+			if (oci_parse_i64(s, (size_t)(c - s), &v[i]) < 0 || v[i] < 0 || (i == 0 && *c != ','))
 				return fail(p, "GNU sparse: malformed map");
 			s = *c ? c + 1 : c;
 		}
@@ -414,7 +395,7 @@ static int64_t sparse_from_data(struct tar_parser *p, uint64_t stored)
 			num[nl++] = c;
 		}
 		int64_t n;
-		if (parse_decimal(num, nl, &n) < 0 || n < 0)
+		if (oci_parse_i64(num, nl, &n) < 0 || n < 0)
 			return fail(p, "GNU sparse 1.0: malformed map");
 		if (want < 0) {
 			if (n > TAR_MAX_SPARSE)
@@ -500,7 +481,7 @@ static int sparse_entry(struct tar_parser *p, struct tar_entry *e, uint64_t *sto
 		if (x->sparse_name)
 			e->path = x->sparse_name, e->path_len = strlen(x->sparse_name);
 		const char *sz = x->sp_size ? x->sp_size : x->sp_realsize;
-		if (sz && (parse_decimal(sz, strlen(sz), &realsize) < 0 || realsize < 0))
+		if (sz && (oci_parse_i64(sz, strlen(sz), &realsize) < 0 || realsize < 0))
 			return fail(p, "GNU sparse: bad size");
 		if (v1)
 			used = sparse_from_data(p, *stored);

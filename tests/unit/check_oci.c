@@ -80,6 +80,14 @@ START_TEST(json_strict)
 	ck_assert_int_eq(v, 7);
 	ck_assert_str_eq(json_str(json_get(&d, json_root(&d), "s")), "x\xc3\xa9\xf0\x9f\x98\x80\n");
 	json_free(&d);
+	const char *nums = "[-2.5e3, 1.0, 9223372036854775808, -9223372036854775807]";
+	ck_assert_int_eq(json_parse(nums, strlen(nums), &d, err, sizeof err), 0);
+	const struct json_node *e = json_first(&d, json_root(&d));
+	for (int i = 0; i < 3; i++, e = json_next(&d, e))
+		ck_assert_int_lt(json_int(e, &v), 0); /* no integer, or none in int64 range */
+	ck_assert_int_eq(json_int(e, &v), 0);
+	ck_assert_int_eq(v, -INT64_MAX);
+	json_free(&d);
 	static const char *const bad[] = {
 		"", "{", "[1,]", "{\"a\":1,}", "01", "1.", "-", "\"\\u0000\"", "\"a\x01\"", "\"\\ud800\"", "\"\\x\"",
 		"{} {}", "[1 2]", "{\"a\" 1}", "tru", "nul", "\"abc",
@@ -127,6 +135,29 @@ START_TEST(tar_numbers)
 	ck_assert_int_eq(sz, 16 << 20);
 	ck_assert_int_lt(oci_parse_size("16MB", &sz), 0);
 	ck_assert_int_lt(oci_parse_size("-1", &sz), 0);
+	ck_assert_int_eq(oci_parse_size("18446744073709551615", &sz), 0);
+	ck_assert_uint_eq(sz, UINT64_MAX);
+	ck_assert_int_lt(oci_parse_size("18446744073709551616", &sz), 0);
+	ck_assert_int_lt(oci_parse_size("17179869184G", &sz), 0); /* 2^64 */
+	/* the one decimal parser of tar (PAX), json and the limits */
+	static const struct {
+		const char *s;
+		int ok;
+		int64_t v;
+	} dec[] = {
+		{ "0", 1, 0 }, { "-0", 1, 0 }, { "007", 1, 7 }, { "9223372036854775807", 1, INT64_MAX },
+		{ "-9223372036854775807", 1, -INT64_MAX }, { "9223372036854775808", 0, 0 },
+		{ "-9223372036854775808", 0, 0 }, { "99999999999999999999", 0, 0 }, { "", 0, 0 }, { "-", 0, 0 },
+		{ "+1", 0, 0 }, { " 1", 0, 0 }, { "1 ", 0, 0 }, { "1.5", 0, 0 }, { "1e3", 0, 0 }, { "0x10", 0, 0 },
+	};
+	for (size_t i = 0; i < sizeof dec / sizeof dec[0]; i++) {
+		v = 12345;
+		int r = oci_parse_i64(dec[i].s, strlen(dec[i].s), &v);
+		ck_assert_msg(dec[i].ok ? r == 0 && v == dec[i].v : r < 0 && v == 12345, "'%s': %d %lld", dec[i].s, r,
+			      (long long)v);
+	}
+	ck_assert_int_eq(oci_parse_i64("12x", 2, &v), 0); /* n bytes, no NUL needed */
+	ck_assert_int_eq(v, 12);
 	struct oci_limits l;
 	oci_limits_default(&l);
 	ck_assert_uint_eq(oci_limits_out(&l, 1000), l.ratio_floor); /* small blobs: the floor */
