@@ -173,6 +173,7 @@ static int open_lower_list(const struct ovl_config *cfg, struct lowers *lw, char
 int ovl_fs_open(struct ovl_config *cfg, struct ovl_fs **out, char *err, size_t errlen)
 {
 	struct lowers lw = { 0 };
+	raise_nofile(); /* before the lowers: each may hold fds (an oci layer its blob) */
 	if (open_lower_list(cfg, &lw, err, errlen) < 0) {
 		lowers_close(&lw);
 		return -1;

@@ -9,8 +9,10 @@
 
 #include "../layers/layer.h"
 
-/* The most layers one entry may stand for. */
-#define OVL_PLUGIN_MAX_LAYERS 64
+/* The most layers one entry may stand for: the kernel overlay's bound on
+ * lower layers (OVL_MAX_STACK), as oci's layouts (OCI_LAYOUT_MAX_LAYERS);
+ * images have up to 127 (Docker's bound). */
+#define OVL_PLUGIN_MAX_LAYERS 500
 
 struct ovl_plugins;
 

@@ -356,34 +356,59 @@ static void layer_blob(const char *lay, struct tw *t, enum comp c, char digest[7
 	memset(t, 0, sizeof *t);
 }
 
-/* A layout in fx_tmp/lay: image "v1" of three layers (tar, gzip, zstd), and
- * "multi", an index holding it for linux/amd64 and linux/arm64.  The
- * layers' digests go to dg (bottom first). */
-void make_layout(char lay[256], char dg[3][72])
+/* An empty layout at fx_tmp/lay. */
+static void layout_dir(char lay[256])
 {
-	char path[512], man[2048], idx[1024], cfg[72], mdg[72], ldg[72], doc[2048];
-	size_t sz[3];
-	struct tw t = { 0 };
+	char path[512];
 	snprintf(lay, 256, "%s/lay", fx_tmp);
 	snprintf(path, sizeof path, "mkdir -p %s/blobs/sha256", lay);
 	ck_assert_int_eq(system(path), 0);
 	snprintf(path, sizeof path, "%s/oci-layout", lay);
 	write_file(path, "{\"imageLayoutVersion\": \"1.0.0\"}", 31);
-	t_file(&t, "a", "1"), t_file(&t, "shared", "bottom"), t_end(&t);
-	layer_blob(lay, &t, RAW, dg[0], &sz[0]);
-	t_file(&t, "b", "2"), t_file(&t, "shared", "middle"), t_end(&t);
-	layer_blob(lay, &t, GZ, dg[1], &sz[1]);
-	t_file(&t, "c", "3"), t_file(&t, "shared", "top"), t_file(&t, ".wh.a", ""), t_end(&t);
-	layer_blob(lay, &t, ZST, dg[2], &sz[2]);
+}
+
+/* The manifest of n layers (bottom first: digests, sizes, compressions)
+ * and an empty config, as a blob of lay: its size, its digest in mdg. */
+static int manifest_put(const char *lay, size_t n, char (*dg)[72], const size_t *sz, const enum comp *c, char mdg[72])
+{
+	size_t cap = 512 + n * 200, len;
+	char *man = malloc(cap), cfg[72];
+	ck_assert_ptr_nonnull(man);
 	blob_put(lay, "{}", 2, cfg);
-	int n = snprintf(man, sizeof man,
-			 "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
-			 "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"%s\",\"size\":2},"
-			 "\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"%s\",\"size\":%zu},"
-			 "{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"%s\",\"size\":%zu},"
-			 "{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+zstd\",\"digest\":\"%s\",\"size\":%zu}]}",
-			 cfg, dg[0], sz[0], dg[1], sz[1], dg[2], sz[2]);
-	blob_put(lay, man, (size_t)n, mdg);
+	len = (size_t)snprintf(man, cap,
+			       "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+			       "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"%s\",\"size\":2},"
+			       "\"layers\":[",
+			       cfg);
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(man + len, cap - len,
+					"%s{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar%s\",\"digest\":\"%s\",\"size\":%zu}",
+					i ? "," : "", c[i] == RAW ? "" : c[i] == ZST || c[i] == ZST_FRAMES ? "+zstd" : "+gzip",
+					dg[i], sz[i]);
+	len += (size_t)snprintf(man + len, cap - len, "]}");
+	ck_assert_uint_lt(len, cap);
+	blob_put(lay, man, len, mdg);
+	free(man);
+	return (int)len;
+}
+
+/* A layout in fx_tmp/lay: image "v1" of three layers (tar, gzip, zstd), and
+ * "multi", an index holding it for linux/amd64 and linux/arm64.  The
+ * layers' digests go to dg (bottom first). */
+void make_layout(char lay[256], char dg[3][72])
+{
+	char path[512], idx[1024], mdg[72], ldg[72], doc[2048];
+	size_t sz[3];
+	static const enum comp comps[3] = { RAW, GZ, ZST };
+	struct tw t = { 0 };
+	layout_dir(lay);
+	t_file(&t, "a", "1"), t_file(&t, "shared", "bottom"), t_end(&t);
+	layer_blob(lay, &t, comps[0], dg[0], &sz[0]);
+	t_file(&t, "b", "2"), t_file(&t, "shared", "middle"), t_end(&t);
+	layer_blob(lay, &t, comps[1], dg[1], &sz[1]);
+	t_file(&t, "c", "3"), t_file(&t, "shared", "top"), t_file(&t, ".wh.a", ""), t_end(&t);
+	layer_blob(lay, &t, comps[2], dg[2], &sz[2]);
+	int n = manifest_put(lay, 3, dg, sz, comps, mdg);
 	int m = snprintf(idx, sizeof idx,
 			 "{\"schemaVersion\":2,\"manifests\":["
 			 "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"%s\",\"size\":%d,"
@@ -403,6 +428,32 @@ void make_layout(char lay[256], char dg[3][72])
 	write_file(path, doc, (size_t)k);
 }
 
+void make_stack(char lay[256], size_t n)
+{
+	char path[512], doc[1024], mdg[72], name[32], data[32];
+	char (*dg)[72] = calloc(n, sizeof *dg);
+	size_t *sz = calloc(n, sizeof *sz);
+	enum comp *comps = calloc(n, sizeof *comps);
+	ck_assert(dg && sz && comps);
+	layout_dir(lay);
+	for (size_t i = 0; i < n; i++) {
+		struct tw t = { 0 };
+		snprintf(name, sizeof name, "only_%zu", i);
+		snprintf(data, sizeof data, "layer %zu", i);
+		t_file(&t, name, data), t_file(&t, "shared", data), t_end(&t);
+		comps[i] = i % 2 ? GZ : RAW;
+		layer_blob(lay, &t, comps[i], dg[i], &sz[i]);
+	}
+	int m = manifest_put(lay, n, dg, sz, comps, mdg);
+	int k = snprintf(doc, sizeof doc,
+			 "{\"schemaVersion\":2,\"manifests\":["
+			 "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"%s\",\"size\":%d,"
+			 "\"annotations\":{\"org.opencontainers.image.ref.name\":\"v1\"}}]}",
+			 mdg, m);
+	snprintf(path, sizeof path, "%s/index.json", lay);
+	write_file(path, doc, (size_t)k);
+	free(dg), free(sz), free(comps);
+}
 
 struct walk_arg {
 	struct ovl_plugin_layer *L;

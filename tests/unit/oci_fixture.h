@@ -82,6 +82,9 @@ void big_tar(struct tw *t, const unsigned char *big);
  * "multi" an index of it for linux/amd64 and arm64; dg the layers' digests */
 void blob_put(const char *lay, const void *d, size_t n, char digest[72]);
 void make_layout(char lay[256], char dg[3][72]);
+/* a layout in fx_tmp/lay: image "v1" of n layers, layer i (0 the bottom)
+ * holding "only_I" and "shared", both "layer I" */
+void make_stack(char lay[256], size_t n);
 /* every op on every entry below dir, answers not checked: only that they come */
 void walk_all(struct ovl_plugin_layer *L, int dir, int depth);
 /* the three layers of make_layout's image, top first */
