@@ -129,20 +129,6 @@ START_TEST(layout_of_128_layers)
 }
 END_TEST
 
-/* Unchecked: in the runner's process, so the directory goes also when a test failed. */
-static void tmp_make(void)
-{
-	snprintf(fx_tmp, sizeof fx_tmp, "/tmp/check_loader.XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(fx_tmp));
-}
-
-static void tmp_remove(void)
-{
-	char cmd[128];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx_tmp);
-	ck_assert_int_eq(system(cmd), 0);
-}
-
 static Suite *suite(void)
 {
 	Suite *s = suite_create("loader");
@@ -153,7 +139,8 @@ static Suite *suite(void)
 	tcase_add_test(tc, missing_dir_is_no_error_but_no_plugin);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("deep_layout");
-	tcase_add_unchecked_fixture(tc, tmp_make, tmp_remove);
+	/* unchecked: in the runner's process, so the directory goes also when the test failed */
+	tcase_add_unchecked_fixture(tc, fx_setup, fx_teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, layout_of_128_layers);
 	suite_add_tcase(s, tc);

@@ -29,19 +29,6 @@
 #include "check_main.h"
 #include "oci_fixture.h"
 
-static void setup(void)
-{
-	snprintf(fx_tmp, sizeof fx_tmp, "/tmp/check_oci.XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(fx_tmp));
-}
-
-static void teardown(void)
-{
-	char cmd[128];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx_tmp);
-	ck_assert_int_eq(system(cmd), 0);
-}
-
 START_TEST(sha256_vectors)
 {
 	static const struct {
@@ -986,7 +973,7 @@ static Suite *suite(void)
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		TCase *tc = tcase_create(cases[i].name);
-		tcase_add_checked_fixture(tc, setup, teardown);
+		tcase_add_checked_fixture(tc, fx_setup, fx_teardown);
 		if (cases[i].timeout)
 			tcase_set_timeout(tc, cases[i].timeout);
 		tcase_add_test(tc, cases[i].test);

@@ -1,4 +1,4 @@
-/* The fixture of tests/unit/check_oci.c (see oci_fixture.h). */
+/* The fixture of tests/unit/check_oci.c and check_loader.c (see oci_fixture.h). */
 #include "config.h"
 
 #include <check.h>
@@ -18,6 +18,19 @@
 const struct ovl_plugin *fuse_overlayfs_plugin_v1(void);
 
 char fx_tmp[64];
+
+void fx_setup(void)
+{
+	snprintf(fx_tmp, sizeof fx_tmp, "/tmp/%s.XXXXXX", program_invocation_short_name);
+	ck_assert_ptr_nonnull(mkdtemp(fx_tmp));
+}
+
+void fx_teardown(void)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx_tmp);
+	ck_assert_int_eq(system(cmd), 0);
+}
 
 /* ---- a tar writer ---- */
 

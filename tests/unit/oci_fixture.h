@@ -1,4 +1,4 @@
-/* The fixture of tests/unit/check_oci.c: a tar writer (ustar headers, PAX
+/* The fixture of tests/unit/check_oci.c (and check_loader.c): a tar writer (ustar headers, PAX
  * records, GNU long names), compression with zlib and libzstd (one member or
  * frame, or several), and the plugin's layers opened with stderr captured
  * and walked by path. */
@@ -12,8 +12,11 @@
 
 #include "../../plugins/plugin.h"
 
-/* The test's own temporary directory (setup makes it, teardown removes it). */
+/* The test's own temporary directory, /tmp/PROGRAM.XXXXXX: fx_setup makes
+ * it, fx_teardown removes it (a Check fixture). */
 extern char fx_tmp[64];
+void fx_setup(void);
+void fx_teardown(void);
 
 struct tw {
 	unsigned char *b;
