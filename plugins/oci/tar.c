@@ -36,7 +36,8 @@ struct pax {
 
 struct tar_parser {
 	struct oci_seq *src;
-	uint64_t pending;             /* data and padding of the last entry, still to skip */
+	uint64_t pending;             /* data of the last entry or record, still to skip */
+	size_t pad;                   /* then its padding, where the stream may end (Go) */
 	unsigned char hdr[BLOCK];
 	struct buf pax_raw, longname, longlink, sparse_map00;
 	bool has_longname, has_longlink;
@@ -179,7 +180,8 @@ static int read_meta(struct tar_parser *p, struct buf *b, uint64_t n, const char
 		return r < 0 ? -1 : fail(p, "truncated: the stream ends inside a %s record", what);
 	b->len += (size_t)n;
 	b->p[b->len] = 0;
-	return skip(p, PAD(n) - n);
+	p->pad = (size_t)(PAD(n) - n);
+	return 0;
 }
 
 static int sparse_add(struct tar_parser *p, uint64_t off, uint64_t len)
@@ -631,7 +633,8 @@ static int entry_type(struct tar_parser *p, struct tar_entry *e, uint64_t size)
 		return -1;
 	e->data_off = p->src->out;
 	e->data_len = t == '0' ? stored : 0;
-	p->pending = PAD(p->src->out + stored) - p->src->out;
+	p->pending = stored;
+	p->pad = (size_t)(PAD(p->src->out + stored) - p->src->out - stored);
 	return 0;
 }
 
@@ -690,6 +693,17 @@ int tar_next(struct tar_parser *p, struct tar_entry *e)
 		if (skip(p, p->pending) < 0)
 			return -1;
 		p->pending = 0;
+		if (p->pad) {
+			/* Go's reader: a stream that ends where the padding of an
+			 * entry's data would begin ends the archive (umoci 0.4's
+			 * `insert --opaque` layers end so); one that ends inside
+			 * it is truncated */
+			unsigned char z[BLOCK];
+			int r = read_full(p, z, p->pad);
+			p->pad = 0;
+			if (r)
+				return r > 0 ? 0 : -1;
+		}
 		int r = next_header(p);
 		if (r)
 			return r > 0 ? 0 : -1;
@@ -701,7 +715,8 @@ int tar_next(struct tar_parser *p, struct tar_entry *e)
 			return fail(p, "malformed size of a '%c' record", t);
 		if (t == 'g') {
 			/* global PAX records: containerd skips them, and so do we */
-			p->pending = PAD((uint64_t)size);
+			p->pending = (uint64_t)size;
+			p->pad = (size_t)(PAD((uint64_t)size) - (uint64_t)size);
 			continue;
 		}
 		struct buf *b = t == 'x' ? &p->pax_raw : t == 'L' ? &p->longname : &p->longlink;

@@ -146,14 +146,6 @@ END_TEST
 
 static const enum comp all_comps[] = { RAW, GZ, GZ_MEMBERS, ZST, ZST_FRAMES };
 
-static int collect(void *arg, const char *name, uint8_t type, ino_t ino)
-{
-	char *s = arg;
-	strcat(s, name);
-	strcat(s, type == DT_DIR ? "/ " : " ");
-	return 0;
-}
-
 START_TEST(index_entries)
 {
 	struct tw t = { 0 };
@@ -287,11 +279,6 @@ START_TEST(index_whiteouts)
 	free(t.b);
 }
 END_TEST
-
-static void t_gnu(struct tw *t, char type, const char *text)
-{
-	t_data(t, "././@LongLink", type, 0644, text, strlen(text) + 1);
-}
 
 START_TEST(index_pax_gnu)
 {
@@ -701,6 +688,26 @@ START_TEST(hostile_refused)
 }
 END_TEST
 
+/* A stream that ends where an entry's padding would begin ends the archive,
+ * as Go's reader has it (umoci 0.4's `insert --opaque` layers end so); one
+ * that ends inside the padding is truncated. */
+START_TEST(tar_unpadded_end)
+{
+	struct tw t = { 0 };
+	struct opened o;
+	t_file(&t, "a", "first");
+	header(&t, &(struct hdr){ .name = "b", .type = '0', .mode = 0644, .size = 5, .mtime = 1000 });
+	put(&t, "hello", 5);
+	for (size_t c = 0; c < 3; c++) {
+		assert_content(open_tw(&t, (enum comp[]){ RAW, GZ, ZST }[c], &o), "b", "hello");
+		close_all(&o);
+	}
+	put(&t, "\0\0\0", 3);
+	refused_tw(&t, RAW, "truncated");
+	free(t.b);
+}
+END_TEST
+
 START_TEST(hostile_headers)
 {
 	struct tw t = { 0 };
@@ -969,7 +976,7 @@ static Suite *suite(void)
 		{ "layout_manifest", layout_manifest_checked, 0 }, { "left_out", hostile_left_out, 0 },
 		{ "refused", hostile_refused, 60 },	{ "headers", hostile_headers, 0 },
 		{ "ops", ops_errors, 0 },	       { "cache", index_cache, 60 },
-		{ "cache_hostile", index_cache_hostile, 60 },
+		{ "cache_hostile", index_cache_hostile, 60 }, { "unpadded_end", tar_unpadded_end, 0 },
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		TCase *tc = tcase_create(cases[i].name);

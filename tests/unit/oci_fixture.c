@@ -97,6 +97,22 @@ void t_file(struct tw *t, const char *name, const char *data)
 	t_data(t, name, '0', 0644, data, strlen(data));
 }
 
+/* A list op's callback: appends "NAME " ("NAME/ " for a directory) to arg. */
+int collect(void *arg, const char *name, uint8_t type, ino_t ino)
+{
+	(void)ino;
+	char *s = arg;
+	strcat(s, name);
+	strcat(s, type == DT_DIR ? "/ " : " ");
+	return 0;
+}
+
+/* A GNU long name ('L') or link ('K') record. */
+void t_gnu(struct tw *t, char type, const char *text)
+{
+	t_data(t, "././@LongLink", type, 0644, text, strlen(text) + 1);
+}
+
 void t_node(struct tw *t, const char *name, char type, unsigned mode, const char *link)
 {
 	header(t, &(struct hdr){ .name = name, .type = type, .mode = mode, .link = link, .mtime = 1000 });

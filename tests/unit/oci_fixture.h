@@ -54,6 +54,8 @@ void octal(unsigned char *f, size_t n, unsigned long long v);
 void header(struct tw *t, const struct hdr *h);
 void t_data(struct tw *t, const char *name, char type, unsigned mode, const void *data, size_t len);
 void t_file(struct tw *t, const char *name, const char *data);
+int collect(void *arg, const char *name, uint8_t type, ino_t ino);
+void t_gnu(struct tw *t, char type, const char *text);
 void t_node(struct tw *t, const char *name, char type, unsigned mode, const char *link);
 void t_pax(struct tw *t, const struct kv *kv, size_t n);
 void t_end(struct tw *t);
