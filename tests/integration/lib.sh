@@ -97,6 +97,7 @@ require_files() { # FILE...
 
 # ------------------------------------------------------------------ temp dir, cleanup
 PIDS=() # every process we started that may still run
+PIDFILE= # a file of more of them, one PID a line (a helper's daemons)
 KEEP=0  # 1: cleanup leaves WORK behind
 
 make_work() { # sets WORK; cleanup on exit
@@ -114,6 +115,7 @@ mounts_under() { awk -v t="$1/" 'index($5, t) == 1 { print $5 }' /proc/self/moun
 
 undo() { # DIR: kill our processes still running, unmount everything under DIR
 	local p m
+	[ -n "$PIDFILE" ] && [ -f "$PIDFILE" ] && mapfile -t -O ${#PIDS[@]} PIDS <"$PIDFILE"
 	for p in "${PIDS[@]}"; do ours_alive "$p" && kill -9 "$p" 2>/dev/null; done
 	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
 	PIDS=()
