@@ -11,7 +11,8 @@
                           blob alone in DIR/blob.N.
   oci_image.py view ROOT  prints a tree: one line an entry, sorted: type, mode,
                           owner, size, content hash, link target, user.*
-                          xattrs, and which entries are hard links of which.
+                          xattrs, mtime (of a day ago or later: `recent`),
+                          and which entries are hard links of which.
 """
 import gzip
 import hashlib
@@ -22,6 +23,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import time
 
 
 def layer1():
@@ -146,7 +148,7 @@ def make(out):
 
 
 def view(root):
-    inodes = {}
+    inodes, recent = {}, time.time() - 86400
     for dirpath, dirs, files in os.walk(root):
         dirs.sort()
         for name in sorted(dirs + files):
@@ -166,7 +168,8 @@ def view(root):
                 if x.startswith("user."):
                     line += " %s=%s" % (x, os.getxattr(p, x, follow_symlinks=False).decode())
             if not stat.S_ISDIR(st.st_mode):  # directories: the time they were unpacked
-                line += " mtime=%d" % int(st.st_mtime)
+                # a change's time is this run's: the two sides' may be a second apart
+                line += " mtime=%s" % ("recent" if st.st_mtime > recent else int(st.st_mtime))
             print(line)
     for names in sorted(v for v in inodes.values() if len(v) > 1):
         print("hard links: " + " ".join(sorted(names)))
