@@ -48,6 +48,7 @@ suites=(
 	"a long change in one directory holds back no other (per-directory locks):./tests/integration/locks.sh"
 	"plugins (a plugin built out of the tree against the installed header; //NAME/DATA/PATH lowers, refusals):./tests/integration/plugins.sh"
 	"the oci plugin (image layouts and layer blobs mounted vs the kernel overlay of the layers unpacked; copy-up, refusals):./tests/integration/oci.sh"
+	"the oci plugin differentially (generated images of whiteouts, opaque dirs, hard links, xattrs, ACLs, devices, long names, 20,000 entries as tar, gzip, zstd and mixed layers, and an image made by umoci and copied by skopeo, vs the kernel overlay of the layers unpacked; read-only, writable, upper layer, remount):./tests/integration/oci_diff.sh"
 	"owners side by side with 1.10 (uid/gid mappings, squash, ids in ACLs and capabilities):./tests/integration/identity.sh"
 	"fuzz targets (libFuzzer, ASan and UBSan; the parsers of untrusted input):./tests/fuzz/run.sh"
 	"uppers exchanged with 1.10 and the kernel overlay:./tests/integration/roundtrip.sh"

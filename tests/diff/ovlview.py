@@ -1,6 +1,7 @@
 """The differential harness's views of a mount and of an upper layer, their
 comparison, and the probe lookups: what ovldiff.py and the other tests that
-compare with the kernel overlay (tests/integration/tarball_apply.py) share."""
+compare with the kernel overlay (tests/integration/tarball_apply.py,
+tests/integration/oci_diff.py) share."""
 import errno, hashlib, os, stat
 
 OPQ_XATTR = {'trusted': 'trusted.overlay.opaque', 'user': 'user.overlay.opaque',
