@@ -24,6 +24,9 @@
 #ifndef OVL_PLUGIN_DIR
 #define OVL_PLUGIN_DIR "/usr/local/lib/fuse-overlayfs/plugins"
 #endif
+#ifndef OVL_PLUGIN_DAEMON
+#define OVL_PLUGIN_DAEMON "/usr/local/libexec/fuse-overlayfs/fuse-overlayfs-plugins"
+#endif
 /* No kernel device has a major above 4095 (12 bits): ours start there. */
 #define PLUGIN_DEV_MAJOR 4096
 

@@ -220,14 +220,13 @@ static int detach_children(struct oci_index *ix, uint32_t d)
 /* ---- names ---- */
 
 /* Normalises an archive name into out: components joined by '/', without
- * "." or empty ones (a leading "./" is common); NULL, or why it is refused. */
+ * "." or empty ones (a leading "./" is common); NULL, or why it is refused.
+ * "/" alone is the root, as "./" (umoci's insert writes it). */
 static const char *normalize(const char *path, size_t len, char *out, size_t *outlen)
 {
 	size_t o = 0, depth = 0;
 	if (len > PATH_MAX)
 		return "name longer than PATH_MAX";
-	if (len && path[0] == '/')
-		return "absolute name";
 	for (size_t i = 0; i < len;) {
 		size_t j = i;
 		while (j < len && path[j] != '/')
@@ -247,6 +246,8 @@ static const char *normalize(const char *path, size_t len, char *out, size_t *ou
 		}
 		i = j + 1;
 	}
+	if (len && path[0] == '/' && o)
+		return "absolute name";
 	out[o] = 0;
 	*outlen = o;
 	return NULL;
