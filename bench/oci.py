@@ -17,6 +17,7 @@ LABEL = {'blob-gz': 'ours, blob gz', 'blob-zst': 'ours, blob zst', 'ours': 'ours
          'kernel': 'kernel, unpacked', 'ref': '1.10, unpacked'}
 PROBE = 'etc/os-release'   # the first mount is over when this answers
 MTIME = 1700000000
+GEN = 1   # the generator's version: a change of the layer's shape gets a new data dir
 
 
 # ---------------------------------------------------------------- the layer
@@ -141,10 +142,10 @@ def gen_tree(root, f, rnd):
 
 
 def build_layer(data_root, f):
-    """DATA/oci-F: the blobs layer.tar.gz and layer.tar.zst of one tree, the
+    """DATA/ociGEN-F: the blobs layer.tar.gz and layer.tar.zst of one tree, the
     tree unpacked from it (unpacked/), an empty top layer (empty/), meta.json.
     Built in .tmp and renamed when complete; reused by later runs."""
-    d = os.path.join(data_root, f'oci-{f:g}')
+    d = os.path.join(data_root, f'oci{GEN}-{f:g}')
     if os.path.exists(os.path.join(d, 'meta.json')):
         with open(os.path.join(d, 'meta.json')) as fh:
             return d, json.load(fh)
@@ -488,13 +489,15 @@ def med(v):
 
 
 def cell(v, nbytes=None):
-    """median [min-max]: seconds, or MB/s when nbytes is given."""
+    """median [min-max] of times: seconds, or MB/s when nbytes is given (of
+    the median time, so that ratios and rates agree with an even rep count)."""
     if not v:
         return '-'
+    m, lo, hi = statistics.median(v), min(v), max(v)
     if nbytes:
-        v = [nbytes / 1e6 / x for x in v]
+        m, lo, hi = (nbytes / 1e6 / x for x in (m, hi, lo))
     f = (lambda x: f'{x:.0f}') if nbytes else (lambda x: f'{x:.3g}')
-    return f'{f(statistics.median(v))}' + (f' [{f(min(v))}-{f(max(v))}]' if len(v) > 1 else '')
+    return f'{f(m)}' + (f' [{f(lo)}-{f(hi)}]' if len(v) > 1 else '')
 
 
 def report(a, b, kinds, meta, disk, bins, note):
