@@ -512,8 +512,8 @@ def report(a, b, kinds, meta, disk, bins, note):
       f'({mib(b.big)})  ')
     p(f'ours = {bins["ours"]}{note}  \n1.10 = {bins["ref"]}\n')
     cols = [k for k in KINDS if k in kinds]
-    p('| workload | ' + ' | '.join(LABEL[k] for k in cols) + ' | blob gz / unpacked (ours) | unpacked: ours / kernel |')
-    p('|---|' + '---:|' * (len(cols) + 2))
+    p('| workload | ' + ' | '.join(LABEL[k] for k in cols) + ' | blob gz / unpacked (ours) | blob gz / kernel | unpacked: ours / kernel |')
+    p('|---|' + '---:|' * (len(cols) + 3))
     for w in r:
         def c(k):
             why = b.fail.get(w, {}).get(k)
@@ -522,7 +522,8 @@ def report(a, b, kinds, meta, disk, bins, note):
             return cell(r[w].get(k), b.unit[w])
         rb = ratio(med(r[w].get('blob-gz')), med(r[w].get('ours')))
         rk = ratio(med(r[w].get('ours')), med(r[w].get('kernel')))
-        p(f'| {w}{" (MB/s)" if b.unit[w] else ""} | ' + ' | '.join(c(k) for k in cols) + f' | {rb} | {rk} |')
+        bk = ratio(med(r[w].get('blob-gz')), med(r[w].get('kernel')))
+        p(f'| {w}{" (MB/s)" if b.unit[w] else ""} | ' + ' | '.join(c(k) for k in cols) + f' | {rb} | {bk} | {rk} |')
     p('\nWithout a mount (the unpacking a blob mount replaces, onto ext4 beside the blob; decompressors to /dev/null)\n')
     p('| command | time | with `sync` | MB/s of tar bytes |')
     p('|---|---:|---:|---:|')
