@@ -203,19 +203,23 @@ def is_static(path):
 
 
 def pick_ours(top):
-    """$FUSE_OVERLAYFS, else the tree's daemon; a static one cannot load
-    plugins, so the tree's dynamic build stands in for it (made if missing)."""
-    env = os.environ.get('FUSE_OVERLAYFS')
-    b = os.path.abspath(env or os.path.join(top, 'fuse-overlayfs'))
+    """(daemon for the blob mounts, daemon for the unpacked mount, note).
+    $FUSE_OVERLAYFS, else the tree's fuse-overlayfs, mounts the blobs as a
+    user would.  A static one cannot load plugins: it hands such a mount to
+    its dynamic build, $FUSE_OVERLAYFS_PLUGIN_DAEMON (set here to the tree's
+    fuse-overlayfs-plugins unless given, as nothing is installed), which then
+    also mounts the unpacked layer, so that blob and unpacked on ours are the
+    same binary."""
+    b = os.path.abspath(os.environ.get('FUSE_OVERLAYFS') or os.path.join(top, 'fuse-overlayfs'))
+    if not os.access(b, os.X_OK):
+        sys.exit(f'{b} is missing (make)')
     if not is_static(b):
-        return b, ''
-    dyn = os.path.join(top, 'tests/integration/fuse-overlayfs-dynamic')
-    log(f'# {b} is static (no plugins): using {dyn}')
-    p = subprocess.run(['make', '-C', top, 'tests/integration/fuse-overlayfs-dynamic'],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if p.returncode:
-        sys.exit(f'cannot build {dyn}: {p.stderr.decode()[-500:]}')
-    return dyn, f' ({b} is static)'
+        return b, b, ''
+    pd = os.path.abspath(os.environ.get('FUSE_OVERLAYFS_PLUGIN_DAEMON') or os.path.join(top, 'fuse-overlayfs-plugins'))
+    if not os.access(pd, os.X_OK) or is_static(pd):
+        sys.exit(f'{b} is static and its plugin daemon {pd} is missing or static (make)')
+    os.environ['FUSE_OVERLAYFS_PLUGIN_DAEMON'] = pd   # the daemons inherit it
+    return b, pd, f' (static: hands a blob mount over to {pd}, which mounts the unpacked layer too)'
 
 
 class Mounts:
@@ -230,7 +234,7 @@ class Mounts:
             return ['mount', '-t', 'overlay', 'overlay', '-o', f'lowerdir={e}:{self.d}/unpacked', mnt]
         if kind.startswith('blob-'):
             blob = os.path.join(self.d, BLOBS[kind[5:]])
-            return [self.bins['ours'], '-o', f'plugins={self.plugin},lowerdir=empty://oci//{blob}', mnt]
+            return [self.bins['blob'], '-o', f'plugins={self.plugin},lowerdir=empty://oci//{blob}', mnt]
         return [self.bins[kind], '-o', 'lowerdir=empty:unpacked', mnt]
 
     def mount(self, kind):
@@ -510,7 +514,7 @@ def report(a, b, kinds, meta, disk, bins, note):
       f'({meta["tar_bytes"] / meta["blob_bytes"]["gz"]:.2f}:1), zst blob {mib(meta["blob_bytes"]["zst"])} '
       f'({meta["tar_bytes"] / meta["blob_bytes"]["zst"]:.2f}:1); largest file `{meta["largest"]}` '
       f'({mib(b.big)})  ')
-    p(f'ours = {bins["ours"]}{note}  \n1.10 = {bins["ref"]}\n')
+    p(f'ours = {bins["blob"]}{note}  \n1.10 = {bins["ref"]}\n')
     cols = [k for k in KINDS if k in kinds]
     p('| workload | ' + ' | '.join(LABEL[k] for k in cols) + ' | blob gz / unpacked (ours) | blob gz / kernel | unpacked: ours / kernel |')
     p('|---|' + '---:|' * (len(cols) + 3))
@@ -624,8 +628,8 @@ def main():
     plugin = os.path.join(top, 'oci.so')
     if not os.path.exists(plugin):
         sys.exit(f'{plugin} is missing (make)')
-    ours, note = pick_ours(top)
-    bins = {'ours': ours, 'ref': os.path.abspath(os.environ.get('REF_FUSE_OVERLAYFS', '/usr/bin/fuse-overlayfs'))}
+    blob, ours, note = pick_ours(top)
+    bins = {'blob': blob, 'ours': ours, 'ref': os.path.abspath(os.environ.get('REF_FUSE_OVERLAYFS', '/usr/bin/fuse-overlayfs'))}
     kinds = [k for k in KINDS if k in a.fs.split(',')]
     if 'ref' in kinds and not os.access(bins['ref'], os.X_OK):
         log(f'# WARNING: {bins["ref"]} missing (apt-get install fuse-overlayfs), skipping 1.10')
