@@ -528,9 +528,10 @@ def report(a, b, kinds, meta, disk, bins, note):
         rk = ratio(med(r[w].get('ours')), med(r[w].get('kernel')))
         bk = ratio(med(r[w].get('blob-gz')), med(r[w].get('kernel')))
         p(f'| {w}{" (MB/s)" if b.unit[w] else ""} | ' + ' | '.join(c(k) for k in cols) + f' | {rb} | {bk} | {rk} |')
-    p('\nWithout a mount (the unpacking a blob mount replaces, onto ext4 beside the blob; decompressors to /dev/null)\n')
-    p('| command | time | with `sync` | MB/s of tar bytes |')
-    p('|---|---:|---:|---:|')
+    if b.extra:
+        p('\nWithout a mount (the unpacking a blob mount replaces, onto ext4 beside the blob; decompressors to /dev/null)\n')
+        p('| command | time | with `sync` | MB/s of tar bytes |')
+        p('|---|---:|---:|---:|')
     for w, runs in b.extra.items():
         if isinstance(runs, str):
             p(f'| {w} | FAIL: {runs} | | |')
@@ -615,7 +616,8 @@ def main():
     ap.add_argument('--dir', default='/var/tmp/ocibench', help='work dir (the layer is kept in DIR/data)')
     ap.add_argument('--json', help='also write every rep to this file')
     ap.add_argument('--fs', default=','.join(KINDS), help='subset of ' + ','.join(KINDS))
-    ap.add_argument('--only', default='', help='comma list of workloads (prefixes), default all')
+    ap.add_argument('--only', default='', help='comma list of groups: firstmount, tar, cachedmount, find, '
+                    'seqread, gzip, zstd, randread (default all)')
     ap.add_argument('--timeout', type=float, default=1800, help='seconds before one command is killed')
     ap.add_argument('--zst-randread', action='store_true',
                     help='also randread-cold on the zstd blob (single frame: each out-of-order read decodes '
