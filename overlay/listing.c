@@ -464,6 +464,24 @@ bool ovl_listing_pristine(const struct ovl_listing *l)
 	return l->nremoved == 0 && l->added == NULL;
 }
 
+/* The kernel, caching a directory (FOPEN_CACHE_DIR), may go on with a pass
+ * it read from one listing in entries another pass read from another: it
+ * matches offsets exactly, and asks us only for one its cache lacks.
+ * Offsets fit in 31 bits (32-bit getdents).  Bits 26-30 hold the width of
+ * the position, so listings of other sizes never share an offset (the
+ * width changes as a directory shrinks or grows past a power of two); the
+ * bits between number the listings of one width. */
+#define OFFSET_WIDTH_SHIFT 26
+void ovl_listing_set_offsets(struct ovl_listing *l, uint32_t count)
+{
+	l->pos_bits = (uint8_t)(64 - __builtin_clzll((unsigned long long)l->n + 2));
+	l->gen = 0;
+	if (l->pos_bits < OFFSET_WIDTH_SHIFT) {
+		unsigned num_bits = OFFSET_WIDTH_SHIFT - l->pos_bits;
+		l->gen = (uint32_t)l->pos_bits << num_bits | (count % ((1u << num_bits) - 1) + 1);
+	}
+}
+
 void ovl_merge_free(struct ovl_merge *m)
 {
 	if (m == NULL)

@@ -98,20 +98,6 @@ static bool upper_origins(struct ovl_fs *fs, int dirfd, struct raw_layer *r)
 	return clean;
 }
 
-/* A listing's offsets tell which listing they come from.  The kernel, when
- * it caches a directory (FOPEN_CACHE_DIR), may go on with a pass it read from
- * one listing in entries another pass read from another (it matches offsets
- * exactly): it asks us again only for an offset its cache does not hold.
- * Above the bits a position needs, the rest of 31 (32-bit getdents) number
- * the listings (fs->listing_gens), so that two alive at once do not share
- * offsets. */
-static void set_offset_gen(struct ovl_fs *fs, struct ovl_listing *l)
-{
-	l->pos_bits = (uint8_t)(64 - __builtin_clzll((unsigned long long)l->n + 2));
-	if (l->pos_bits < 31)
-		l->gen = atomic_fetch_add(&fs->listing_gens, 1) % ((1u << (31 - l->pos_bits)) - 1) + 1;
-}
-
 static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_listing **out)
 {
 	struct ovl_dir *d = node->dir;
@@ -150,7 +136,7 @@ static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_li
 	if (*out) {
 		(*out)->version = version;
 		(*out)->upper_clean = upper_clean;
-		set_offset_gen(fs, *out);
+		ovl_listing_set_offsets(*out, atomic_fetch_add(&fs->listing_gens, 1));
 	}
 	atomic_fetch_add(&fs->stat_listings, 1);
 	return *out ? 0 : -ENOMEM;

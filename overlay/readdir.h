@@ -88,6 +88,11 @@ bool ovl_listing_add_name(struct ovl_listing *l, const char *name, uint8_t type)
 size_t ovl_listing_remaining(const struct ovl_listing *l);
 /* Nothing removed or added since the listing was read: a reader may use it. */
 bool ovl_listing_pristine(const struct ovl_listing *l);
+/* A listing's offsets are its gen above its pos_bits and a position below;
+ * they must never meet another live listing's, since the kernel, caching a
+ * directory, matches them exactly (readdir.c).  Sets both for n entries,
+ * from a running count; above 2^25 entries gen is 0 (plain positions). */
+void ovl_listing_set_offsets(struct ovl_listing *l, uint32_t count);
 const char *ovl_listing_name(const struct ovl_listing *l, size_t i);
 void ovl_listing_entry(const struct ovl_listing *l, size_t i, uint32_t *layer, uint8_t *type, uint32_t *nlower);
 void ovl_listing_unref(struct ovl_listing *l);

@@ -537,6 +537,45 @@ static void expect(const struct ovl_listing *l, const char *const *names, size_t
 		ck_assert_str_eq(ovl_listing_name(l, i), names[i]);
 }
 
+static int cmp_range(const void *a, const void *b)
+{
+	const uint64_t *x = a, *y = b;
+	return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/* Listings never share an offset, whatever their sizes (a pass of 1,500
+ * names once went on in the cached end of a 202-name one), until the
+ * numbers of one width go round. */
+START_TEST(listing_offsets_never_meet)
+{
+	static const size_t sizes[] = { 0, 1, 100, 202, 254, 1000, 1022, 1500, 5000, 70000, 1 << 20 };
+	enum { NS = sizeof sizes / sizeof sizes[0], COUNTS = 2000 };
+	uint64_t(*r)[2] = malloc(sizeof *r * NS * COUNTS);
+	ck_assert_ptr_nonnull(r);
+	size_t k = 0;
+	for (size_t i = 0; i < NS; i++)
+		for (uint32_t c = 0; c < COUNTS; c++) {
+			struct ovl_listing l = { .n = sizes[i] };
+			uint32_t count = c * NS + (uint32_t)i; /* each listing its own, as fs->listing_gens */
+			ovl_listing_set_offsets(&l, count);
+			if (count >= (1u << (26 - l.pos_bits)) - 1)
+				break; /* the numbers of one width go round */
+			ck_assert_uint_ne(l.gen, 0);
+			ck_assert_uint_ge((uint64_t)1 << l.pos_bits, l.n + 3); /* every position and the end fit */
+			r[k][0] = (uint64_t)l.gen << l.pos_bits;
+			r[k][1] = (uint64_t)(l.gen + 1) << l.pos_bits;
+			ck_assert_uint_le(r[k][1], (uint64_t)1 << 31);
+			k++;
+		}
+	qsort(r, k, sizeof *r, cmp_range);
+	for (size_t i = 1; i < k; i++)
+		ck_assert_msg(r[i][0] >= r[i - 1][1], "offsets [%#llx, %#llx) and [%#llx, %#llx) meet",
+			      (unsigned long long)r[i - 1][0], (unsigned long long)r[i - 1][1],
+			      (unsigned long long)r[i][0], (unsigned long long)r[i][1]);
+	free(r);
+}
+END_TEST
+
 START_TEST(merge_whiteouts_all_spellings)
 {
 	const struct ovl_raw_entry top[] = { RAW(".", DT_DIR), RAW("..", DT_DIR), RAW("new", DT_REG),
@@ -899,6 +938,7 @@ static Suite *suite(void)
 	tcase_add_test(t, merge_sort_order);
 	tcase_add_test(t, listing_remove_name);
 	tcase_add_test(t, listing_add_name);
+	tcase_add_test(t, listing_offsets_never_meet);
 	suite_add_tcase(s, t);
 	t = tcase_create("nodes");
 	tcase_add_test(t, two_mounts_node_tables);
