@@ -90,6 +90,16 @@ require_kernel_overlay() {
 	grep -qw overlay /proc/filesystems || die "the kernel overlay filesystem is not available"
 }
 
+# require_oci_plugin COMMAND...: /dev/fuse, the kernel overlay, the tree's
+# oci plugin (PLUGIN) and the commands an oci test needs, else die
+require_oci_plugin() {
+	require_fuse
+	require_kernel_overlay
+	for c in "$@"; do command -v "$c" >/dev/null || die "$c is missing (contrib/install-deps.sh)"; done
+	PLUGIN=$top/oci.so
+	[ -f "$PLUGIN" ] || die "$PLUGIN not built"
+}
+
 require_files() { # FILE...
 	local f
 	for f; do [ -f "$f" ] || die "helpers missing: $*"; done

@@ -23,11 +23,7 @@
 TEST_NAME=oci
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
-require_fuse
-require_kernel_overlay
-for c in zstd gzip make; do command -v $c >/dev/null || die "$c is missing (contrib/install-deps.sh)"; done
-PLUGIN=$top/oci.so
-[ -f "$PLUGIN" ] || die "$PLUGIN not built"
+require_oci_plugin zstd gzip make
 make_work
 
 IMG=$WORK/img

@@ -35,11 +35,7 @@
 TEST_NAME=oci_diff
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
-require_fuse
-require_kernel_overlay
-for c in zstd umoci skopeo; do command -v $c >/dev/null || die "$c is missing (contrib/install-deps.sh)"; done
-PLUGIN=$top/oci.so
-[ -f "$PLUGIN" ] || die "$PLUGIN not built"
+require_oci_plugin zstd umoci skopeo
 require_files "$here/oci_diff.py" "$here/oci_layers.py" "$top/tests/diff/ovlview.py" "$top/tests/diff/ovlmounts.py"
 make_work
 PIDFILE=$WORK/pids

@@ -12,11 +12,18 @@ start_counted() {
 	wait_mounted "$T/m"
 }
 
-# The daemon's counter NAME, as SIGUSR1 makes it write it.
+# counter NAME [AT-LEAST]: the daemon's counter; with AT-LEAST, asked again
+# for up to 5 s until it is that high (work of its own threads, such as a
+# read-ahead, may lag behind under load)
 counter() {
-	kill -USR1 "$pid"
-	sleep 0.3
-	grep -o " $1=[0-9]*" "$T/err" | tail -1 | cut -d= -f2
+	local v
+	for _ in $(seq 20); do
+		kill -USR1 "$pid"
+		sleep 0.25
+		v=$(grep -o " $1=[0-9]*" "$T/err" | tail -1 | cut -d= -f2)
+		[ -n "${2:-}" ] && [ "${v:-0}" -lt "$2" ] || break
+	done
+	echo "$v"
 }
 
 t_prefetch_subdirs() {
@@ -31,7 +38,7 @@ t_prefetch_subdirs() {
 	local pid r=0 got want
 	start_counted || return 1
 	ls -l "$T/m/t" >/dev/null
-	got=prefetches=$(counter prefetches)
+	got=prefetches=$(counter prefetches 3)
 	[ "$got" = prefetches=3 ] || { fail "after listing t: $got, want prefetches=3 (a, b, c)"; r=1; }
 	# a change makes the kernel read t again: a, b and c are not read ahead again
 	echo x >"$T/m/t/file"
@@ -125,9 +132,17 @@ t_readdir_after_removals() {
 	# contents (FOPEN_CACHE_DIR): such a pass must show every removal made
 	# before it, even through a directory opened earlier; and a pass that
 	# goes on in entries another pass cached must not mix the two.
+	# Names of 10 bytes and more: with names of up to 8 bytes every cached
+	# entry takes 32 bytes, the kernel's cache of a listing can end exactly
+	# on a page, and then fs/fuse/readdir.c fuse_readdir_cached() answers a
+	# pass whose position that cache lacks with EOF (it looks at the page
+	# after the last, finds it empty and returns 0, where it returns UNCACHED
+	# when the last page is partly filled): about 1 run in 5 with three
+	# listers, none with longer names.  A kernel bug; nothing we answer
+	# changes it.
 	setup rdremove
 	local i
-	for i in $(seq 1 1500); do : >"$T/l1/big$i"; done
+	for i in $(seq 1 1500); do : >"$T/l1/bigfile_$i"; done
 	"$BIN" -o "lowerdir=$T/l1:$T/l2,upperdir=$T/u,workdir=$T/w" "$T/m" || fail "mount failed"
 	python3 - "$T/m" <<'PY' || fail "a listing shows what was removed before it began"
 import os, random, sys, threading
