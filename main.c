@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <linux/capability.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -55,13 +56,14 @@ static int fail(const char *msg)
 	return 1;
 }
 
-static bool wants_plugins(const char *lowerdir)
+/* -o plugins= (loaded whatever the lowers), or a lower "//NAME/DATA/PATH" */
+static bool wants_plugins(const struct ovl_config *cfg)
 {
 	char **paths;
 	size_t n;
-	bool any = false;
-	if (lowerdir == NULL || ovl_split_layers(lowerdir, &paths, &n) < 0)
-		return false;
+	bool any = cfg->plugins && cfg->plugins[0];
+	if (any || cfg->lowerdir == NULL || ovl_split_layers(cfg->lowerdir, &paths, &n) < 0)
+		return any;
 	for (size_t i = 0; i < n; i++)
 		any = any || ovl_plugin_spec_is(paths[i]);
 	ovl_free_strv(paths, n);
@@ -76,10 +78,12 @@ static bool wants_plugins(const char *lowerdir)
 static int hand_to_plugin_daemon(char *argv[])
 {
 	const char *daemon = ovl_plugins_daemon();
-	if (setenv(HANDED_OVER, "1", 1) < 0)
-		return fail(strerror(errno));
+	char err[PATH_MAX + 128];
+	if (setenv(HANDED_OVER, "1", 1) < 0) {
+		snprintf(err, sizeof err, "plugins: cannot hand over to %s: %s", daemon, strerror(errno));
+		return fail(err);
+	}
 	execv(daemon, argv);
-	char err[4200];
 	snprintf(err, sizeof err, "%s: lowerdir: plugins need this dynamically linked fuse-overlayfs: %s", daemon,
 		 strerror(errno));
 	return fail(err);
@@ -109,7 +113,7 @@ int main(int argc, char *argv[])
 	}
 	bool handed_over = getenv(HANDED_OVER) != NULL;
 	unsetenv(HANDED_OVER);
-	if (!handed_over && !ovl_plugins_runnable() && wants_plugins(cfg.lowerdir))
+	if (!handed_over && !ovl_plugins_runnable() && wants_plugins(&cfg))
 		return hand_to_plugin_daemon(argv);
 	ovl_log_init(cfg.debug);
 	if (ovl_options_check_paths(&cfg, err, sizeof err) < 0)

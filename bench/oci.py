@@ -7,7 +7,7 @@ bench/oci.sh (needs root)."""
 import argparse, json, os, random, signal, statistics, struct, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovlbench import Fail, daemon_pid, drop_caches, errname, log, rm_rf, run_exec, run_fork  # noqa: E402
+from ovlbench import Fail, daemon_pid, drop_caches, errname, log, ratio, rm_rf, run_exec, run_fork  # noqa: E402
 
 BLOBS = {'gz': 'layer.tar.gz', 'zst': 'layer.tar.zst'}
 # every mount is lowerdir=empty:LAYER (the kernel refuses a single lowerdir
@@ -380,8 +380,12 @@ class Bench:
                     if not cache and os.path.exists(c):
                         os.unlink(c)
                     if cache and not os.path.exists(c):   # the first mount writes it
-                        mnt, _ = self.m.mount(kind)
-                        self.m.umount(mnt)
+                        try:
+                            mnt, _ = self.m.mount(kind)
+                            self.m.umount(mnt)
+                        except Fail as e:
+                            self.failed(w, kind, e)
+                            continue
                 if cold:
                     drop_caches()
                 mnt = None
@@ -559,10 +563,6 @@ def report(a, b, kinds, meta, disk, bins, note):
     print('\n'.join(out))
 
 
-def ratio(x, y):
-    return f'{x / y:.2f}' if x is not None and y else '-'
-
-
 def targets(b, meta, disk):
     r = b.res
     g = lambda w, k: med(r.get(w, {}).get(k))
@@ -646,6 +646,9 @@ def main():
     blobs = [k for k in kinds if k.startswith('blob-')]
     untar_dir = os.path.join(a.dir, 'untar')
     sel = [s for s in a.only.split(',') if s]
+    groups = ('firstmount', 'tar', 'cachedmount', 'find', 'seqread', 'gzip', 'zstd', 'randread')
+    if any(not any(g.startswith(s) for g in groups) for s in sel):
+        sys.exit(f'--only {a.only}: the groups are {", ".join(groups)}')
     want = lambda w: not sel or any(w.startswith(s) for s in sel)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 

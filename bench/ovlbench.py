@@ -767,7 +767,7 @@ def spread_report(raw):
     print('|---|---:|---:|---:|---:|---:|---|')
     for w, r in raw.items():
         t = r['times']
-        if not t.get('base') or not t.get('ours'):
+        if not t.get('base') or not t.get('ours') or {'base', 'ours'} & set(r['failed']):
             continue
         mb, mo = statistics.median(t['base']), statistics.median(t['ours'])
         sb, so = max(t['base']) - min(t['base']), max(t['ours']) - min(t['ours'])

@@ -136,7 +136,7 @@ static int build_listing(struct ovl_fs *fs, struct ovl_node *node, struct ovl_li
 	if (*out) {
 		(*out)->version = version;
 		(*out)->upper_clean = upper_clean;
-		ovl_listing_set_offsets(*out, atomic_fetch_add(&fs->listing_gens, 1));
+		ovl_listing_set_offsets(*out, atomic_fetch_add(&d->listings, 1));
 	}
 	atomic_fetch_add(&fs->stat_listings, 1);
 	return *out ? 0 : -ENOMEM;

@@ -153,6 +153,7 @@ struct ovl_dir {
 	struct ovl_listing *served[OVL_SERVED_LISTINGS]; /* what the last passes from offset 0 read,
 					newest first (readdir.c) */
 	atomic_uint version;          /* grows with every change made through us */
+	atomic_uint listings;         /* numbers its listings, for their offsets (ovl_listing_set_offsets) */
 	uint32_t nlayers;             /* layers holding this dir, top first */
 	uint32_t *layers;
 	pthread_mutex_t fd_lock;      /* guards fds against eviction */
@@ -308,7 +309,6 @@ struct ovl_fs {
 	pthread_mutex_t override_lock; /* guards the overrides kept in nodes */
 	struct ovl_aliases aliases;
 	pthread_mutex_t copyup_locks[OVL_COPYUP_LOCKS]; /* copyup.c: a node's by its address */
-	atomic_uint listing_gens;    /* readdir.c: numbers the listings (their offsets) */
 	struct ovl_notify notify;
 	struct ovl_workers workers;
 	struct ovl_prefetch prefetch;

@@ -13,16 +13,6 @@
 #include "ops.h"
 #include "readdir.h"
 
-static off_t pos_to_off(const struct ovl_listing *l, size_t pos)
-{
-	return (off_t)((uint64_t)l->gen << l->pos_bits | pos);
-}
-
-static size_t off_to_pos(const struct ovl_listing *l, off_t off)
-{
-	return l->gen ? (size_t)off & (((size_t)1 << l->pos_bits) - 1) : (size_t)off;
-}
-
 /* ---- handlers ---- */
 /* An open directory: its snapshot, taken again by a pass from the start
  * (do_readdir).  The kernel runs one request at a time per open directory.
@@ -94,11 +84,6 @@ static int handle_listing(struct ovl_fs *fs, struct ovl_node *n, struct dir_hand
 	return 0;
 }
 
-static bool listing_gave(const struct ovl_listing *l, off_t off)
-{
-	return l->gen == 0 || ((uint64_t)off >> l->pos_bits) == l->gen;
-}
-
 /* Without a handle: a pass from 0 reads the node's current listing, and the
  * rest of a pass the one its offsets came from, while the node keeps it:
  * listers racing changes each read their own (a later pass's listing has
@@ -110,7 +95,7 @@ static int served_listing(struct ovl_fs *fs, struct ovl_node *n, off_t off, stru
 	if (off != 0) {
 		pthread_rwlock_rdlock(&d->lock);
 		for (size_t i = 0; i < OVL_SERVED_LISTINGS && d->served[i] && l == NULL; i++)
-			if (listing_gave(d->served[i], off))
+			if (ovl_listing_gave(d->served[i], off))
 				l = d->served[i];
 		if (l)
 			atomic_fetch_add(&l->refs, 1);
@@ -229,7 +214,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 	}
 	/* Which entries fit, so that their lookups can run in parallel: a batch
 	 * of a cold directory waits on many inode reads, which then overlap. */
-	size_t first = off_to_pos(l, off), end = plus ? first : l->n + 2, need = 0;
+	size_t first = ovl_listing_pos(l, off), end = plus ? first : l->n + 2, need = 0;
 	for (; plus && end < l->n + 2; end++) {
 		const char *name = end == 0 ? "." : end == 1 ? ".." : dirent_name(l, &l->ents[end - 2]);
 		size_t len = fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0);
@@ -265,7 +250,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 			name = dirent_name(l, &l->ents[i - 2]);
 			dirent_attr(fs, &l->ents[i - 2], &e.attr);
 		}
-		off_t next = pos_to_off(l, i + 1);
+		off_t next = ovl_listing_off(l, i + 1);
 		size_t len = plus ? fuse_add_direntry_plus(req, buf + pos, size - pos, name, &e, next)
 				  : fuse_add_direntry(req, buf + pos, size - pos, name, &e.attr, next);
 		if (len > size - pos)

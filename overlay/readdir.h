@@ -42,7 +42,7 @@ struct ovl_listing {
 	_Atomic(uint32_t *) table; /* index + 1 into ents; built on the first lookup */
 	size_t table_cap;
 	size_t nremoved;   /* under the directory's lock */
-	uint32_t gen;      /* in its offsets, above pos_bits (see pos_to_off); 0: none */
+	uint32_t gen;      /* in its offsets, above pos_bits (see ovl_listing_set_offsets); 0: none */
 	uint8_t pos_bits;
 	struct added *added; /* under the directory's lock; NULL: none (listing.c) */
 	/* The upper part was read and held no whiteout of any spelling, and
@@ -91,8 +91,25 @@ bool ovl_listing_pristine(const struct ovl_listing *l);
 /* A listing's offsets are its gen above its pos_bits and a position below;
  * they must never meet another live listing's, since the kernel, caching a
  * directory, matches them exactly (readdir.c).  Sets both for n entries,
- * from a running count; above 2^25 entries gen is 0 (plain positions). */
+ * from the directory's running count of its listings (the kernel's cache is
+ * a directory's: only its own listings must not meet); above 2^25 entries
+ * gen is 0 (plain positions). */
 void ovl_listing_set_offsets(struct ovl_listing *l, uint32_t count);
+static inline off_t ovl_listing_off(const struct ovl_listing *l, size_t pos)
+{
+	return (off_t)((uint64_t)l->gen << l->pos_bits | pos);
+}
+
+static inline size_t ovl_listing_pos(const struct ovl_listing *l, off_t off)
+{
+	return l->gen ? (size_t)off & (((size_t)1 << l->pos_bits) - 1) : (size_t)off;
+}
+
+/* Whether off is one of l's offsets. */
+static inline bool ovl_listing_gave(const struct ovl_listing *l, off_t off)
+{
+	return l->gen == 0 || ((uint64_t)off >> l->pos_bits) == l->gen;
+}
 const char *ovl_listing_name(const struct ovl_listing *l, size_t i);
 void ovl_listing_entry(const struct ovl_listing *l, size_t i, uint32_t *layer, uint8_t *type, uint32_t *nlower);
 void ovl_listing_unref(struct ovl_listing *l);

@@ -108,14 +108,6 @@ const char *ovl_plugins_daemon(void)
 	return env && env[0] ? env : OVL_PLUGIN_DAEMON;
 }
 
-/* A plugin of ours runs on our libc: in a static daemon dlopen brings a
- * second one, whose errno (and malloc) the daemon never sees. */
-static bool shares_libc(void *dl)
-{
-	void *theirs = dlsym(dl, "__errno_location");
-	return theirs == NULL || theirs == (void *)&__errno_location;
-}
-
 static const char *find_plugin(const struct ovl_plugins *ps, const char *name)
 {
 	for (size_t i = 0; i < ps->n; i++)
@@ -128,12 +120,6 @@ static const char *find_plugin(const struct ovl_plugins *ps, const char *name)
 static const char *check_plugin(const struct ovl_plugins *ps, void *dl, const struct ovl_plugin **out, char *why,
 				size_t whylen)
 {
-	if (!shares_libc(dl)) {
-		snprintf(why, whylen,
-			 "this fuse-overlayfs is linked statically and cannot run plugins; neither can its plugin daemon %s",
-			 ovl_plugins_daemon());
-		return why;
-	}
 	ovl_plugin_entry_fn entry = (ovl_plugin_entry_fn)dlsym(dl, OVL_PLUGIN_ENTRY_SYMBOL);
 	if (entry == NULL)
 		return "no symbol " OVL_PLUGIN_ENTRY_SYMBOL " (not a fuse-overlayfs plugin)";
@@ -160,6 +146,15 @@ static int load_one(struct ovl_plugins *ps, const char *file, char *err, size_t 
 	if (snprintf(path, sizeof path, "%s%s%s", strchr(file, '/') ? "" : ovl_plugins_dir(),
 		     strchr(file, '/') ? "" : "/", file) >= (int)sizeof path) {
 		snprintf(err, errlen, "%.256s: plugins: %s", file, strerror(ENAMETOOLONG));
+		return -1;
+	}
+	/* a plugin runs on our libc (main.c hands plugin mounts of a static
+	 * daemon to its dynamic build, so only a static one of those gets here) */
+	if (!ovl_plugins_runnable()) {
+		snprintf(err, errlen,
+			 "%s: plugins: this fuse-overlayfs is linked statically and cannot run plugins; neither can its "
+			 "plugin daemon %s",
+			 path, ovl_plugins_daemon());
 		return -1;
 	}
 	void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
@@ -372,7 +367,7 @@ static bool adopt(struct ovl_plugins *ps, const struct ovl_plugin_layer *pl, con
 {
 	struct plugin_layer *x = malloc(sizeof *x);
 	char *path = strdup(pl->name ? pl->name : entry);
-	free(pl->name); /* ours to free: same libc (shares_libc) */
+	free(pl->name); /* ours to free: same libc (ovl_plugins_runnable) */
 	if (x == NULL || path == NULL) {
 		pl->ops->release(pl->layer);
 		free(x);

@@ -162,7 +162,8 @@ int tar_parse_pax_time(const char *s, size_t n, int64_t *sec, uint32_t *nsec)
 
 /* ---- buffers of records ---- */
 
-/* Appends the n-byte data of a record ('x', 'L', 'K') to b, then its padding is skipped. */
+/* Appends the n-byte data of a record ('x', 'L', 'K') to b; its padding is left in p->pad
+ * for the next header's read to skip. */
 static int read_meta(struct tar_parser *p, struct buf *b, uint64_t n, const char *what)
 {
 	if (n > TAR_MAX_META || b->len + n > 4 * (size_t)TAR_MAX_META)

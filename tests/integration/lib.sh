@@ -16,8 +16,11 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 top=$(cd "$here/../.." && pwd)
 BIN=${FUSE_OVERLAYFS:-$top/fuse-overlayfs}
-# a static daemon hands plugin mounts to its dynamic build: the tree's daemon to the tree's
-[ -n "${FUSE_OVERLAYFS:-}" ] || export FUSE_OVERLAYFS_PLUGIN_DAEMON=${FUSE_OVERLAYFS_PLUGIN_DAEMON:-$top/fuse-overlayfs-plugins}
+# a static daemon hands plugin mounts to its dynamic build: the one built
+# beside it (the tree's), else the installed one it names itself
+if [ -z "${FUSE_OVERLAYFS_PLUGIN_DAEMON:-}" ] && [ -x "$(dirname "$BIN")/fuse-overlayfs-plugins" ]; then
+	export FUSE_OVERLAYFS_PLUGIN_DAEMON=$(dirname "$BIN")/fuse-overlayfs-plugins
+fi
 TEMP_REGEX=${OVL_TEMP_REGEX:-'^#ovl\.'}
 CHECK=$top/tests/check-upper.py
 TEST_STYLE=${TEST_STYLE:-plain}

@@ -23,7 +23,7 @@
 TEST_NAME=oci
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
-require_oci_plugin zstd gzip make
+require_oci_plugin zstd gzip
 make_work
 
 IMG=$WORK/img

@@ -270,6 +270,9 @@ def umoci_image(work):
 def main():
     work, daemon, plugin, results = [os.fsencode(a) for a in sys.argv[1:5]]
     only = set(sys.argv[5:])
+    known = {'%s_%s' % (v, k) for v in VARIANTS for k in ('readonly', 'writable')} | {'umoci_skopeo'}
+    if only - known:
+        sys.exit('no test named %s (tests: %s)' % (', '.join(sorted(only - known)), ', '.join(sorted(known))))
     run, out = Run(work, daemon, plugin), open(results, 'w')
 
     def report(name, diffs, why='%d differences (- kernel, + ours)'):

@@ -22,6 +22,8 @@
 #                        libexec/fuse-overlayfs/fuse-overlayfs-plugins
 #   handed_to_plugin_daemon  (a static daemon) the mount's daemon runs as
 #                        FUSE_OVERLAYFS_PLUGIN_DAEMON
+#   handed_over_for_plugins_option  (a static daemon) so does one of
+#                        -o plugins= over directory lowers only
 #   refuse_*             no plugin of that name, a .so that is not there, one
 #                        without the entry symbol, interface version 2, a PATH
 #                        the plugin refuses, // as upperdir, (a static
@@ -65,7 +67,7 @@ else
 fi
 [ -f "$WORK/mem.so" ] || die "no test plugin built: $(head -3 "$WORK/cc.log")"
 
-mkdir -p "$WORK"/{low,u,w,m,pdir}
+mkdir -p "$WORK"/{low,u,w,u2,w2,m,pdir}
 echo "lower hidden" >"$WORK/low/hidden"
 echo "lower file" >"$WORK/low/dirfile.txt"
 M=$WORK/m
@@ -180,11 +182,25 @@ elif ! readelf -l "$installed" | grep -q 'Requesting program interpreter'; then
 else
 	pass plugin_daemon_installed
 fi
+# the plugin daemon a static daemon runs: FUSE_OVERLAYFS_PLUGIN_DAEMON, else
+# the installed one (lib.sh sets the variable when one is built beside it)
+is_plugin_daemon() { # EXE
+	[ "${1##*/}" = fuse-overlayfs-plugins ] && [ "$1" = "${FUSE_OVERLAYFS_PLUGIN_DAEMON:-$1}" ]
+}
 if [ "$static" = 1 ]; then
-	if [ "$first_exe" = "$FUSE_OVERLAYFS_PLUGIN_DAEMON" ]; then
+	if is_plugin_daemon "$first_exe"; then
 		pass handed_to_plugin_daemon
 	else
-		fail handed_to_plugin_daemon "the daemon mounted by $BIN runs $first_exe, want $FUSE_OVERLAYFS_PLUGIN_DAEMON"
+		fail handed_to_plugin_daemon "the daemon mounted by $BIN runs $first_exe, want ${FUSE_OVERLAYFS_PLUGIN_DAEMON:-fuse-overlayfs-plugins}"
+	fi
+	# plugins= alone, directory lowers: loaded all the same (as 1.10), so handed over too
+	if ! start_fuse "$BIN" "$WORK/low" "$WORK/u2" "$WORK/w2" "$M" "$WORK/err" "plugins=$WORK/mem.so"; then
+		fail handed_over_for_plugins_option "no mount: $(cat "$WORK/err")"
+	else
+		exe=$(readlink "/proc/$FPID/exe")
+		is_plugin_daemon "$exe" && pass handed_over_for_plugins_option ||
+			fail handed_over_for_plugins_option "the daemon runs $exe"
+		stop_fuse "$M" "$FPID" || die "$STOP_ERR"
 	fi
 	refuse refuse_no_plugin_daemon "$WORK/none: lowerdir: plugins need" "$BIN" \
 		"plugins=$WORK/mem.so,lowerdir=//mem/x/two,$uw" FUSE_OVERLAYFS_PLUGIN_DAEMON="$WORK/none"
