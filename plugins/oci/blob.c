@@ -213,7 +213,7 @@ struct oci_seq *oci_seq_mem(const void *data, size_t size)
 
 /* ---- reads at an offset ---- */
 
-static ssize_t pread_full(int fd, void *buf, size_t n, uint64_t off)
+ssize_t oci_pread_full(int fd, void *buf, size_t n, uint64_t off)
 {
 	size_t got = 0;
 	while (got < n) {
@@ -238,7 +238,7 @@ ssize_t oci_blob_pread(struct oci_blob *b, void *buf, size_t n, uint64_t off)
 	if (!n)
 		return 0;
 	if (b->comp == OCI_TAR)
-		return pread_full(b->fd, buf, n, off);
+		return oci_pread_full(b->fd, buf, n, off);
 	return oci_cursors_read(b->cursors, b, buf, n, off) < 0 ? -1 : (ssize_t)n;
 }
 

@@ -10,9 +10,14 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#ifndef XXH_INLINE_ALL
+#define XXH_INLINE_ALL /* the hash from the header: nothing more to link */
+#endif
+#include <xxhash.h>
 #include <zlib.h>
 
 #include "oci.h"
@@ -23,7 +28,9 @@
 
 struct gz_point {
 	uint64_t out, in;    /* stream offset; blob offset of the byte holding the block's first bit */
-	unsigned char *win;  /* the WIN bytes of output before out: deflated (clen bytes) or raw */
+	unsigned char *win;  /* the WIN bytes of output before out: deflated (clen bytes) or raw;
+			      * NULL until first used when the points came from the cache file */
+	uint64_t woff, wsum; /* there: the window's offset in the file, its XXH64 */
 	uint32_t wlen, clen; /* clen 0: stored raw */
 	uint8_t bits;        /* bits of the byte before in that belong to the block */
 	bool member;         /* a gzip member starts at in */
@@ -32,9 +39,10 @@ struct gz_point {
 struct oci_gz_index {
 	struct gz_point *p;
 	size_t n, cap;
+	int cache_fd;        /* the cache file the windows are read from, or -1 */
 };
 
-static const struct gz_point *point_for(const struct oci_gz_index *gz, uint64_t off)
+static struct gz_point *point_for(const struct oci_gz_index *gz, uint64_t off)
 {
 	size_t lo = 0, hi = gz->n; /* the last point with out <= off; point 0 is at 0 */
 	while (hi - lo > 1) {
@@ -51,8 +59,33 @@ void oci_gz_free(struct oci_gz_index *gz)
 {
 	for (size_t i = 0; i < gz->n; i++)
 		free(gz->p[i].win);
+	if (gz->cache_fd >= 0)
+		close(gz->cache_fd);
 	free(gz->p);
 	free(gz);
+}
+
+/* p's window: in memory, else read from the cache file and checked (the
+ * file may have been changed under us: EIO then).  Readers race to read
+ * it; one copy stays. */
+static const unsigned char *point_window(const struct oci_gz_index *gz, struct gz_point *p)
+{
+	unsigned char *w = __atomic_load_n(&p->win, __ATOMIC_ACQUIRE), *none = NULL;
+	size_t len = p->clen ? p->clen : p->wlen;
+	if (w || gz->cache_fd < 0)
+		return w;
+	if (!(w = malloc(len)))
+		return NULL;
+	if (oci_pread_full(gz->cache_fd, w, len, p->woff) != (ssize_t)len || XXH64(w, len, 0) != p->wsum) {
+		free(w);
+		errno = EIO;
+		return NULL;
+	}
+	if (!__atomic_compare_exchange_n(&p->win, &none, w, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		free(w);
+		w = none;
+	}
+	return w;
 }
 
 /* ---- the build ---- */
@@ -230,6 +263,8 @@ struct oci_seq *oci_seq_gzip(struct oci_input *in, struct oci_blob *blob)
 	g->s.max_out = UINT64_MAX;
 	g->out = malloc(OUTCAP);
 	g->ix = blob->gz = calloc(1, sizeof *g->ix);
+	if (g->ix)
+		g->ix->cache_fd = -1;
 	if (!g->out || !g->ix || inflateInit2(&g->zs, 15 + 16) != Z_OK) {
 		free(g->out);
 		free(g->ix);
@@ -279,7 +314,7 @@ static uint64_t restart_at(const struct oci_blob *b, uint64_t off)
 static int restart(struct oci_blob *b, void *dec, uint64_t off)
 {
 	struct gz_dec *d = dec;
-	const struct gz_point *p = point_for(b->gz, off);
+	struct gz_point *p = point_for(b->gz, off);
 	d->zs.avail_in = 0;
 	d->raw = !p->member;
 	if (p->member) {
@@ -297,10 +332,12 @@ static int restart(struct oci_blob *b, void *dec, uint64_t off)
 		if (inflatePrime(&d->zs, p->bits, c >> (8 - p->bits)) != Z_OK)
 			return -1;
 	}
-	const unsigned char *w = p->win;
+	const unsigned char *w = point_window(b->gz, p);
+	if (!w)
+		return -1;
 	if (p->clen) {
 		uLongf wl = WIN;
-		if (uncompress(d->win, &wl, p->win, p->clen) != Z_OK || wl != p->wlen)
+		if (uncompress(d->win, &wl, w, p->clen) != Z_OK || wl != p->wlen)
 			return -1;
 		w = d->win;
 	}
@@ -349,25 +386,29 @@ const struct oci_codec oci_gz_codec = {
 
 struct gz_rec {
 	uint64_t out, in;
+	uint64_t woff, wsum; /* the window's place in the windows part of the file, its XXH64 */
 	uint32_t wlen, clen;
 	uint8_t bits, member, pad[6];
 };
 
-void oci_gz_save(const struct oci_gz_index *gz, struct oci_wbuf *w)
+void oci_gz_save(const struct oci_gz_index *gz, struct oci_wbuf *w, struct oci_wbuf *wins)
 {
 	uint64_t n = gz->n;
 	oci_wbuf_put(w, &n, sizeof n);
 	for (size_t i = 0; i < gz->n; i++) {
 		const struct gz_point *p = &gz->p[i];
-		struct gz_rec r = { p->out, p->in, p->wlen, p->clen, p->bits, p->member, { 0 } };
+		size_t len = p->clen ? p->clen : p->wlen;
+		struct gz_rec r = { p->out, p->in, wins->len, p->member ? 0 : XXH64(p->win, len, 0),
+				    p->wlen, p->clen, p->bits, p->member, { 0 } };
 		oci_wbuf_put(w, &r, sizeof r);
 		if (!p->member)
-			oci_wbuf_put(w, p->win, p->clen ? p->clen : p->wlen);
+			oci_wbuf_put(wins, p->win, len);
 	}
 }
 
 /* A point as the build makes them: after the one before by SPAN at least. */
-static bool rec_ok(const struct gz_rec *r, const struct gz_point *prev, uint64_t blob, uint64_t stream)
+static bool rec_ok(const struct gz_rec *r, const struct gz_point *prev, uint64_t blob, uint64_t stream,
+		   uint64_t wins_len)
 {
 	if (!prev)
 		return r->out == 0 && r->in == 0 && r->member && !r->bits;
@@ -375,13 +416,18 @@ static bool rec_ok(const struct gz_rec *r, const struct gz_point *prev, uint64_t
 		return false;
 	if (r->member)
 		return !r->bits && !r->wlen && !r->clen;
-	return r->wlen && r->wlen <= WIN && r->clen < r->wlen && (r->bits == 0 || r->in >= 1);
+	uint64_t len = r->clen ? r->clen : r->wlen;
+	return r->wlen && r->wlen <= WIN && r->clen < r->wlen && (r->bits == 0 || r->in >= 1) &&
+	       r->woff <= wins_len && len <= wins_len - r->woff;
 }
 
-struct oci_gz_index *oci_gz_load(struct oci_rbuf *rb, uint64_t blob, uint64_t stream, uint64_t *bytes)
+struct oci_gz_index *oci_gz_load(struct oci_rbuf *rb, uint64_t blob, uint64_t stream, int fd, uint64_t wins_at,
+				 uint64_t wins_len, uint64_t *bytes)
 {
 	uint64_t n;
 	struct oci_gz_index *gz = calloc(1, sizeof *gz);
+	if (gz)
+		gz->cache_fd = -1;
 	if (!gz || oci_rbuf_u64(rb, &n) < 0 || !n || n > stream / SPAN + 1 ||
 	    !(gz->p = calloc((size_t)n, sizeof *gz->p)))
 		goto bad;
@@ -392,17 +438,14 @@ struct oci_gz_index *oci_gz_load(struct oci_rbuf *rb, uint64_t blob, uint64_t st
 		if (!q)
 			goto bad;
 		memcpy(&r, q, sizeof r);
-		if (!rec_ok(&r, i ? &gz->p[i - 1] : NULL, blob, stream))
+		if (!rec_ok(&r, i ? &gz->p[i - 1] : NULL, blob, stream, wins_len))
 			goto bad;
-		struct gz_point *p = &gz->p[gz->n++];
-		*p = (struct gz_point){ r.out, r.in, NULL, r.wlen, r.clen, r.bits, r.member };
-		size_t wl = r.clen ? r.clen : r.wlen;
-		const void *w = r.member ? NULL : oci_rbuf_get(rb, wl);
-		if (!r.member && (!w || !(p->win = malloc(wl))))
-			goto bad;
-		if (w)
-			memcpy(p->win, w, wl), *bytes += wl;
+		gz->p[gz->n++] = (struct gz_point){ r.out, r.in, NULL, wins_at + r.woff, r.wsum,
+						     r.wlen, r.clen, r.bits, r.member };
 	}
+	/* the windows stay in the file until a read needs one */
+	if (fd >= 0 && (gz->cache_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
+		goto bad;
 	return gz;
 bad:
 	if (gz && gz->p)

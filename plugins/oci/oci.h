@@ -145,6 +145,8 @@ struct oci_seq *oci_seq_zstd(struct oci_input *in, struct oci_blob *blob);
 /* Reads n bytes of the uncompressed stream at off (never past
  * stream_size): the count, or -1 with errno.  Thread-safe. */
 ssize_t oci_blob_pread(struct oci_blob *b, void *buf, size_t n, uint64_t off);
+/* n bytes at off unless the file ends first (fewer), or -1; EINTR retried. */
+ssize_t oci_pread_full(int fd, void *buf, size_t n, uint64_t off);
 void oci_blob_close(struct oci_blob *b);
 
 /* cursor.c: a few decoders of a compressed blob, each left where its last
@@ -200,8 +202,11 @@ int oci_rbuf_u64(struct oci_rbuf *r, uint64_t *v);
 /* gzip.c's points and zstd.c's frames into and out of a cache file; what
  * is read back is checked as the build would have made it (NULL if not),
  * bytes set to the memory it holds. */
-void oci_gz_save(const struct oci_gz_index *gz, struct oci_wbuf *w);
-struct oci_gz_index *oci_gz_load(struct oci_rbuf *r, uint64_t blob_size, uint64_t stream_size, uint64_t *bytes);
+/* gzip's windows go to wins, not into the body: a mount from the cache reads
+ * a window from the file (fd, at wins_at) the first time a read needs it. */
+void oci_gz_save(const struct oci_gz_index *gz, struct oci_wbuf *w, struct oci_wbuf *wins);
+struct oci_gz_index *oci_gz_load(struct oci_rbuf *r, uint64_t blob_size, uint64_t stream_size, int fd,
+				 uint64_t wins_at, uint64_t wins_len, uint64_t *bytes);
 void oci_zs_save(const struct oci_zs_index *zs, struct oci_wbuf *w);
 struct oci_zs_index *oci_zs_load(struct oci_rbuf *r, uint64_t blob_size, uint64_t stream_size, uint64_t *bytes);
 

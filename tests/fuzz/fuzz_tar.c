@@ -169,7 +169,7 @@ static void fuzz_cache(const uint8_t *data, size_t size)
 	walk(ix, OCI_ROOT, 1 << 20, 0);
 	oci_index_free(ix);
 	size_t at = r.off;
-	struct oci_gz_index *gz = oci_gz_load(&r, 1 << 20, 1 << 20, &bytes);
+	struct oci_gz_index *gz = oci_gz_load(&r, 1 << 20, 1 << 20, -1, 0, 1 << 20, &bytes);
 	if (gz)
 		oci_gz_free(gz);
 	r.off = at;

@@ -575,3 +575,32 @@ void refused_tw(const struct tw *t, enum comp c, const char *why)
 	refused(z.b, z.n, why);
 	free(z.b);
 }
+
+/* Opens blob: the lines it logged (1 when built, 0 when from the cache),
+ * and the big file checked at offsets through the points or frames. */
+int open_lines(const char *blob, const unsigned char *big)
+{
+	struct opened o;
+	unsigned char buf[4096];
+	ck_assert_msg(open_cap("", blob, &o) == 1, "%s", o.err);
+	for (size_t k = 7, off; k-- > 0;) { /* backwards: each read from a point or frame */
+		off = k * (BIG / 7);
+		ssize_t r = read_path(&o.l[0], "big", buf, sizeof buf, (off_t)off);
+		ck_assert_msg(r == sizeof buf && !memcmp(buf, big + off, sizeof buf), "%s at %zu: %zd %s", blob, off, r,
+			      strerror(errno));
+	}
+	assert_content(&o.l[0], "after", "after");
+	close_all(&o);
+	return o.lines;
+}
+
+void flip_last_byte(const char *path)
+{
+	int fd = open(path, O_RDWR);
+	off_t end = lseek(fd, 0, SEEK_END);
+	unsigned char b;
+	ck_assert_int_eq(pread(fd, &b, 1, end - 1), 1);
+	b ^= 0x5a;
+	ck_assert_int_eq(pwrite(fd, &b, 1, end - 1), 1);
+	close(fd);
+}

@@ -95,6 +95,11 @@ void walk_all(struct ovl_plugin_layer *L, int dir, int depth);
 /* the three layers of make_layout's image, top first */
 void check_image(struct opened *o);
 /* the index cache file of blob */
+/* Opens blob: the lines it logged (1 when built, 0 when from the cache), the
+ * big file checked at offsets through the points or frames. */
+int open_lines(const char *blob, const unsigned char *big);
+/* Changes the last byte of the file at path. */
+void flip_last_byte(const char *path);
 void cache_path(const char *blob, char *out, size_t len);
 
 /* dir/src/sparse: 4 MiB with "start", "middle" and "end" at 0, 1 and 3 MiB;
