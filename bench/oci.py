@@ -7,7 +7,8 @@ bench/oci.sh (needs root)."""
 import argparse, json, os, random, signal, statistics, struct, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovlbench import Fail, daemon_pid, drop_caches, errname, log, ratio, rm_rf, run_exec, run_fork  # noqa: E402
+from ovlbench import (Fail, daemon_pid, drop_caches, errname, log, ratio, rm_rf, run_exec,  # noqa: E402
+                      run_fork, unmount_and_reap)
 
 BLOBS = {'gz': 'layer.tar.gz', 'zst': 'layer.tar.zst'}
 # every mount is lowerdir=empty:LAYER (the kernel refuses a single lowerdir
@@ -283,22 +284,7 @@ class Mounts:
 
     def umount(self, mnt):
         kind, pid = self.live.pop(mnt)
-        cmd = ['umount', mnt] if kind == 'kernel' else ['fusermount3', '-u', mnt]
-        if subprocess.run(cmd, stderr=subprocess.DEVNULL).returncode:
-            log(f'# {mnt}: busy, lazy unmount')
-            subprocess.run(['umount', '-l', mnt])
-        if pid:   # wait for the daemon we started; kill it by PID if it lingers
-            for sig in (None, signal.SIGTERM, signal.SIGKILL):
-                if sig:
-                    log(f'# daemon {pid} still alive, sending {sig.name}')
-                    try:
-                        os.kill(pid, sig)
-                    except ProcessLookupError:
-                        break
-                for _ in range(500):
-                    if not os.path.exists(f'/proc/{pid}'):
-                        return
-                    time.sleep(0.01)
+        unmount_and_reap(mnt, kind == 'kernel', pid)
 
     def umount_all(self):
         for mnt in list(self.live):
@@ -388,17 +374,22 @@ class Bench:
                             continue
                 if cold:
                     drop_caches()
-                mnt = None
-                try:
-                    mnt, dt = self.m.mount(kind)
-                    self.add(w, kind, dt)
-                except Fail as e:
-                    self.failed(w, kind, e)
-                finally:
-                    if mnt:
-                        self.note(w, kind, mnt)
-                        self.m.umount(mnt)
+                self.once(w, kind, lambda mnt, dt: dt)
         self.done(w, kinds)
+
+    def once(self, w, kind, measure):
+        """A fresh mount of kind: measure(mnt, seconds the mount took) is
+        the time added; the daemon's RSS noted, the mount gone after."""
+        mnt = None
+        try:
+            mnt, dt = self.m.mount(kind)
+            self.add(w, kind, measure(mnt, dt))
+        except Fail as e:
+            self.failed(w, kind, e)
+        finally:
+            if mnt:
+                self.note(w, kind, mnt)
+                self.m.umount(mnt)
 
     def timed(self, w, kinds, argv_of, cold, nbytes=None):
         """argv_of(mnt) timed on each kind: cold (dropped caches, a fresh
@@ -411,16 +402,7 @@ class Bench:
                     if kind in self.fail.get(w, {}):
                         continue
                     drop_caches()
-                    mnt = None
-                    try:
-                        mnt, _ = self.m.mount(kind)
-                        self.add(w, kind, cmd_once(argv_of(mnt), mnt, self.a))
-                    except Fail as e:
-                        self.failed(w, kind, e)
-                    finally:
-                        if mnt:
-                            self.note(w, kind, mnt)
-                            self.m.umount(mnt)
+                    self.once(w, kind, lambda mnt, _: cmd_once(argv_of(mnt), mnt, self.a))
         else:
             mnts = {}
             try:

@@ -1,36 +1,6 @@
 #!/bin/bash
 # The oci plugin bench (issue 22): a layer blob mounted vs the same layer unpacked.
 # Usage: bench/oci.sh [--size F] [--reps N] [--dir DIR] [--json FILE] [--fs KINDS] [--only NAMES]
-#                    [--timeout S]   (needs root)
-here=$(cd "$(dirname "$0")" && pwd)
-dir=/var/tmp/ocibench
-for ((i = 1; i <= $#; i++)); do
-  case ${!i} in
-    --dir) j=$((i + 1)); dir=${!j} ;;
-    --dir=*) dir=${!i#--dir=} ;;
-  esac
-done
-mntdir=$(realpath -m "$dir")/mnt
-
-# Safety net: unmount anything left under $mntdir (the python side already
-# unmounts and reaps its daemons; this covers a crash or kill -9 of it).
-cleanup() {
-  local m
-  awk -v d="$mntdir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
-  while read -r m; do
-    echo "# cleanup: unmounting $m" >&2
-    fusermount3 -u "$m" 2>/dev/null || umount "$m" 2>/dev/null || umount -l "$m"
-  done
-}
-cleanup
-# python runs in the background so that a signal to this script can be
-# forwarded to it (it then unmounts and reaps its own daemons).
-"${PYTHON:-python3}" "$here/oci.py" "$@" &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null' INT TERM
-trap cleanup EXIT
-while :; do
-  wait $pid; rc=$?
-  kill -0 $pid 2>/dev/null || break   # wait returns early when a trapped signal arrives
-done
-exit $rc
+#                    [--timeout S] [--zst-randread]   (needs root)
+# run.sh's wrapper: signals forwarded, anything left under DIR/mnt unmounted.
+BENCH_SCRIPT=oci.py BENCH_DEFAULT_DIR=/var/tmp/ocibench exec "$(dirname "$0")/run.sh" "$@"

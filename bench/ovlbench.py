@@ -207,25 +207,7 @@ class Mounts:
 
     def umount(self, mnt):
         fs, pid, base = self.live.pop(mnt)
-        cmd = ['umount', mnt] if fs == 'kernel' else ['fusermount3', '-u', mnt]
-        if subprocess.run(cmd, stderr=subprocess.DEVNULL).returncode != 0:
-            log(f'# {mnt}: busy, lazy unmount')
-            subprocess.run(['umount', '-l', mnt])
-        if pid:   # wait for the daemon we started to go; kill it by PID if it lingers
-            for sig in (None, signal.SIGTERM, signal.SIGKILL):
-                if sig:
-                    log(f'# daemon {pid} still alive, sending {sig.name}')
-                    try:
-                        os.kill(pid, sig)
-                    except ProcessLookupError:
-                        break
-                for _ in range(500):
-                    if not os.path.exists(f'/proc/{pid}'):
-                        break
-                    time.sleep(0.01)
-                else:
-                    continue
-                break
+        unmount_and_reap(mnt, fs == 'kernel', pid)
         if base:   # the upper and work dirs live only as long as the mount
             rm_rf(base)
 
@@ -235,6 +217,26 @@ class Mounts:
                 self.umount(mnt)
             except Exception as e:
                 log(f'# cleanup of {mnt} failed: {e}')
+
+
+def unmount_and_reap(mnt, kernel, pid):
+    """Unmount (lazily if busy), then wait for the daemon we started (pid,
+    None for the kernel's), killing it by PID if it lingers."""
+    cmd = ['umount', mnt] if kernel else ['fusermount3', '-u', mnt]
+    if subprocess.run(cmd, stderr=subprocess.DEVNULL).returncode != 0:
+        log(f'# {mnt}: busy, lazy unmount')
+        subprocess.run(['umount', '-l', mnt])
+    for sig in (None, signal.SIGTERM, signal.SIGKILL) if pid else ():
+        if sig:
+            log(f'# daemon {pid} still alive, sending {sig.name}')
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
+        for _ in range(500):
+            if not os.path.exists(f'/proc/{pid}'):
+                return
+            time.sleep(0.01)
 
 
 def is_mounted(mnt):

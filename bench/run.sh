@@ -5,7 +5,9 @@
 here=$(cd "$(dirname "$0")" && pwd)
 export FUSE_OVERLAYFS=${FUSE_OVERLAYFS:-$here/../fuse-overlayfs}
 export REF_FUSE_OVERLAYFS=${REF_FUSE_OVERLAYFS:-/usr/bin/fuse-overlayfs}
-dir=/var/tmp/ovlbench
+# bench/oci.sh runs oci.py through here, with its own default work dir
+script=${BENCH_SCRIPT:-ovlbench.py}
+dir=${BENCH_DEFAULT_DIR:-/var/tmp/ovlbench}
 for ((i = 1; i <= $#; i++)); do
   case ${!i} in
     --dir) j=$((i + 1)); dir=${!j} ;;
@@ -27,7 +29,7 @@ cleanup() {
 cleanup
 # python runs in the background so that a signal to this script can be
 # forwarded to it (it then unmounts and reaps its own daemons).
-"${PYTHON:-python3}" "$here/ovlbench.py" "$@" &
+"${PYTHON:-python3}" "$here/$script" "$@" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null' INT TERM
 trap cleanup EXIT
