@@ -175,3 +175,24 @@ stop_fuse() {
 	STOP_ERR="daemon $2 still running 5 s after unmount"
 	return 1
 }
+
+# expect_refusal NAME WANT-IN-THE-LINE BIN OPTIONS [ENV...]: BIN -o OPTIONS $M
+# (with ENV set) exits 1 with one line on stderr naming WANT, nothing mounted
+expect_refusal() {
+	local name=$1 what=$2 bin=$3 opts=$4 rc
+	shift 4
+	env "$@" timeout 20 "$bin" -o "$opts" "$M" >"$WORK/out" 2>"$WORK/err"
+	rc=$?
+	if is_mounted "$M"; then
+		fail "$name" "it mounted (exit $rc)"
+		fusermount3 -u "$M"
+	elif [ "$rc" != 1 ]; then
+		fail "$name" "exit $rc, want 1" "$(cat "$WORK/err")"
+	elif [ "$(wc -l <"$WORK/err")" != 1 ] || [ -s "$WORK/out" ]; then
+		fail "$name" "want one line on stderr" "$(cat "$WORK/err" "$WORK/out")"
+	elif ! grep -qF -- "$what" "$WORK/err"; then
+		fail "$name" "the line does not name '$what'" "$(cat "$WORK/err")"
+	else
+		pass "$name"
+	fi
+}

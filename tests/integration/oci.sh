@@ -128,21 +128,7 @@ fi
 
 # ---- refusals: exit 1, one line naming it, nothing mounted ----
 refuse() { # NAME WANT-IN-THE-LINE LOWER
-	local name=$1 what=$2 rc
-	timeout 20 "$BIN" -o "plugins=$PLUGIN,lowerdir=$3,upperdir=$WORK/u,workdir=$WORK/w" "$M" >"$WORK/out" 2>"$WORK/err"
-	rc=$?
-	if is_mounted "$M"; then
-		fail "$name" "it mounted (exit $rc)"
-		fusermount3 -u "$M"
-	elif [ "$rc" != 1 ]; then
-		fail "$name" "exit $rc, want 1" "$(cat "$WORK/err")"
-	elif [ "$(wc -l <"$WORK/err")" != 1 ] || [ -s "$WORK/out" ]; then
-		fail "$name" "want one line on stderr" "$(cat "$WORK/err" "$WORK/out")"
-	elif ! grep -qF -- "$what" "$WORK/err"; then
-		fail "$name" "the line does not name '$what'" "$(cat "$WORK/err")"
-	else
-		pass "$name"
-	fi
+	expect_refusal "$1" "$2" "$BIN" "plugins=$PLUGIN,lowerdir=$3,upperdir=$WORK/u,workdir=$WORK/w"
 }
 blob=$(find "$IMG/layout/blobs/sha256" -type f -size +100k -not -name '.*' | head -1)
 # a bit of the gzip header's mtime flipped: still gzip, another digest

@@ -143,35 +143,17 @@ else
 fi
 
 # ---- refusals: exit 1, one line naming it, nothing mounted ----
-refuse() { # NAME WANT-IN-THE-LINE BIN OPTIONS [ENV...]
-	local name=$1 what=$2 bin=$3 opts=$4 rc
-	shift 4
-	env "$@" timeout 20 "$bin" -o "$opts" "$M" >"$WORK/out" 2>"$WORK/err"
-	rc=$?
-	if is_mounted "$M"; then
-		fail "$name" "it mounted (exit $rc)"
-		fusermount3 -u "$M"
-	elif [ "$rc" != 1 ]; then
-		fail "$name" "exit $rc, want 1" "$(cat "$WORK/err")"
-	elif [ "$(wc -l <"$WORK/err")" != 1 ] || [ -s "$WORK/out" ]; then
-		fail "$name" "want one line on stderr" "$(cat "$WORK/err" "$WORK/out")"
-	elif ! grep -qF -- "$what" "$WORK/err"; then
-		fail "$name" "the line does not name '$what'" "$(cat "$WORK/err")"
-	else
-		pass "$name"
-	fi
-}
 uw="upperdir=$WORK/u,workdir=$WORK/w"
-refuse refuse_missing_name "no plugin named 'nope'" "$BIN" "plugins=$WORK/mem.so,lowerdir=//nope/x/two:$WORK/low,$uw"
-refuse refuse_missing_name_dir "no plugin named 'nope'" "$BIN" "lowerdir=//nope/x/two,$uw" FUSE_OVERLAYFS_PLUGIN_DIR="$WORK/pdir"
-refuse refuse_no_such_so "$WORK/none.so" "$BIN" "plugins=$WORK/none.so,lowerdir=//mem/x/two,$uw"
-refuse refuse_no_symbol "$WORK/mem_nosym.so: plugins: no symbol fuse_overlayfs_plugin_v1" "$BIN" \
+expect_refusal refuse_missing_name "no plugin named 'nope'" "$BIN" "plugins=$WORK/mem.so,lowerdir=//nope/x/two:$WORK/low,$uw"
+expect_refusal refuse_missing_name_dir "no plugin named 'nope'" "$BIN" "lowerdir=//nope/x/two,$uw" FUSE_OVERLAYFS_PLUGIN_DIR="$WORK/pdir"
+expect_refusal refuse_no_such_so "$WORK/none.so" "$BIN" "plugins=$WORK/none.so,lowerdir=//mem/x/two,$uw"
+expect_refusal refuse_no_symbol "$WORK/mem_nosym.so: plugins: no symbol fuse_overlayfs_plugin_v1" "$BIN" \
 	"plugins=$WORK/mem_nosym.so,lowerdir=//mem/x/two,$uw"
-refuse refuse_api_version "$WORK/mem_v2.so: plugins: plugin interface version 2" "$BIN" \
+expect_refusal refuse_api_version "$WORK/mem_v2.so: plugins: plugin interface version 2" "$BIN" \
 	"plugins=$WORK/mem_v2.so,lowerdir=//mem/x/two,$uw"
-refuse refuse_path "//mem/x/bad: lowerdir: plugin mem: mem: no tree at /bad" "$BIN" \
+expect_refusal refuse_path "//mem/x/bad: lowerdir: plugin mem: mem: no tree at /bad" "$BIN" \
 	"plugins=$WORK/mem.so,lowerdir=//mem/x/bad:$WORK/low,$uw"
-refuse refuse_plugin_upper "//mem/x/two: upperdir" "$BIN" \
+expect_refusal refuse_plugin_upper "//mem/x/two: upperdir" "$BIN" \
 	"plugins=$WORK/mem.so,lowerdir=$WORK/low,upperdir=//mem/x/two,workdir=$WORK/w"
 # ---- the static daemon hands plugin mounts to its dynamic build ----
 installed=$(find "$DEST" -path '*/libexec/fuse-overlayfs/fuse-overlayfs-plugins' -type f | head -1)
@@ -202,9 +184,9 @@ if [ "$static" = 1 ]; then
 			fail handed_over_for_plugins_option "the daemon runs $exe"
 		stop_fuse "$M" "$FPID" || die "$STOP_ERR"
 	fi
-	refuse refuse_no_plugin_daemon "$WORK/none: lowerdir: plugins need" "$BIN" \
+	expect_refusal refuse_no_plugin_daemon "$WORK/none: lowerdir: plugins need" "$BIN" \
 		"plugins=$WORK/mem.so,lowerdir=//mem/x/two,$uw" FUSE_OVERLAYFS_PLUGIN_DAEMON="$WORK/none"
-	refuse refuse_static_plugin_daemon "linked statically and cannot run plugins; neither can its plugin daemon $BIN" \
+	expect_refusal refuse_static_plugin_daemon "linked statically and cannot run plugins; neither can its plugin daemon $BIN" \
 		"$BIN" "plugins=$WORK/mem.so,lowerdir=//mem/x/two,$uw" FUSE_OVERLAYFS_PLUGIN_DAEMON="$BIN"
 fi
 finish
