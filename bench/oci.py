@@ -7,8 +7,8 @@ bench/oci.sh (needs root)."""
 import argparse, json, os, random, signal, statistics, struct, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ovlbench import (Fail, daemon_pid, drop_caches, errname, log, ratio, rm_rf, run_exec,  # noqa: E402
-                      run_fork, unmount_and_reap)
+from ovlbench import (Fail, LiveMounts, daemon_pid, drop_caches, errname, log, ratio, rm_rf,  # noqa: E402
+                      run_exec, run_fork, unmount_and_reap)
 
 BLOBS = {'gz': 'layer.tar.gz', 'zst': 'layer.tar.zst'}
 # every mount is lowerdir=empty:LAYER (the kernel refuses a single lowerdir
@@ -223,7 +223,7 @@ def pick_ours(top):
     return b, pd, f' (static: hands a blob mount over to {pd}, which mounts the unpacked layer too)'
 
 
-class Mounts:
+class Mounts(LiveMounts):
     def __init__(self, a, d, bins, plugin):
         self.a, self.d, self.bins, self.plugin = a, d, bins, plugin
         self.mntdir = os.path.join(a.dir, 'mnt')
@@ -286,12 +286,6 @@ class Mounts:
         kind, pid = self.live.pop(mnt)
         unmount_and_reap(mnt, kind == 'kernel', pid)
 
-    def umount_all(self):
-        for mnt in list(self.live):
-            try:
-                self.umount(mnt)
-            except Exception as e:
-                log(f'# cleanup of {mnt} failed: {e}')
 
 
 # ---------------------------------------------------------------- runs

@@ -145,7 +145,17 @@ class Fail(Exception):
         self.short = short
 
 
-class Mounts:
+class LiveMounts:
+    """What both benches' mount tables share: self.live (mnt -> ...) and umount()."""
+    def umount_all(self):
+        for mnt in list(self.live):
+            try:
+                self.umount(mnt)
+            except Exception as e:
+                log(f'# cleanup of {mnt} failed: {e}')
+
+
+class Mounts(LiveMounts):
     def __init__(self, bins, mntdir, rwdir, ours_opts=None):
         self.bins, self.mntdir, self.rwdir, self.ours_opts = bins, mntdir, rwdir, ours_opts
         self.live = {}            # mnt -> (fs, daemon pid, upper+work base dir)
@@ -211,12 +221,6 @@ class Mounts:
         if base:   # the upper and work dirs live only as long as the mount
             rm_rf(base)
 
-    def umount_all(self):
-        for mnt in list(self.live):
-            try:
-                self.umount(mnt)
-            except Exception as e:
-                log(f'# cleanup of {mnt} failed: {e}')
 
 
 def unmount_and_reap(mnt, kernel, pid):
