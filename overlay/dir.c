@@ -233,11 +233,12 @@ static int make_object(fuse_req_t req, struct ovl_node *parent, const char *name
 	if (res < 0)
 		return res;
 	ovl_creds_enter(fs, req, &c);
-	/* a link also uses its source's name, in another directory (locks.c) */
+	/* a link also reads its source's name, maybe in another directory */
 	bool exclusive = m->source != NULL;
+	struct ovl_node *source_dir = NULL;
 again:
 	if (m->source)
-		ovl_tree_lock(fs);
+		source_dir = ovl_ns_lock_place_and(fs, m->source, false, parent, true);
 	else
 		ovl_ns_lock(fs, parent, exclusive);
 	/* only the upper layer: creating there finds an existing name */
@@ -265,7 +266,7 @@ again:
 			ovl_dir_fd_put(parent);
 	}
 	if (m->source)
-		ovl_tree_unlock(fs);
+		ovl_ns_unlock_two(fs, source_dir, parent);
 	else
 		ovl_ns_unlock(fs, parent);
 	ovl_creds_leave(&c);
@@ -550,6 +551,30 @@ static void node_moved(struct ovl_fs *fs, struct ovl_node *n, struct ovl_node *p
 		n->origin_ino = 0; /* readdir there shows the upper st_ino */
 }
 
+/* The directories whose names a rename changes (moved, swapped or
+ * replaced) keep their fd_lock meanwhile: a walk from below reads a
+ * directory's name holding only that (locks.c). */
+static void moving_dirs_lock(struct move *mv, bool lock)
+{
+	struct ovl_dir *a = mv->s->dir, *b = mv->d ? mv->d->dir : NULL;
+	if (a == NULL || (b != NULL && (uintptr_t)b < (uintptr_t)a)) {
+		struct ovl_dir *t = a;
+		a = b;
+		b = t;
+	}
+	if (lock) {
+		if (a)
+			pthread_mutex_lock(&a->fd_lock);
+		if (b)
+			pthread_mutex_lock(&b->fd_lock);
+	} else {
+		if (b)
+			pthread_mutex_unlock(&b->fd_lock);
+		if (a)
+			pthread_mutex_unlock(&a->fd_lock);
+	}
+}
+
 static int do_rename(struct ovl_fs *fs, struct move *mv)
 {
 	int res;
@@ -581,19 +606,24 @@ static int do_rename(struct ovl_fs *fs, struct move *mv)
 		res = ovl_copy_up_dirs(fs, mv->np);
 	if (res < 0)
 		return res;
-	/* within one directory, and no directory moves: that directory's lock */
-	bool tree = mv->p != mv->np || mv->s->dir || (exchange && mv->d && mv->d->dir);
+	bool same_dir = mv->p == mv->np;
+	enum ovl_move_locks how = ovl_move_locks(same_dir, mv->s->dir || (exchange && mv->d && mv->d->dir), false);
 again:
-	ovl_change_lock(fs, mv->p, tree);
+	ovl_move_lock(fs, how, mv->p, mv->np);
 	res = ovl_lookup_name(fs, mv->p, mv->name, &src);
 	int dres = res < 0 ? -ENOENT : ovl_lookup_name(fs, mv->np, mv->newname, &dst);
 	bool has_dst = dres == 0;
-	if (!tree && res == 0 && (may_take_other_name(&src) || (has_dst && may_take_other_name(&dst)))) {
+	/* what the names hold now may need more locks than the nodes told */
+	enum ovl_move_locks need =
+		res < 0 ? how
+			: ovl_move_locks(same_dir, S_ISDIR(src.st.st_mode) || (exchange && has_dst && S_ISDIR(dst.st.st_mode)),
+					 may_take_other_name(&src) || (has_dst && may_take_other_name(&dst)));
+	if (need > how) {
 		ovl_found_free(&src);
 		if (has_dst)
 			ovl_found_free(&dst);
-		ovl_change_unlock(fs, mv->p, tree);
-		tree = true;
+		ovl_move_unlock(fs, how, mv->p, mv->np);
+		how = need;
 		goto again;
 	}
 	if (res == 0 && dres < 0 && dres != -ENOENT)
@@ -623,6 +653,7 @@ again:
 	int unp = res == 0 && up >= 0 ? ovl_dir_fd_get(fs, mv->np, 0) : -1;
 	if (res == 0 && (up < 0 || unp < 0))
 		res = up < 0 ? up : unp;
+	moving_dirs_lock(mv, true);
 	if (res == 0 && has_dst && !exchange)
 		name_going(fs, mv->np, unp, mv->newname, &dst);
 	if (res == 0)
@@ -643,10 +674,11 @@ again:
 		if (mv->np != mv->p)
 			ovl_dir_changed(mv->np);
 	}
+	moving_dirs_lock(mv, false);
 	ovl_found_free(&src);
 	if (has_dst)
 		ovl_found_free(&dst);
-	ovl_change_unlock(fs, mv->p, tree);
+	ovl_move_unlock(fs, how, mv->p, mv->np);
 	return res > 0 ? 0 : res;
 }
 

@@ -1,19 +1,25 @@
 /* The namespace locks, and the one place their rules are written down.
  *
- * tree_lock (fs): read by every operation that resolves a node to a place
- * in a layer; written only by changes to the tree's shape that readers
- * cannot see coming: a directory renamed (its name is read, without its
- * parent's lock, by whoever opens a directory below it), a move between
- * two parents (as the VFS takes
- * s_vfs_rename_mutex for them), a link, and the removal of a name of an
- * upper hard link (its node may take a name in another directory).
+ * tree_lock (fs), the rename lock: read by every operation that resolves a
+ * node to a place in a layer; written only where a node may take a place
+ * in another directory that readers cannot see coming: a directory moved
+ * between parents (the ancestry every walk from below relies on changes),
+ * and a change to the names of an upper hard link whose node may then move
+ * to a name of it in another directory.
  *
  * ns (each directory): read to look names up in it, list it, or use a
  * child's name; written to change its names (create, remove, a rename
- * within it, the final rename of a copy-up).  Held after tree_lock, one
- * directory at a time, but by the copy-up of a directory: its parent's,
- * then its own (its list of layers changes; a walk from below reads that
- * list under the directory's fd_lock, nodes.c).
+ * within it, the final rename of a copy-up).  Held after tree_lock.  Two at
+ * once, in address order (ovl_ns_lock_two), by a file moved between
+ * directories and by a link (its source's directory read); every directory
+ * they lock is in the upper layer already.  The copy-up of a directory
+ * holds its parent's, then its own (its list of layers changes; a walk
+ * from below reads that list under the directory's fd_lock, nodes.c): the
+ * only order by ancestry, and only of a directory not yet in upper.
+ *
+ * A node's place (parent, name) changes with the write lock of the
+ * directory it leaves held; a directory's name also under its fd_lock,
+ * since a walk from below reads it holding only that (dirfds.c).
  *
  * No directory lock is held while a copy-up copies data. */
 #include "config.h"
@@ -65,16 +71,60 @@ void ovl_ns_unlock(struct ovl_fs *fs, struct ovl_node *dir)
 /* The directory whose lock guards node's name: its parent (the root has none). */
 static struct ovl_node *place_of(struct ovl_node *node)
 {
-	return node->parent ? node->parent : node;
+	struct ovl_node *parent = __atomic_load_n(&node->parent, __ATOMIC_ACQUIRE);
+	return parent ? parent : node;
 }
 
 struct ovl_node *ovl_ns_lock_place(struct ovl_fs *fs, struct ovl_node *node, bool write)
 {
 	ovl_tree_read(fs);
-	/* stable now: a node changes parents only under tree_lock written */
-	struct ovl_node *dir = place_of(node);
-	ovl_dir_lock(dir, write);
-	return dir;
+	for (;;) {
+		struct ovl_node *dir = place_of(node);
+		ovl_dir_lock(dir, write);
+		/* a file may have moved before we got there: its place changes
+		 * under the lock of the directory it leaves, so this one holds */
+		if (place_of(node) == dir)
+			return dir;
+		ovl_dir_unlock(dir);
+	}
+}
+
+void ovl_ns_lock_two(struct ovl_fs *fs, struct ovl_node *a, bool write_a, struct ovl_node *b, bool write_b)
+{
+	ovl_tree_read(fs);
+	if (a == b) {
+		ovl_dir_lock(a, write_a || write_b);
+		return;
+	}
+	bool a_first = (uintptr_t)a < (uintptr_t)b;
+	ovl_dir_lock(a_first ? a : b, a_first ? write_a : write_b);
+	ovl_dir_lock(a_first ? b : a, a_first ? write_b : write_a);
+}
+
+void ovl_ns_unlock_two(struct ovl_fs *fs, struct ovl_node *a, struct ovl_node *b)
+{
+	if (a != b)
+		ovl_dir_unlock(b);
+	ovl_ns_unlock(fs, a);
+}
+
+struct ovl_node *ovl_ns_lock_place_and(struct ovl_fs *fs, struct ovl_node *node, bool write, struct ovl_node *dir,
+				       bool write_dir)
+{
+	for (;;) {
+		struct ovl_node *place = place_of(node);
+		ovl_ns_lock_two(fs, place, write, dir, write_dir);
+		if (place_of(node) == place)
+			return place;
+		ovl_ns_unlock_two(fs, place, dir);
+	}
+}
+
+enum ovl_move_locks ovl_move_locks(bool same_dir, bool moves_dir, bool may_move_elsewhere)
+{
+	if (may_move_elsewhere || (moves_dir && !same_dir))
+		return OVL_MOVE_TREE;
+	return same_dir ? OVL_MOVE_DIR : OVL_MOVE_TWO_DIRS;
 }
 
 void ovl_tree_lock(struct ovl_fs *fs)
@@ -101,4 +151,20 @@ void ovl_change_unlock(struct ovl_fs *fs, struct ovl_node *dir, bool tree)
 		ovl_tree_unlock(fs);
 	else
 		ovl_ns_unlock(fs, dir);
+}
+
+void ovl_move_lock(struct ovl_fs *fs, enum ovl_move_locks how, struct ovl_node *from, struct ovl_node *to)
+{
+	if (how == OVL_MOVE_TREE)
+		ovl_tree_lock(fs);
+	else
+		ovl_ns_lock_two(fs, from, true, to, true);
+}
+
+void ovl_move_unlock(struct ovl_fs *fs, enum ovl_move_locks how, struct ovl_node *from, struct ovl_node *to)
+{
+	if (how == OVL_MOVE_TREE)
+		ovl_tree_unlock(fs);
+	else
+		ovl_ns_unlock_two(fs, from, to);
 }

@@ -578,7 +578,8 @@ int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *new
 	if (s && node->hashed)
 		id_remove(s, node);
 	node->name = name;
-	node->parent = newparent;
+	/* read before its lock is taken (locks.c place_of) */
+	__atomic_store_n(&node->parent, newparent, __ATOMIC_RELEASE);
 	if (s) {
 		if (node->hashed && id_insert(s, node) < 0)
 			node->hashed = false;

@@ -402,8 +402,24 @@ void ovl_tree_unlock(struct ovl_fs *fs);
 /* A change in dir: its lock written, or (tree) the tree lock written. */
 void ovl_change_lock(struct ovl_fs *fs, struct ovl_node *dir, bool tree);
 void ovl_change_unlock(struct ovl_fs *fs, struct ovl_node *dir, bool tree);
+/* tree_lock for reading, then the locks of a and b (one if the same), in address order. */
+void ovl_ns_lock_two(struct ovl_fs *fs, struct ovl_node *a, bool write_a, struct ovl_node *b, bool write_b);
+void ovl_ns_unlock_two(struct ovl_fs *fs, struct ovl_node *a, struct ovl_node *b);
+/* ovl_ns_lock_two of the directory holding node's name and dir; returns
+ * the former, for ovl_ns_unlock_two. */
+struct ovl_node *ovl_ns_lock_place_and(struct ovl_fs *fs, struct ovl_node *node, bool write, struct ovl_node *dir,
+				       bool write_dir);
+/* What a rename locks: its directory, both directories, or the tree. */
+enum ovl_move_locks { OVL_MOVE_DIR, OVL_MOVE_TWO_DIRS, OVL_MOVE_TREE };
+/* The locks of a rename within one directory or between two (same_dir),
+ * of a directory or not (moves_dir), that may move a node to a name in
+ * another directory than these (an upper hard link's). */
+enum ovl_move_locks ovl_move_locks(bool same_dir, bool moves_dir, bool may_move_elsewhere);
+void ovl_move_lock(struct ovl_fs *fs, enum ovl_move_locks how, struct ovl_node *from, struct ovl_node *to);
+void ovl_move_unlock(struct ovl_fs *fs, enum ovl_move_locks how, struct ovl_node *from, struct ovl_node *to);
 
-/* Moves the node to newparent/newname (the caller holds tree_lock for writing). */
+/* Moves the node to newparent/newname (the caller holds the lock of the
+ * directory it leaves written, and a directory's fd_lock; locks.c). */
 int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newparent, const char *newname);
 /* Another name of the node's object (a hard link made through us). */
 int ovl_node_add_alias(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name);

@@ -121,7 +121,7 @@ make_work() { # sets WORK; cleanup on exit
 }
 
 ours_alive() { # PID: still a process we started (its command line names $WORK)
-	kill -0 "$1" 2>/dev/null && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF "$WORK/"
+	kill -0 "$1" 2>/dev/null && tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" | grep -qF "$WORK/"
 }
 
 mounts_under() { awk -v t="$1/" 'index($5, t) == 1 { print $5 }' /proc/self/mountinfo | sort -r; }

@@ -8,6 +8,9 @@
 #                        in another directory: none of its calls waits more
 #                        than a quarter of that rmdir (with one lock for the
 #                        mount, one waited all of it)
+#   dir_rename_not_held  the same while a new directory is renamed, within
+#                        its parent, over such an emptied directory (with
+#                        the rename lock taken, one waited all of it)
 #   mixed_changes_no_deadlock  four processes create, link, remove and
 #                        rename files and directories within and between
 #                        five directories at once: all end, and the mount
@@ -20,24 +23,30 @@ make_work
 trap cleanup EXIT
 
 d=$WORK
-mkdir -p "$d"/{l/tree/big,l/other,u,w,m}
+mkdir -p "$d"/{l/tree/big,l/tree/big2,l/other,u,w,m}
 /usr/bin/python3 -c '
 import os, sys
-for i in range(50000):
-    open(os.path.join(sys.argv[1], "f%05d" % i), "w").close()' "$d/l/tree/big"
+for d in sys.argv[1:]:
+    for i in range(50000):
+        open(os.path.join(d, "f%05d" % i), "w").close()' "$d/l/tree/big" "$d/l/tree/big2"
 start_fuse "$BIN" "$d/l" "$d/u" "$d/w" "$d/m" "$WORK/err" || die "mount failed: $(cat "$WORK/err")"
 
-# Runs the removal in tree; meanwhile looks names up and creates them in
-# other (a lower directory: copied up by the first create) through a
-# directory fd, so that the kernel sends every call.  Prints: the rmdir's seconds, the probe's calls, its longest call.
-out=$(/usr/bin/python3 - "$d/m" <<'PY'
+# long_change_not_held NAME TARGET CHANGE...: empties the lower directory
+# TARGET (50,000 whiteouts in its upper part), then runs CHANGE, whose one
+# long request empties TARGET's upper part; meanwhile looks names up and
+# creates them in other (a lower directory: copied up by the first create)
+# through a directory fd, so that the kernel sends every call.
+long_change_not_held() {
+	local name=$1 target=$2
+	shift 2
+	local out took calls longest
+	out=$(/usr/bin/python3 - "$d/m" "$target" "$@" <<'PY'
 import os, subprocess, sys, time
-m = sys.argv[1]
-# the files first, then the rmdir alone: its time is the one long request
-subprocess.run(['find', m + '/tree/big', '-mindepth', '1', '-delete'], check=True)
+m, target, change = sys.argv[1], sys.argv[2], sys.argv[3:]
+subprocess.run(['find', target, '-mindepth', '1', '-delete'], check=True)
 other = os.open(m + '/other', os.O_RDONLY | os.O_DIRECTORY)
 t0 = time.monotonic()
-rm = subprocess.Popen(['rmdir', m + '/tree/big'])
+rm = subprocess.Popen(change)
 calls, longest, i = 0, 0.0, 0
 while rm.poll() is None:
     s = time.monotonic()
@@ -45,26 +54,36 @@ while rm.poll() is None:
         os.stat('absent%d' % i, dir_fd=other)
     except FileNotFoundError:
         pass
-    os.close(os.open('new%d' % i, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=other))
+    os.close(os.open('new%s%d' % (os.path.basename(target), i), os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=other))
     longest = max(longest, time.monotonic() - s)
     calls, i = calls + 1, i + 1
 took = time.monotonic() - t0
 if rm.returncode != 0:
-    sys.exit('rmdir failed')
+    sys.exit('%s failed' % change[0])
 print('%.3f %d %.3f' % (took, calls, longest))
 PY
-) || die "the removal or the probe failed"
-read -r took calls longest <<<"$out"
-if [ -e "$d/m/tree/big" ]; then
-	fail other_dir_not_held "big is still there after rm -rf"
-elif awk -v t="$took" 'BEGIN { exit !(t < 0.2) }'; then
-	fail other_dir_not_held "the rmdir took ${took}s: too short to show anything"
-elif [ "$calls" -ge 10 ] && awk -v t="$took" -v l="$longest" 'BEGIN { exit !(l < t / 4) }'; then
-	pass other_dir_not_held
-	echo "    rmdir ${took}s; meanwhile $calls lookups and creates elsewhere, the longest ${longest}s"
-else
-	fail other_dir_not_held "during a ${took}s rmdir: $calls lookups and creates elsewhere, the longest ${longest}s"
-fi
+	) || { fail "$name" "the change or the probe failed"; return; }
+	read -r took calls longest <<<"$out"
+	if [ -e "$target" ] && [ -n "$(ls -A "$target")" ]; then
+		fail "$name" "$target is not empty after the change"
+	elif awk -v t="$took" 'BEGIN { exit !(t < 0.2) }'; then
+		fail "$name" "the change took ${took}s: too short to show anything"
+	elif [ "$calls" -ge 10 ] && awk -v t="$took" -v l="$longest" 'BEGIN { exit !(l < t / 4) }'; then
+		pass "$name"
+		echo "    change ${took}s; meanwhile $calls lookups and creates elsewhere, the longest ${longest}s"
+	else
+		fail "$name" "during a ${took}s change: $calls lookups and creates elsewhere, the longest ${longest}s"
+	fi
+}
+# the last step of `rm -rf`, an rmdir
+long_change_not_held other_dir_not_held "$d/m/tree/big" rmdir "$d/m/tree/big"
+# a directory renamed over it, within its parent (no rename lock: that is
+# for moves of directories between parents)
+mkdir "$d/m/tree/new"
+long_change_not_held dir_rename_not_held "$d/m/tree/big2" \
+	/usr/bin/python3 -c 'import os, sys; os.rename(sys.argv[1], sys.argv[2])' "$d/m/tree/new" "$d/m/tree/big2"
+[ ! -e "$d/m/tree/big" ] && [ ! -e "$d/m/tree/new" ] && [ -d "$d/m/tree/big2" ] ||
+	fail dir_rename_not_held "after rmdir big and rename new to big2: $(ls "$d/m/tree")"
 fusermount3 -u "$d/m" || fail unmount "fusermount3 -u failed"
 
 # Four processes change and read names across five lower directories at

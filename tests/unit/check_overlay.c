@@ -9,6 +9,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -902,6 +903,118 @@ START_TEST(two_mounts_node_tables)
 }
 END_TEST
 
+/* ---- namespace locks ---- */
+START_TEST(rename_locks_only_what_moves)
+{
+	/* within one directory: its lock, also for a directory */
+	ck_assert_int_eq(ovl_move_locks(true, false, false), OVL_MOVE_DIR);
+	ck_assert_int_eq(ovl_move_locks(true, true, false), OVL_MOVE_DIR);
+	/* a file between two: both, and no rename lock */
+	ck_assert_int_eq(ovl_move_locks(false, false, false), OVL_MOVE_TWO_DIRS);
+	/* the rename lock: a directory between two, or a node that may take a
+	 * name in a third directory */
+	ck_assert_int_eq(ovl_move_locks(false, true, false), OVL_MOVE_TREE);
+	ck_assert_int_eq(ovl_move_locks(true, false, true), OVL_MOVE_TREE);
+	ck_assert_int_eq(ovl_move_locks(false, false, true), OVL_MOVE_TREE);
+}
+END_TEST
+
+struct locker {
+	struct ovl_fs *fs;
+	struct ovl_node *node, *a, *b, *got;
+};
+
+static void *lock_place_of(void *arg)
+{
+	struct locker *l = arg;
+	l->got = ovl_ns_lock_place(l->fs, l->node, false);
+	ovl_ns_unlock(l->fs, l->got);
+	return NULL;
+}
+
+static void *lock_pairs(void *arg)
+{
+	struct locker *l = arg;
+	for (int i = 0; i < 20000; i++) {
+		ovl_ns_lock_two(l->fs, l->a, true, l->b, i % 2 == 0);
+		ovl_ns_unlock_two(l->fs, l->a, l->b);
+	}
+	return NULL;
+}
+
+/* A lower directory of d1, d2 and f, and a mount of it. */
+static struct ovl_fs *three_names(struct ovl_config *cfg, char *dir)
+{
+	char path[64];
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/d1", dir);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+	snprintf(path, sizeof path, "%s/d2", dir);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+	snprintf(path, sizeof path, "%s/f", dir);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	return open_lower(cfg, dir);
+}
+
+static void three_names_remove(struct ovl_fs *fs, struct ovl_config *cfg, const char *dir)
+{
+	char cmd[96];
+	ovl_fs_close(fs);
+	ovl_config_free(cfg);
+	snprintf(cmd, sizeof cmd, "rm -r '%s'", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+START_TEST(lock_place_follows_a_move)
+{
+	char dir[] = "/tmp/check_overlay.XXXXXX";
+	struct ovl_config cfg;
+	struct ovl_fs *fs = three_names(&cfg, dir);
+	struct fuse_entry_param e;
+	struct ovl_node *d1 = look_up(fs, "d1", &e), *f = look_up(fs, "f", &e);
+
+	/* a reader of f's place waits for the root, where f is; f moves to d1
+	 * meanwhile (under the root's lock, as a rename): the reader ends up
+	 * holding d1's lock, the place f has now */
+	struct locker l = { .fs = fs, .node = f };
+	pthread_t t;
+	ovl_ns_lock(fs, fs->root, true);
+	ck_assert_int_eq(pthread_create(&t, NULL, lock_place_of, &l), 0);
+	usleep(100000);
+	ck_assert_int_eq(ovl_node_move(fs, f, d1, "g"), 0);
+	ovl_ns_unlock(fs, fs->root);
+	pthread_join(t, NULL);
+	ck_assert_ptr_eq(l.got, d1);
+	three_names_remove(fs, &cfg, dir);
+}
+END_TEST
+
+START_TEST(two_dir_locks_any_order)
+{
+	char dir[] = "/tmp/check_overlay.XXXXXX";
+	struct ovl_config cfg;
+	struct ovl_fs *fs = three_names(&cfg, dir);
+	struct fuse_entry_param e;
+	struct ovl_node *d1 = look_up(fs, "d1", &e), *d2 = look_up(fs, "d2", &e);
+
+	/* two movers between the same directories, named in opposite orders:
+	 * neither waits for the other for ever (the test's timeout) */
+	struct locker x = { .fs = fs, .a = d1, .b = d2 }, y = { .fs = fs, .a = d2, .b = d1 };
+	pthread_t tx, ty;
+	ck_assert_int_eq(pthread_create(&tx, NULL, lock_pairs, &x), 0);
+	ck_assert_int_eq(pthread_create(&ty, NULL, lock_pairs, &y), 0);
+	pthread_join(tx, NULL);
+	pthread_join(ty, NULL);
+	/* and one directory named twice is locked once */
+	ovl_ns_lock_two(fs, d1, false, d1, true);
+	ck_assert_int_eq(pthread_rwlock_tryrdlock(&d1->dir->ns), EBUSY);
+	ovl_ns_unlock_two(fs, d1, d1);
+	three_names_remove(fs, &cfg, dir);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("overlay");
@@ -942,6 +1055,11 @@ static Suite *suite(void)
 	suite_add_tcase(s, t);
 	t = tcase_create("nodes");
 	tcase_add_test(t, two_mounts_node_tables);
+	suite_add_tcase(s, t);
+	t = tcase_create("locks");
+	tcase_add_test(t, rename_locks_only_what_moves);
+	tcase_add_test(t, lock_place_follows_a_move);
+	tcase_add_test(t, two_dir_locks_any_order);
 	suite_add_tcase(s, t);
 	return s;
 }
