@@ -368,19 +368,20 @@ static int remove_in_upper(struct ovl_fs *fs, int upfd, const char *name, const 
 
 /* An upper object about to lose a name (its directory's lock written): a hard
  * link's node moves to another of its names; an object losing its last name
- * while open stays reachable for fstat through an O_PATH fd. */
-static void name_going(struct ovl_fs *fs, struct ovl_node *parent, int upfd, const char *name,
-		       const struct ovl_found *f)
+ * while open stays reachable for fstat through an O_PATH fd.  false: it
+ * must be done again under the tree lock (ovl_node_name_gone). */
+static bool name_going(struct ovl_fs *fs, struct ovl_node *parent, int upfd, const char *name,
+		       const struct ovl_found *f, bool tree_held)
 {
 	if (S_ISDIR(f->st.st_mode))
-		return;
-	bool upper = f->layer == 0, linked = f->st.st_nlink > 1;
+		return true;
+	bool upper = f->layer == 0, linked = f->st.st_nlink > 1, done = true;
 	/* each name of a lower hard link has a node of its own (nodes.c) */
 	struct ovl_node *n = ovl_node_find(fs, f->st.st_dev, f->st.st_ino, !upper && linked ? parent : NULL, name);
 	if (n == NULL)
-		return;
+		return true;
 	if (upper && linked) {
-		ovl_node_name_gone(fs, n, parent, name); /* the node takes another name */
+		done = ovl_node_name_gone(fs, n, parent, name, tree_held); /* the node takes another name */
 	} else {
 		if (upper && atomic_load(&n->opens) > 0)
 			ovl_node_keep_orphan(fs, n, upfd, name);
@@ -390,13 +391,7 @@ static void name_going(struct ovl_fs *fs, struct ovl_node *parent, int upfd, con
 		n->unlinked = true;
 	}
 	ovl_node_unref(fs, n);
-}
-
-/* Whether losing the name f found may move its node to a name in another
- * directory: an upper hard link's (locks.c: the tree lock). */
-static bool may_take_other_name(const struct ovl_found *f)
-{
-	return !S_ISDIR(f->st.st_mode) && f->layer == 0 && f->st.st_nlink > 1;
+	return done;
 }
 
 /* An object whose last name went away: its inode number may come back. */
@@ -415,15 +410,13 @@ static int remove_object(struct ovl_fs *fs, struct ovl_node *parent, const char 
 		return res;
 	bool tree = false;
 again:
-	ovl_change_lock(fs, parent, tree);
+	if (tree)
+		ovl_tree_lock(fs);
+	else
+		ovl_ns_lock(fs, parent, true);
 	struct ovl_found f;
 	res = ovl_lookup_name(fs, parent, name, &f);
-	if (res == 0 && !tree && may_take_other_name(&f)) {
-		ovl_found_free(&f);
-		ovl_change_unlock(fs, parent, tree);
-		tree = true;
-		goto again;
-	}
+	bool needs_tree = false;
 	if (res == 0) {
 		bool is_dir = S_ISDIR(f.st.st_mode);
 		struct ovl_node *n = is_dir ? ovl_node_lookup_or_create(fs, parent, name, f.layer, &f.st, f.layers,
@@ -439,15 +432,16 @@ again:
 		if (lower < 0)
 			res = lower;
 		int upfd = res == 0 ? ovl_dir_fd_get(fs, parent, 0) : 0;
-		if (upfd < 0)
+		if (upfd < 0) {
 			res = upfd;
-		else if (res == 0) {
+		} else if (res == 0) {
 			/* nothing can fail past this point but the removal itself */
-			name_going(fs, parent, upfd, name, &f);
-			res = remove_in_upper(fs, upfd, name, &f, lower);
+			needs_tree = !name_going(fs, parent, upfd, name, &f, tree);
+			if (!needs_tree)
+				res = remove_in_upper(fs, upfd, name, &f, lower);
 			ovl_dir_fd_put(parent);
 		}
-		if (res == 0) {
+		if (res == 0 && !needs_tree) {
 			forget_identity(fs, &f);
 			ovl_dir_name_removed(parent, name);
 		}
@@ -455,7 +449,14 @@ again:
 			ovl_node_forget(fs, n, 1);
 		ovl_found_free(&f);
 	}
-	ovl_change_unlock(fs, parent, tree);
+	if (tree)
+		ovl_tree_unlock(fs);
+	else
+		ovl_ns_unlock(fs, parent);
+	if (needs_tree) {
+		tree = true;
+		goto again;
+	}
 	return res;
 }
 
@@ -537,26 +538,12 @@ static int move_in_upper(struct ovl_fs *fs, struct move *mv, int up, int unp, co
 	return 0;
 }
 
-/* parent/name of node n is now np/newname.  A name of an upper hard link
- * other than its node's own is one of the node's aliases: that moves. */
-static void node_moved(struct ovl_fs *fs, struct ovl_node *n, struct ovl_node *parent, const char *name,
-		       struct ovl_node *np, const char *newname)
-{
-	if (n->parent != parent || strcmp(n->name, name) != 0) {
-		ovl_node_name_gone(fs, n, parent, name);
-		ovl_node_add_alias(fs, n, np, newname);
-		return;
-	}
-	if (ovl_node_move(fs, n, np, newname) == 0 && np->dir->nlayers == 1)
-		n->origin_ino = 0; /* readdir there shows the upper st_ino */
-}
-
 /* The directories whose names a rename changes (moved, swapped or
  * replaced) keep their fd_lock meanwhile: a walk from below reads a
  * directory's name holding only that (locks.c). */
 static void moving_dirs_lock(struct move *mv, bool lock)
 {
-	struct ovl_dir *a = mv->s->dir, *b = mv->d ? mv->d->dir : NULL;
+	struct ovl_dir *a = mv->s->dir, *b = mv->d && mv->d != mv->s ? mv->d->dir : NULL;
 	if (a == NULL || (b != NULL && (uintptr_t)b < (uintptr_t)a)) {
 		struct ovl_dir *t = a;
 		a = b;
@@ -607,7 +594,7 @@ static int do_rename(struct ovl_fs *fs, struct move *mv)
 	if (res < 0)
 		return res;
 	bool same_dir = mv->p == mv->np;
-	enum ovl_move_locks how = ovl_move_locks(same_dir, mv->s->dir || (exchange && mv->d && mv->d->dir), false);
+	enum ovl_move_locks how = ovl_move_locks(same_dir, mv->s->dir || (exchange && mv->d && mv->d->dir));
 again:
 	ovl_move_lock(fs, how, mv->p, mv->np);
 	res = ovl_lookup_name(fs, mv->p, mv->name, &src);
@@ -616,8 +603,7 @@ again:
 	/* what the names hold now may need more locks than the nodes told */
 	enum ovl_move_locks need =
 		res < 0 ? how
-			: ovl_move_locks(same_dir, S_ISDIR(src.st.st_mode) || (exchange && has_dst && S_ISDIR(dst.st.st_mode)),
-					 may_take_other_name(&src) || (has_dst && may_take_other_name(&dst)));
+			: ovl_move_locks(same_dir, S_ISDIR(src.st.st_mode) || (exchange && has_dst && S_ISDIR(dst.st.st_mode)));
 	if (need > how) {
 		ovl_found_free(&src);
 		if (has_dst)
@@ -654,22 +640,23 @@ again:
 	if (res == 0 && (up < 0 || unp < 0))
 		res = up < 0 ? up : unp;
 	moving_dirs_lock(mv, true);
+	bool needs_tree = false;
 	if (res == 0 && has_dst && !exchange)
-		name_going(fs, mv->np, unp, mv->newname, &dst);
-	if (res == 0)
+		needs_tree = !name_going(fs, mv->np, unp, mv->newname, &dst, how == OVL_MOVE_TREE);
+	if (res == 0 && !needs_tree)
 		res = move_in_upper(fs, mv, up, unp, has_dst ? &dst : NULL);
 	if (unp >= 0)
 		ovl_dir_fd_put(mv->np);
 	if (up >= 0)
 		ovl_dir_fd_put(mv->p);
-	if (res == 0) {
+	if (res == 0 && !needs_tree) {
 		if (exchange) {
 			struct ovl_node *d = mv->d;
-			node_moved(fs, d, mv->np, mv->newname, mv->p, mv->name);
+			ovl_node_renamed(fs, d, mv->np, mv->newname, mv->p, mv->name);
 		} else if (has_dst) {
 			forget_identity(fs, &dst);
 		}
-		node_moved(fs, mv->s, mv->p, mv->name, mv->np, mv->newname);
+		ovl_node_renamed(fs, mv->s, mv->p, mv->name, mv->np, mv->newname);
 		ovl_dir_changed(mv->p);
 		if (mv->np != mv->p)
 			ovl_dir_changed(mv->np);
@@ -679,6 +666,10 @@ again:
 	if (has_dst)
 		ovl_found_free(&dst);
 	ovl_move_unlock(fs, how, mv->p, mv->np);
+	if (needs_tree) {
+		how = OVL_MOVE_TREE;
+		goto again;
+	}
 	return res > 0 ? 0 : res;
 }
 

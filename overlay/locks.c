@@ -3,9 +3,10 @@
  * tree_lock (fs), the rename lock: read by every operation that resolves a
  * node to a place in a layer; written only where a node may take a place
  * in another directory that readers cannot see coming: a directory moved
- * between parents (the ancestry every walk from below relies on changes),
- * and a change to the names of an upper hard link whose node may then move
- * to a name of it in another directory.
+ * between parents (the ancestry every walk from below relies on changes).
+ * Besides, a change that takes an upper hard link's name away, when its
+ * node must take another of its names (an alias) in a third directory
+ * whose lock is busy, is made again under it (nodes.c ovl_node_name_gone).
  *
  * ns (each directory): read to look names up in it, list it, or use a
  * child's name; written to change its names (create, remove, a rename
@@ -17,9 +18,10 @@
  * from below reads that list under the directory's fd_lock, nodes.c): the
  * only order by ancestry, and only of a directory not yet in upper.
  *
- * A node's place (parent, name) changes with the write lock of the
- * directory it leaves held; a directory's name also under its fd_lock,
- * since a walk from below reads it holding only that (dirfds.c).
+ * A node's place (parent, name) changes with the write locks of the
+ * directory it leaves and the one it enters held, and the alias table's
+ * lock (nodes.c); a directory's name also under its fd_lock, since a walk
+ * from below reads it holding only that (dirfds.c).
  *
  * No directory lock is held while a copy-up copies data. */
 #include "config.h"
@@ -120,11 +122,11 @@ struct ovl_node *ovl_ns_lock_place_and(struct ovl_fs *fs, struct ovl_node *node,
 	}
 }
 
-enum ovl_move_locks ovl_move_locks(bool same_dir, bool moves_dir, bool may_move_elsewhere)
+enum ovl_move_locks ovl_move_locks(bool same_dir, bool moves_dir)
 {
-	if (may_move_elsewhere || (moves_dir && !same_dir))
-		return OVL_MOVE_TREE;
-	return same_dir ? OVL_MOVE_DIR : OVL_MOVE_TWO_DIRS;
+	if (same_dir)
+		return OVL_MOVE_DIR;
+	return moves_dir ? OVL_MOVE_TREE : OVL_MOVE_TWO_DIRS;
 }
 
 void ovl_tree_lock(struct ovl_fs *fs)
@@ -135,22 +137,6 @@ void ovl_tree_lock(struct ovl_fs *fs)
 void ovl_tree_unlock(struct ovl_fs *fs)
 {
 	pthread_rwlock_unlock(&fs->tree_lock);
-}
-
-void ovl_change_lock(struct ovl_fs *fs, struct ovl_node *dir, bool tree)
-{
-	if (tree)
-		ovl_tree_lock(fs);
-	else
-		ovl_ns_lock(fs, dir, true);
-}
-
-void ovl_change_unlock(struct ovl_fs *fs, struct ovl_node *dir, bool tree)
-{
-	if (tree)
-		ovl_tree_unlock(fs);
-	else
-		ovl_ns_unlock(fs, dir);
 }
 
 void ovl_move_lock(struct ovl_fs *fs, enum ovl_move_locks how, struct ovl_node *from, struct ovl_node *to)

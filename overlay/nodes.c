@@ -358,12 +358,18 @@ void ovl_node_forget(struct ovl_fs *fs, struct ovl_node *node, uint64_t nlookup)
 }
 
 /* An upper hard link's names share one node: one found under another name
- * is remembered, so that the node can take it when its own goes. */
+ * is remembered, so that the node can take it when its own goes.  NULL: the
+ * node lost its last name meanwhile (a removal in another directory), and
+ * is no longer found; the caller looks again. */
 static struct ovl_node *found_by_identity(struct ovl_fs *fs, struct ovl_node *n, struct ovl_node *parent,
 					  const char *name)
 {
-	if (n->dir == NULL)
-		ovl_node_add_alias(fs, n, parent, name); /* out of memory: the node keeps its name */
+	/* out of memory: the node keeps its name */
+	if (n->dir == NULL && ovl_node_add_alias(fs, n, parent, name) == -ESTALE) {
+		ovl_node_unhash(fs, n);
+		node_release(fs, n, 1, 0);
+		return NULL;
+	}
 	return n;
 }
 
@@ -373,13 +379,16 @@ struct ovl_node *ovl_node_lookup_or_create(struct ovl_fs *fs, struct ovl_node *p
 {
 	struct id_shard *s = id_shard_of(fs, st->st_dev, st->st_ino);
 	const struct ovl_node *named = node_per_name(fs, layer, st) ? parent : NULL;
+again:
 	pthread_mutex_lock(&s->lock);
 	struct ovl_node *n = id_find(s, st->st_dev, st->st_ino, named, name);
 	if (n) {
 		if (n->nlookup++ == 0)
 			n->refs++;
 		pthread_mutex_unlock(&s->lock);
-		return found_by_identity(fs, n, parent, name);
+		if ((n = found_by_identity(fs, n, parent, name)) == NULL)
+			goto again;
+		return n;
 	}
 	pthread_mutex_unlock(&s->lock);
 
@@ -408,7 +417,9 @@ struct ovl_node *ovl_node_lookup_or_create(struct ovl_fs *fs, struct ovl_node *p
 	pthread_mutex_unlock(&s->lock);
 	node_destroy(fs, n);
 	ovl_node_unref(fs, parent);
-	return raced ? found_by_identity(fs, raced, parent, name) : NULL;
+	if (raced && (raced = found_by_identity(fs, raced, parent, name)) == NULL)
+		goto again;
+	return raced;
 }
 
 struct ovl_node *ovl_node_new_root(struct ovl_fs *fs, const struct stat *st, const uint32_t *layers,
@@ -564,7 +575,8 @@ void ovl_node_unhash_id(struct ovl_fs *fs, dev_t dev, ino_t ino)
 	pthread_mutex_unlock(&s->lock);
 }
 
-int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newparent, const char *newname)
+/* Moves the node to newparent/newname (locks.c: which locks). */
+static int node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newparent, const char *newname)
 {
 	char *name = strdup(newname);
 	if (name == NULL)
@@ -681,6 +693,10 @@ int ovl_node_add_alias(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node
 	struct ovl_aliases *t = &fs->aliases;
 	int res = 0;
 	pthread_mutex_lock(&t->lock);
+	if (node->unlinked) {
+		pthread_mutex_unlock(&t->lock);
+		return -ESTALE; /* its last name went (ovl_node_name_gone) */
+	}
 	if (is_name(node->parent, node->name, parent, name) || table_find(t, node, parent, name)) {
 		pthread_mutex_unlock(&t->lock);
 		return 0;
@@ -720,10 +736,12 @@ static bool alias_names_node(struct ovl_fs *fs, const struct ovl_alias *a, const
 	return same;
 }
 
-void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name)
+bool ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name,
+			bool tree_held)
 {
 	struct ovl_aliases *t = &fs->aliases;
 	struct ovl_alias *dropped = NULL, *a;
+	bool checked_all = true;
 	pthread_mutex_lock(&t->lock);
 	bool own = is_name(node->parent, node->name, parent, name);
 	if (!own && (a = table_find(t, node, parent, name)) != NULL)
@@ -731,22 +749,56 @@ void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_nod
 	/* the node loses its own name: it takes the first alias that still
 	 * names its object; those that do not any more go */
 	while (own && node->rare && (a = node->rare->aliases) != NULL) {
+		/* An alias in another directory is checked with that directory's
+		 * names still: its lock is only tried (we hold parent's, and a
+		 * mover there may wait for it); the tree lock holds them all. */
+		struct ovl_node *there = a->parent;
+		bool lock_there = !tree_held && there != parent;
+		if (lock_there && pthread_rwlock_trywrlock(&there->dir->ns) != 0) {
+			checked_all = false;
+			break;
+		}
 		bool taken = alias_names_node(fs, a, node);
 		unlink_alias(t, a, &dropped);
 		if (taken) {
-			ovl_node_move(fs, node, a->parent, a->name);
+			node_move(fs, node, there, a->name);
 			own = false;
 		}
+		if (lock_there)
+			ovl_dir_unlock(there);
 	}
-	pthread_mutex_unlock(&t->lock);
-	free_dropped(fs, dropped);
-	if (own) {
+	if (own && checked_all) {
 		/* Its last name known to us went: a later lookup of another name
 		 * of the object (never looked up so far) must get a node of its
-		 * own, not this one, whose name is gone; open files keep this. */
+		 * own, not this one, whose name is gone; open files keep this.
+		 * Under the alias lock: a lookup that found it meanwhile adds no
+		 * alias to it, and looks again. */
 		node->unlinked = true;
 		ovl_node_unhash(fs, node);
 	}
+	pthread_mutex_unlock(&t->lock);
+	free_dropped(fs, dropped);
+	return checked_all;
+}
+
+void ovl_node_renamed(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name,
+		      struct ovl_node *newparent, const char *newname)
+{
+	struct ovl_aliases *t = &fs->aliases;
+	struct ovl_alias *dropped = NULL, *a;
+	/* read under the lock a removal elsewhere moves the node under */
+	pthread_mutex_lock(&t->lock);
+	bool own = is_name(node->parent, node->name, parent, name);
+	if (own)
+		node_move(fs, node, newparent, newname);
+	else if ((a = table_find(t, node, parent, name)) != NULL)
+		unlink_alias(t, a, &dropped);
+	pthread_mutex_unlock(&t->lock);
+	free_dropped(fs, dropped);
+	if (!own)
+		ovl_node_add_alias(fs, node, newparent, newname);
+	else if (newparent->dir->nlayers == 1)
+		node->origin_ino = 0; /* readdir there shows the upper st_ino */
 }
 
 void ovl_node_drop_aliases(struct ovl_fs *fs, struct ovl_node *node)

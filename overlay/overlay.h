@@ -399,9 +399,6 @@ struct ovl_node *ovl_ns_lock_place(struct ovl_fs *fs, struct ovl_node *node, boo
 /* tree_lock for writing: nothing else resolves names meanwhile. */
 void ovl_tree_lock(struct ovl_fs *fs);
 void ovl_tree_unlock(struct ovl_fs *fs);
-/* A change in dir: its lock written, or (tree) the tree lock written. */
-void ovl_change_lock(struct ovl_fs *fs, struct ovl_node *dir, bool tree);
-void ovl_change_unlock(struct ovl_fs *fs, struct ovl_node *dir, bool tree);
 /* tree_lock for reading, then the locks of a and b (one if the same), in address order. */
 void ovl_ns_lock_two(struct ovl_fs *fs, struct ovl_node *a, bool write_a, struct ovl_node *b, bool write_b);
 void ovl_ns_unlock_two(struct ovl_fs *fs, struct ovl_node *a, struct ovl_node *b);
@@ -412,15 +409,11 @@ struct ovl_node *ovl_ns_lock_place_and(struct ovl_fs *fs, struct ovl_node *node,
 /* What a rename locks: its directory, both directories, or the tree. */
 enum ovl_move_locks { OVL_MOVE_DIR, OVL_MOVE_TWO_DIRS, OVL_MOVE_TREE };
 /* The locks of a rename within one directory or between two (same_dir),
- * of a directory or not (moves_dir), that may move a node to a name in
- * another directory than these (an upper hard link's). */
-enum ovl_move_locks ovl_move_locks(bool same_dir, bool moves_dir, bool may_move_elsewhere);
+ * of a directory or not (moves_dir). */
+enum ovl_move_locks ovl_move_locks(bool same_dir, bool moves_dir);
 void ovl_move_lock(struct ovl_fs *fs, enum ovl_move_locks how, struct ovl_node *from, struct ovl_node *to);
 void ovl_move_unlock(struct ovl_fs *fs, enum ovl_move_locks how, struct ovl_node *from, struct ovl_node *to);
 
-/* Moves the node to newparent/newname (the caller holds the lock of the
- * directory it leaves written, and a directory's fd_lock; locks.c). */
-int ovl_node_move(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *newparent, const char *newname);
 /* Another name of the node's object (a hard link made through us). */
 int ovl_node_add_alias(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name);
 /* The node's rare part, made when first needed; NULL: no memory. */
@@ -432,8 +425,16 @@ int ovl_node_orphan_fd(const struct ovl_node *node);
 /* Keeps node's upper object, upfd/name, reachable while files are open on it. */
 void ovl_node_keep_orphan(struct ovl_fs *fs, struct ovl_node *node, int upfd, const char *name);
 /* parent/name of the node's object goes away: the node takes another of its
- * names if it stood for that one (tree_lock held for writing). */
-void ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name);
+ * names if it stood for that one (parent's lock written).  false, with the
+ * node where it was: another directory's name could not be checked without
+ * the tree lock (tree_held: it is held; locks.c). */
+bool ovl_node_name_gone(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name,
+			bool tree_held);
+/* parent/name of the node's object is now newparent/newname (both
+ * directories' locks written): the node moves if that was its name, else
+ * the alias does. */
+void ovl_node_renamed(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name,
+		      struct ovl_node *newparent, const char *newname);
 /* Frees the node's aliases (the node is going). */
 void ovl_node_drop_aliases(struct ovl_fs *fs, struct ovl_node *node);
 void ovl_aliases_init(struct ovl_fs *fs);

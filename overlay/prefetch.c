@@ -58,7 +58,7 @@ static void warm(struct ovl_fs *fs, struct ovl_node *n)
 	if (is_listed(n))
 		return;
 	for (uint32_t i = 0;; i++) {
-		/* a directory's layers and place change only under the tree lock */
+		/* a directory's layers change only under its own lock written */
 		ovl_ns_lock(fs, n, false);
 		struct ovl_layer *layer = i < n->dir->nlayers ? &fs->layers[n->dir->layers[i]] : NULL;
 		int fd = layer ? ovl_dir_fd_get(fs, n, i) : -1;

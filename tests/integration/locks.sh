@@ -13,8 +13,14 @@
 #                        the rename lock taken, one waited all of it)
 #   mixed_changes_no_deadlock  four processes create, link, remove and
 #                        rename files and directories within and between
-#                        five directories at once: all end, and the mount
-#                        still lists
+#                        five directories at once (and link, remove and
+#                        rename names of three upper hard links): all end,
+#                        and the mount still lists
+#   mixed_changes_consistent  after them, every name listed stats and reads
+#                        through the names the kernel kept (the nodes' places
+#                        followed every move), each file's link count is the
+#                        number of its names, and each hard link's names read
+#                        its own content
 TEST_NAME=locks
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -98,6 +104,11 @@ for i in 0 1 2 3 4; do
 done
 start_fuse "$BIN" "$e/l" "$e/u" "$e/w" "$e/m" "$WORK/err" || die "mount failed: $(cat "$WORK/err")"
 daemon=$FPID
+# three upper objects of three names each, in three directories
+for k in 0 1 2; do
+	echo "obj$k" >"$e/m/d0/h$k" && ln "$e/m/d0/h$k" "$e/m/d1/h$k" && ln "$e/m/d0/h$k" "$e/m/d2/h$k" ||
+		die "could not make the hard links"
+done
 /usr/bin/python3 - "$e/m" <<'PY' >"$WORK/mixed.out" 2>&1 &
 import os, random, sys
 m = sys.argv[1]
@@ -107,7 +118,8 @@ def worker(seed):
         a, b = 'd%d' % r.randrange(5), 'd%d' % r.randrange(5)
         x, y = '%s/%s/f%d' % (m, a, r.randrange(1, 25)), '%s/%s/f%d' % (m, b, r.randrange(1, 25))
         dx, dy = '%s/%s/s%d' % (m, a, r.randrange(4)), '%s/%s/s%d' % (m, b, r.randrange(4))
-        op = r.randrange(9)
+        hx, hy = '%s/%s/h%d' % (m, a, r.randrange(3)), '%s/%s/h%d' % (m, b, r.randrange(3))
+        op = r.randrange(13)
         try:
             if op == 0: open(x, 'a').close()
             elif op == 1: os.unlink(x)
@@ -117,7 +129,11 @@ def worker(seed):
             elif op == 5: os.rmdir(dx)
             elif op == 6: os.rename(dx, dy if r.randrange(2) else dy + '/in')
             elif op == 7: os.listdir('%s/%s' % (m, a))
-            else: os.stat(x)
+            elif op == 8: os.stat(x)
+            elif op == 9: os.link(hx, hy)
+            elif op == 10: os.unlink(hx)
+            elif op == 11: os.rename(hx, hy)
+            else: open(hx).read()
         except OSError:
             pass
 pids = []
@@ -141,6 +157,37 @@ if kill -0 $mixed 2>/dev/null; then
 	pkill -KILL -P "$mixed"
 elif [ "$(cat "$WORK/mixed.out")" = done ] && ls -R "$e/m" >/dev/null; then
 	pass mixed_changes_no_deadlock
+	if out=$(/usr/bin/python3 - "$e/m" <<'PY' 2>&1
+import collections, os, sys
+names = collections.defaultdict(list)
+bad = []
+for top, dirs, files in os.walk(sys.argv[1]):
+    for f in files:
+        p = os.path.join(top, f)
+        try:
+            st = os.lstat(p)
+            with open(p, 'rb') as fh:
+                data = fh.read()
+            names[st.st_ino].append((p, st.st_nlink, data))
+        except OSError as e:
+            bad.append('%s: %s' % (p, e))
+owner = {}
+for ino, ns in names.items():
+    if any(n != len(ns) for _, n, _ in ns):
+        bad.append('%s: link count %d, names %d' % (ns[0][0], ns[0][1], len(ns)))
+    if any(d != ns[0][2] for _, _, d in ns):
+        bad.append('%s: names of one object read %s' % (ns[0][0], sorted(set(d for _, _, d in ns))))
+    if ns[0][2].startswith(b'obj') and owner.setdefault(ns[0][2], ino) != ino:
+        bad.append('%s: %s read through two objects' % (ns[0][0], ns[0][2]))
+print('\n'.join(bad[:5]) if bad else 'ok %d files' % len(names))
+sys.exit(1 if bad else 0)
+PY
+	); then
+		pass mixed_changes_consistent
+		echo "    $out"
+	else
+		fail mixed_changes_consistent "$out"
+	fi
 else
 	fail mixed_changes_no_deadlock "$(cat "$WORK/mixed.out")"
 fi

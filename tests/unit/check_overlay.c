@@ -907,15 +907,12 @@ END_TEST
 START_TEST(rename_locks_only_what_moves)
 {
 	/* within one directory: its lock, also for a directory */
-	ck_assert_int_eq(ovl_move_locks(true, false, false), OVL_MOVE_DIR);
-	ck_assert_int_eq(ovl_move_locks(true, true, false), OVL_MOVE_DIR);
+	ck_assert_int_eq(ovl_move_locks(true, false), OVL_MOVE_DIR);
+	ck_assert_int_eq(ovl_move_locks(true, true), OVL_MOVE_DIR);
 	/* a file between two: both, and no rename lock */
-	ck_assert_int_eq(ovl_move_locks(false, false, false), OVL_MOVE_TWO_DIRS);
-	/* the rename lock: a directory between two, or a node that may take a
-	 * name in a third directory */
-	ck_assert_int_eq(ovl_move_locks(false, true, false), OVL_MOVE_TREE);
-	ck_assert_int_eq(ovl_move_locks(true, false, true), OVL_MOVE_TREE);
-	ck_assert_int_eq(ovl_move_locks(false, false, true), OVL_MOVE_TREE);
+	ck_assert_int_eq(ovl_move_locks(false, false), OVL_MOVE_TWO_DIRS);
+	/* the rename lock: only for a directory between two */
+	ck_assert_int_eq(ovl_move_locks(false, true), OVL_MOVE_TREE);
 }
 END_TEST
 
@@ -983,7 +980,7 @@ START_TEST(lock_place_follows_a_move)
 	ovl_ns_lock(fs, fs->root, true);
 	ck_assert_int_eq(pthread_create(&t, NULL, lock_place_of, &l), 0);
 	usleep(100000);
-	ck_assert_int_eq(ovl_node_move(fs, f, d1, "g"), 0);
+	ovl_node_renamed(fs, f, fs->root, "f", d1, "g");
 	ovl_ns_unlock(fs, fs->root);
 	pthread_join(t, NULL);
 	ck_assert_ptr_eq(l.got, d1);
@@ -1012,6 +1009,71 @@ START_TEST(two_dir_locks_any_order)
 	ck_assert_int_eq(pthread_rwlock_tryrdlock(&d1->dir->ns), EBUSY);
 	ovl_ns_unlock_two(fs, d1, d1);
 	three_names_remove(fs, &cfg, dir);
+}
+END_TEST
+
+/* Looks name up in dir as a LOOKUP request does. */
+static struct ovl_node *look_up_in(struct ovl_fs *fs, struct ovl_node *dir, const char *name)
+{
+	struct fuse_entry_param e;
+	ovl_ns_lock(fs, dir, false);
+	int res = ovl_lookup_entry(fs, dir, name, &e);
+	ovl_ns_unlock(fs, dir);
+	ck_assert_int_eq(res, 0);
+	return ovl_node_get(fs, e.ino);
+}
+
+START_TEST(hard_link_takes_a_name_elsewhere_only_locked)
+{
+	/* an upper layer with one object named d1/f and d2/f */
+	char dir[] = "/tmp/check_overlay.XXXXXX", path[96], path2[96], cmd[160];
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(cmd, sizeof cmd, "cd '%s' && mkdir l u w u/d1 u/d2 && echo x >u/d1/f && ln u/d1/f u/d2/f", dir);
+	ck_assert_int_eq(system(cmd), 0);
+	struct ovl_config cfg;
+	char err[512];
+	struct ovl_fs *fs;
+	ovl_config_init(&cfg);
+	snprintf(path, sizeof path, "%s/l", dir);
+	cfg.lowerdir = strdup(path);
+	snprintf(path, sizeof path, "%s/u", dir);
+	cfg.upperdir = strdup(path);
+	snprintf(path2, sizeof path2, "%s/w", dir);
+	cfg.workdir = strdup(path2);
+	ck_assert_msg(ovl_fs_open(&cfg, &fs, err, sizeof err) == 0, "ovl_fs_open: %s", err);
+	struct fuse_entry_param e;
+	struct ovl_node *d1 = look_up(fs, "d1", &e), *d2 = look_up(fs, "d2", &e);
+	struct ovl_node *f = look_up_in(fs, d1, "f");
+	ck_assert_ptr_eq(look_up_in(fs, d2, "f"), f); /* one node, d2/f its alias */
+	ck_assert_ptr_eq(f->parent, d1);
+
+	/* d1/f goes while d2 is busy (a lookup there): the node may not take
+	 * d2/f unseen, so the caller must do it again under the tree lock */
+	ovl_ns_lock(fs, d1, true);
+	ovl_dir_lock(d2, false);
+	ck_assert(!ovl_node_name_gone(fs, f, d1, "f", false));
+	ck_assert_ptr_eq(f->parent, d1);
+	ck_assert(!f->unlinked);
+	ovl_dir_unlock(d2);
+	/* d2 free: it takes d2/f */
+	ck_assert(ovl_node_name_gone(fs, f, d1, "f", false));
+	ovl_ns_unlock(fs, d1);
+	ck_assert_ptr_eq(f->parent, d2);
+	ck_assert_str_eq(f->name, "f");
+	ck_assert(!f->unlinked);
+
+	/* its last name goes: a lookup elsewhere that found it just before
+	 * may not name it again (it gets a node of its own) */
+	ovl_ns_lock(fs, d2, true);
+	ck_assert(ovl_node_name_gone(fs, f, d2, "f", false));
+	ovl_ns_unlock(fs, d2);
+	ck_assert(f->unlinked);
+	ck_assert_int_eq(ovl_node_add_alias(fs, f, d1, "g"), -ESTALE);
+
+	ovl_fs_close(fs);
+	ovl_config_free(&cfg);
+	snprintf(cmd, sizeof cmd, "rm -r '%s'", dir);
+	ck_assert_int_eq(system(cmd), 0);
 }
 END_TEST
 
@@ -1060,6 +1122,7 @@ static Suite *suite(void)
 	tcase_add_test(t, rename_locks_only_what_moves);
 	tcase_add_test(t, lock_place_follows_a_move);
 	tcase_add_test(t, two_dir_locks_any_order);
+	tcase_add_test(t, hard_link_takes_a_name_elsewhere_only_locked);
 	suite_add_tcase(s, t);
 	return s;
 }
