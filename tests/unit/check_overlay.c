@@ -939,76 +939,80 @@ static void *lock_pairs(void *arg)
 	return NULL;
 }
 
-/* A lower directory of d1, d2 and f, and a mount of it. */
-static struct ovl_fs *three_names(struct ovl_config *cfg, char *dir)
+/* A lower directory of d1, d2 and f, a mount of it, and their nodes. */
+struct three_names {
+	char dir[32];
+	struct ovl_config cfg;
+	struct ovl_fs *fs;
+	struct ovl_node *d1, *d2, *f;
+};
+
+static void three_names_open(struct three_names *t)
 {
 	char path[64];
-	ck_assert_ptr_nonnull(mkdtemp(dir));
-	snprintf(path, sizeof path, "%s/d1", dir);
+	snprintf(t->dir, sizeof t->dir, "/tmp/check_overlay.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(t->dir));
+	snprintf(path, sizeof path, "%s/d1", t->dir);
 	ck_assert_int_eq(mkdir(path, 0755), 0);
-	snprintf(path, sizeof path, "%s/d2", dir);
+	snprintf(path, sizeof path, "%s/d2", t->dir);
 	ck_assert_int_eq(mkdir(path, 0755), 0);
-	snprintf(path, sizeof path, "%s/f", dir);
+	snprintf(path, sizeof path, "%s/f", t->dir);
 	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
 	ck_assert_int_ge(fd, 0);
 	close(fd);
-	return open_lower(cfg, dir);
+	t->fs = open_lower(&t->cfg, t->dir);
+	struct fuse_entry_param e;
+	t->d1 = look_up(t->fs, "d1", &e);
+	t->d2 = look_up(t->fs, "d2", &e);
+	t->f = look_up(t->fs, "f", &e);
 }
 
-static void three_names_remove(struct ovl_fs *fs, struct ovl_config *cfg, const char *dir)
+static void three_names_close(struct three_names *t)
 {
-	char cmd[96];
-	ovl_fs_close(fs);
-	ovl_config_free(cfg);
-	snprintf(cmd, sizeof cmd, "rm -r '%s'", dir);
+	char cmd[64];
+	ovl_fs_close(t->fs);
+	ovl_config_free(&t->cfg);
+	snprintf(cmd, sizeof cmd, "rm -r '%s'", t->dir);
 	ck_assert_int_eq(system(cmd), 0);
 }
 
 START_TEST(lock_place_follows_a_move)
 {
-	char dir[] = "/tmp/check_overlay.XXXXXX";
-	struct ovl_config cfg;
-	struct ovl_fs *fs = three_names(&cfg, dir);
-	struct fuse_entry_param e;
-	struct ovl_node *d1 = look_up(fs, "d1", &e), *f = look_up(fs, "f", &e);
-
+	struct three_names n;
+	three_names_open(&n);
 	/* a reader of f's place waits for the root, where f is; f moves to d1
 	 * meanwhile (under the root's lock, as a rename): the reader ends up
 	 * holding d1's lock, the place f has now */
-	struct locker l = { .fs = fs, .node = f };
+	struct locker l = { .fs = n.fs, .node = n.f };
 	pthread_t t;
-	ovl_ns_lock(fs, fs->root, true);
+	ovl_ns_lock(n.fs, n.fs->root, true);
 	ck_assert_int_eq(pthread_create(&t, NULL, lock_place_of, &l), 0);
 	usleep(100000);
-	ovl_node_renamed(fs, f, fs->root, "f", d1, "g");
-	ovl_ns_unlock(fs, fs->root);
+	ovl_node_renamed(n.fs, n.f, n.fs->root, "f", n.d1, "g");
+	ovl_ns_unlock(n.fs, n.fs->root);
 	pthread_join(t, NULL);
-	ck_assert_ptr_eq(l.got, d1);
-	three_names_remove(fs, &cfg, dir);
+	ck_assert_ptr_eq(l.got, n.d1);
+	three_names_close(&n);
 }
 END_TEST
 
 START_TEST(two_dir_locks_any_order)
 {
-	char dir[] = "/tmp/check_overlay.XXXXXX";
-	struct ovl_config cfg;
-	struct ovl_fs *fs = three_names(&cfg, dir);
-	struct fuse_entry_param e;
-	struct ovl_node *d1 = look_up(fs, "d1", &e), *d2 = look_up(fs, "d2", &e);
-
+	struct three_names n;
+	three_names_open(&n);
 	/* two movers between the same directories, named in opposite orders:
 	 * neither waits for the other for ever (the test's timeout) */
-	struct locker x = { .fs = fs, .a = d1, .b = d2 }, y = { .fs = fs, .a = d2, .b = d1 };
+	struct locker x = { .fs = n.fs, .a = n.d1, .b = n.d2 }, y = { .fs = n.fs, .a = n.d2, .b = n.d1 };
 	pthread_t tx, ty;
 	ck_assert_int_eq(pthread_create(&tx, NULL, lock_pairs, &x), 0);
 	ck_assert_int_eq(pthread_create(&ty, NULL, lock_pairs, &y), 0);
 	pthread_join(tx, NULL);
 	pthread_join(ty, NULL);
 	/* and one directory named twice is locked once */
-	ovl_ns_lock_two(fs, d1, false, d1, true);
-	ck_assert_int_eq(pthread_rwlock_tryrdlock(&d1->dir->ns), EBUSY);
-	ovl_ns_unlock_two(fs, d1, d1);
-	three_names_remove(fs, &cfg, dir);
+	ovl_ns_lock_two(n.fs, n.d1, false, n.d1, true);
+	ck_assert_int_eq(pthread_rwlock_tryrdlock(&n.d1->dir->ns), EBUSY);
+	ovl_ns_unlock_two(n.fs, n.d1, n.d1);
+	three_names_close(&n);
 }
 END_TEST
 
