@@ -19,7 +19,7 @@ failed=0
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 
-for unit in check_overlay check_loader check_snapshotter check_oci; do
+for unit in check_overlay check_nodes check_loader check_snapshotter check_oci; do
 	echo "== unit tests (Check): $unit"
 	./tests/unit/$unit 2>&1 | tee "$logs/$unit"
 	# Check prints "100%: Checks: N, Failures: F, Errors: E"

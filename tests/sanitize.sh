@@ -98,7 +98,7 @@ fi
 
 run_unit() {
 	local u p=0 f=0
-	for u in check_overlay check_layers check_snapshotter check_oci; do
+	for u in check_overlay check_nodes check_layers check_snapshotter check_oci; do
 		if (cd "$B" && "./tests/unit/$u") >"$S/$u.log" 2>&1; then
 			echo "PASS unit $u ($(grep -o 'Checks: [0-9]*' "$S/$u.log"))"
 			p=$((p + 1))
