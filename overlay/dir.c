@@ -408,12 +408,9 @@ static int remove_object(struct ovl_fs *fs, struct ovl_node *parent, const char 
 		res = ovl_copy_up_dirs(fs, parent);
 	if (res < 0)
 		return res;
-	bool tree = false;
+	enum ovl_change_locks how = OVL_LOCK_DIR;
 again:
-	if (tree)
-		ovl_tree_lock(fs);
-	else
-		ovl_ns_lock(fs, parent, true);
+	ovl_change_lock(fs, how, parent, parent);
 	struct ovl_found f;
 	res = ovl_lookup_name(fs, parent, name, &f);
 	bool needs_tree = false;
@@ -436,7 +433,7 @@ again:
 			res = upfd;
 		} else if (res == 0) {
 			/* nothing can fail past this point but the removal itself */
-			needs_tree = !name_going(fs, parent, upfd, name, &f, tree);
+			needs_tree = !name_going(fs, parent, upfd, name, &f, how == OVL_LOCK_TREE);
 			if (!needs_tree)
 				res = remove_in_upper(fs, upfd, name, &f, lower);
 			ovl_dir_fd_put(parent);
@@ -449,12 +446,9 @@ again:
 			ovl_node_forget(fs, n, 1);
 		ovl_found_free(&f);
 	}
-	if (tree)
-		ovl_tree_unlock(fs);
-	else
-		ovl_ns_unlock(fs, parent);
+	ovl_change_unlock(fs, how, parent, parent);
 	if (needs_tree) {
-		tree = true;
+		how = OVL_LOCK_TREE;
 		goto again;
 	}
 	return res;
@@ -594,21 +588,21 @@ static int do_rename(struct ovl_fs *fs, struct move *mv)
 	if (res < 0)
 		return res;
 	bool same_dir = mv->p == mv->np;
-	enum ovl_move_locks how = ovl_move_locks(same_dir, mv->s->dir || (exchange && mv->d && mv->d->dir));
+	enum ovl_change_locks how = ovl_rename_locks(same_dir, mv->s->dir || (exchange && mv->d && mv->d->dir));
 again:
-	ovl_move_lock(fs, how, mv->p, mv->np);
+	ovl_change_lock(fs, how, mv->p, mv->np);
 	res = ovl_lookup_name(fs, mv->p, mv->name, &src);
 	int dres = res < 0 ? -ENOENT : ovl_lookup_name(fs, mv->np, mv->newname, &dst);
 	bool has_dst = dres == 0;
 	/* what the names hold now may need more locks than the nodes told */
-	enum ovl_move_locks need =
+	enum ovl_change_locks need =
 		res < 0 ? how
-			: ovl_move_locks(same_dir, S_ISDIR(src.st.st_mode) || (exchange && has_dst && S_ISDIR(dst.st.st_mode)));
+			: ovl_rename_locks(same_dir, S_ISDIR(src.st.st_mode) || (exchange && has_dst && S_ISDIR(dst.st.st_mode)));
 	if (need > how) {
 		ovl_found_free(&src);
 		if (has_dst)
 			ovl_found_free(&dst);
-		ovl_move_unlock(fs, how, mv->p, mv->np);
+		ovl_change_unlock(fs, how, mv->p, mv->np);
 		how = need;
 		goto again;
 	}
@@ -642,7 +636,7 @@ again:
 	moving_dirs_lock(mv, true);
 	bool needs_tree = false;
 	if (res == 0 && has_dst && !exchange)
-		needs_tree = !name_going(fs, mv->np, unp, mv->newname, &dst, how == OVL_MOVE_TREE);
+		needs_tree = !name_going(fs, mv->np, unp, mv->newname, &dst, how == OVL_LOCK_TREE);
 	if (res == 0 && !needs_tree)
 		res = move_in_upper(fs, mv, up, unp, has_dst ? &dst : NULL);
 	if (unp >= 0)
@@ -665,9 +659,9 @@ again:
 	ovl_found_free(&src);
 	if (has_dst)
 		ovl_found_free(&dst);
-	ovl_move_unlock(fs, how, mv->p, mv->np);
+	ovl_change_unlock(fs, how, mv->p, mv->np);
 	if (needs_tree) {
-		how = OVL_MOVE_TREE;
+		how = OVL_LOCK_TREE;
 		goto again;
 	}
 	return res > 0 ? 0 : res;

@@ -79,22 +79,13 @@ static struct ovl_node *place_of(struct ovl_node *node)
 
 struct ovl_node *ovl_ns_lock_place(struct ovl_fs *fs, struct ovl_node *node, bool write)
 {
-	ovl_tree_read(fs);
-	for (;;) {
-		struct ovl_node *dir = place_of(node);
-		ovl_dir_lock(dir, write);
-		/* a file may have moved before we got there: its place changes
-		 * under the lock of the directory it leaves, so this one holds */
-		if (place_of(node) == dir)
-			return dir;
-		ovl_dir_unlock(dir);
-	}
+	return ovl_ns_lock_place_and(fs, node, write, NULL, false);
 }
 
 void ovl_ns_lock_two(struct ovl_fs *fs, struct ovl_node *a, bool write_a, struct ovl_node *b, bool write_b)
 {
 	ovl_tree_read(fs);
-	if (a == b) {
+	if (b == NULL || a == b) {
 		ovl_dir_lock(a, write_a || write_b);
 		return;
 	}
@@ -105,7 +96,7 @@ void ovl_ns_lock_two(struct ovl_fs *fs, struct ovl_node *a, bool write_a, struct
 
 void ovl_ns_unlock_two(struct ovl_fs *fs, struct ovl_node *a, struct ovl_node *b)
 {
-	if (a != b)
+	if (b != NULL && a != b)
 		ovl_dir_unlock(b);
 	ovl_ns_unlock(fs, a);
 }
@@ -116,17 +107,19 @@ struct ovl_node *ovl_ns_lock_place_and(struct ovl_fs *fs, struct ovl_node *node,
 	for (;;) {
 		struct ovl_node *place = place_of(node);
 		ovl_ns_lock_two(fs, place, write, dir, write_dir);
+		/* a file may have moved before we got there: its place changes
+		 * under the lock of the directory it leaves, so this one holds */
 		if (place_of(node) == place)
 			return place;
 		ovl_ns_unlock_two(fs, place, dir);
 	}
 }
 
-enum ovl_move_locks ovl_move_locks(bool same_dir, bool moves_dir)
+enum ovl_change_locks ovl_rename_locks(bool same_dir, bool moves_dir)
 {
 	if (same_dir)
-		return OVL_MOVE_DIR;
-	return moves_dir ? OVL_MOVE_TREE : OVL_MOVE_TWO_DIRS;
+		return OVL_LOCK_DIR;
+	return moves_dir ? OVL_LOCK_TREE : OVL_LOCK_TWO_DIRS;
 }
 
 void ovl_tree_lock(struct ovl_fs *fs)
@@ -139,17 +132,17 @@ void ovl_tree_unlock(struct ovl_fs *fs)
 	pthread_rwlock_unlock(&fs->tree_lock);
 }
 
-void ovl_move_lock(struct ovl_fs *fs, enum ovl_move_locks how, struct ovl_node *from, struct ovl_node *to)
+void ovl_change_lock(struct ovl_fs *fs, enum ovl_change_locks how, struct ovl_node *from, struct ovl_node *to)
 {
-	if (how == OVL_MOVE_TREE)
+	if (how == OVL_LOCK_TREE)
 		ovl_tree_lock(fs);
 	else
 		ovl_ns_lock_two(fs, from, true, to, true);
 }
 
-void ovl_move_unlock(struct ovl_fs *fs, enum ovl_move_locks how, struct ovl_node *from, struct ovl_node *to)
+void ovl_change_unlock(struct ovl_fs *fs, enum ovl_change_locks how, struct ovl_node *from, struct ovl_node *to)
 {
-	if (how == OVL_MOVE_TREE)
+	if (how == OVL_LOCK_TREE)
 		ovl_tree_unlock(fs);
 	else
 		ovl_ns_unlock_two(fs, from, to);

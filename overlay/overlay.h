@@ -399,20 +399,22 @@ struct ovl_node *ovl_ns_lock_place(struct ovl_fs *fs, struct ovl_node *node, boo
 /* tree_lock for writing: nothing else resolves names meanwhile. */
 void ovl_tree_lock(struct ovl_fs *fs);
 void ovl_tree_unlock(struct ovl_fs *fs);
-/* tree_lock for reading, then the locks of a and b (one if the same), in address order. */
+/* tree_lock for reading, then the locks of a and b (one if the same or b
+ * is NULL), in address order. */
 void ovl_ns_lock_two(struct ovl_fs *fs, struct ovl_node *a, bool write_a, struct ovl_node *b, bool write_b);
 void ovl_ns_unlock_two(struct ovl_fs *fs, struct ovl_node *a, struct ovl_node *b);
 /* ovl_ns_lock_two of the directory holding node's name and dir; returns
  * the former, for ovl_ns_unlock_two. */
 struct ovl_node *ovl_ns_lock_place_and(struct ovl_fs *fs, struct ovl_node *node, bool write, struct ovl_node *dir,
 				       bool write_dir);
-/* What a rename locks: its directory, both directories, or the tree. */
-enum ovl_move_locks { OVL_MOVE_DIR, OVL_MOVE_TWO_DIRS, OVL_MOVE_TREE };
+/* What a change of names locks: its directory, two directories, or the tree. */
+enum ovl_change_locks { OVL_LOCK_DIR, OVL_LOCK_TWO_DIRS, OVL_LOCK_TREE };
 /* The locks of a rename within one directory or between two (same_dir),
  * of a directory or not (moves_dir). */
-enum ovl_move_locks ovl_move_locks(bool same_dir, bool moves_dir);
-void ovl_move_lock(struct ovl_fs *fs, enum ovl_move_locks how, struct ovl_node *from, struct ovl_node *to);
-void ovl_move_unlock(struct ovl_fs *fs, enum ovl_move_locks how, struct ovl_node *from, struct ovl_node *to);
+enum ovl_change_locks ovl_rename_locks(bool same_dir, bool moves_dir);
+/* Takes them: the write locks of from and to (one if the same), or the tree lock. */
+void ovl_change_lock(struct ovl_fs *fs, enum ovl_change_locks how, struct ovl_node *from, struct ovl_node *to);
+void ovl_change_unlock(struct ovl_fs *fs, enum ovl_change_locks how, struct ovl_node *from, struct ovl_node *to);
 
 /* Another name of the node's object (a hard link made through us). */
 int ovl_node_add_alias(struct ovl_fs *fs, struct ovl_node *node, struct ovl_node *parent, const char *name);

@@ -153,12 +153,12 @@ END_TEST
 START_TEST(rename_locks_only_what_moves)
 {
 	/* within one directory: its lock, also for a directory */
-	ck_assert_int_eq(ovl_move_locks(true, false), OVL_MOVE_DIR);
-	ck_assert_int_eq(ovl_move_locks(true, true), OVL_MOVE_DIR);
+	ck_assert_int_eq(ovl_rename_locks(true, false), OVL_LOCK_DIR);
+	ck_assert_int_eq(ovl_rename_locks(true, true), OVL_LOCK_DIR);
 	/* a file between two: both, and no rename lock */
-	ck_assert_int_eq(ovl_move_locks(false, false), OVL_MOVE_TWO_DIRS);
+	ck_assert_int_eq(ovl_rename_locks(false, false), OVL_LOCK_TWO_DIRS);
 	/* the rename lock: only for a directory between two */
-	ck_assert_int_eq(ovl_move_locks(false, true), OVL_MOVE_TREE);
+	ck_assert_int_eq(ovl_rename_locks(false, true), OVL_LOCK_TREE);
 }
 END_TEST
 
